@@ -1,0 +1,238 @@
+//! The event ABI shared by the eBPF programs (`agent-ebpf`) and userspace (`agent`).
+//!
+//! Every record in the ring buffer starts with [`EventHeader`]; its `kind` is an [`EventKind`]
+//! discriminant. Each struct is `#[repr(C)]` with explicit padding and no `bool`, so both sides
+//! agree byte for byte. Sizes and offsets are pinned by the tests at the bottom.
+#![no_std]
+
+/// Discriminator of a ring-buffer record. Decode it with `TryFrom<u32>`, never a transmute.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An mm counter (`kmem:rss_stat`) moved; see [`RssEvent`].
+    Rss = 1,
+    /// A mapping syscall (mmap, munmap, mremap, brk) returned; see [`SyscallEvent`].
+    Syscall = 2,
+    /// A watched process forked a child process (threads are not reported); see [`ProcEvent`].
+    Fork = 3,
+    /// A watched process called exec; see [`ProcEvent`].
+    Exec = 4,
+    /// The last thread of a watched process exited; see [`ProcEvent`].
+    Exit = 5,
+}
+
+impl TryFrom<u32> for EventKind {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        Ok(match v {
+            1 => Self::Rss,
+            2 => Self::Syscall,
+            3 => Self::Fork,
+            4 => Self::Exec,
+            5 => Self::Exit,
+            other => return Err(other),
+        })
+    }
+}
+
+/// The fixed header of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Process the record is attributed to (for a remote rss change: the mm's owner).
+    pub tgid: u32,
+    /// Thread that was running when the record was made.
+    pub tid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+}
+
+/// `kmem:rss_stat` members, as the kernel numbers them.
+pub mod member {
+    pub const FILE: u32 = 0;
+    pub const ANON: u32 = 1;
+    pub const SWAPENTS: u32 = 2;
+    pub const SHMEM: u32 = 3;
+}
+
+/// Why an mm counter moved: what the task was doing when `kmem:rss_stat` fired.
+pub mod cause {
+    /// Nothing we track was in progress.
+    pub const OTHER: u32 = 0;
+    /// A user-mode page fault (`exceptions:page_fault_user`) at `addr`.
+    pub const FAULT: u32 = 1;
+    /// A kernel-mode fault on a user address (`exceptions:page_fault_kernel`), e.g. `read()`
+    /// into a fresh buffer; `addr` is the user address.
+    pub const KERNEL_FAULT: u32 = 2;
+    /// A syscall was running; `aux` is its number (mmap+MAP_POPULATE, munmap, madvise, mlock...).
+    pub const SYSCALL: u32 = 3;
+    /// The owning process tore its mm down (exit, or the old image at exec).
+    pub const EXIT: u32 = 4;
+    /// Another task changed this mm (reclaim, khugepaged, process_vm_writev...).
+    pub const REMOTE: u32 = 5;
+}
+
+/// Flags of [`RssEvent::flags`].
+pub mod rss_flags {
+    /// The first counter change since this fault began: count the fault once.
+    pub const FIRST_OF_FAULT: u32 = 1;
+    /// No earlier size was known for this (mm, member): `delta` is `size - 0` and userspace must
+    /// seed it (from `/proc/PID/status`) or drop it.
+    pub const UNSEEDED: u32 = 2;
+}
+
+/// An mm counter change joined in the kernel with what caused it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssEvent {
+    pub hdr: EventHeader,
+    /// `rss_stat.mm_id`: a hash of the mm pointer.
+    pub mm_id: u32,
+    /// One of [`member`].
+    pub member: u32,
+    /// One of [`cause`].
+    pub cause: u32,
+    /// [`rss_flags`].
+    pub flags: u32,
+    /// Absolute counter value in bytes after the change.
+    pub size: i64,
+    /// Change in bytes since the previous event of this (mm, member).
+    pub delta: i64,
+    /// Faulting user address for `FAULT`/`KERNEL_FAULT`, else 0.
+    pub addr: u64,
+    /// Syscall number for `SYSCALL`, fault error code for faults.
+    pub aux: u64,
+}
+
+/// Syscall numbers (x86_64) of the calls that change mappings.
+pub mod nr {
+    pub const MMAP: u64 = 9;
+    pub const MUNMAP: u64 = 11;
+    pub const BRK: u64 = 12;
+    pub const MREMAP: u64 = 25;
+    pub const CLONE: u64 = 56;
+    pub const CLONE3: u64 = 435;
+}
+
+/// A mapping syscall that returned successfully, with its arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallEvent {
+    pub hdr: EventHeader,
+    pub nr: u64,
+    pub args: [u64; 6],
+    pub ret: i64,
+}
+
+pub const COMM_LEN: usize = 16;
+
+/// Fork, exec or exit of a watched process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub hdr: EventHeader,
+    /// Fork: the child's pid. Exec/exit: the process's pid.
+    pub pid: u32,
+    /// Fork: the parent's tgid. Others: 0.
+    pub ppid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Indices of the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Ring-buffer reservations that failed: records lost.
+    pub const LOST: u32 = 0;
+    /// Task-slot or watched-set insertions refused because a map was full.
+    pub const MAP_FULL: u32 = 1;
+    /// Remote (curr=0) rss changes of an mm whose owner was never learned.
+    pub const UNOWNED: u32 = 2;
+    pub const N: u32 = 3;
+}
+
+/// Map and global names, shared so neither side spells them twice.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const WATCHED: &str = "WATCHED";
+    pub const FAULTS: &str = "FAULTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const MM_OWNER: &str = "MM_OWNER";
+    pub const LAST_SIZE: &str = "LAST_SIZE";
+}
+
+/// Key of `LAST_SIZE`: (mm_id, member).
+#[inline(always)]
+pub const fn last_size_key(mm_id: u32, member: u32) -> u64 {
+    ((mm_id as u64) << 32) | member as u64
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for RssEvent {}
+    unsafe impl aya::Pod for SyscallEvent {}
+    unsafe impl aya::Pod for ProcEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn header_layout() {
+        assert_eq!(size_of::<EventHeader>(), 24);
+        assert_eq!(offset_of!(EventHeader, kind), 0);
+        assert_eq!(offset_of!(EventHeader, tgid), 4);
+        assert_eq!(offset_of!(EventHeader, tid), 8);
+        assert_eq!(offset_of!(EventHeader, ts_ns), 16);
+    }
+
+    #[test]
+    fn rss_layout() {
+        assert_eq!(size_of::<RssEvent>(), 72);
+        assert_eq!(offset_of!(RssEvent, mm_id), 24);
+        assert_eq!(offset_of!(RssEvent, member), 28);
+        assert_eq!(offset_of!(RssEvent, cause), 32);
+        assert_eq!(offset_of!(RssEvent, flags), 36);
+        assert_eq!(offset_of!(RssEvent, size), 40);
+        assert_eq!(offset_of!(RssEvent, delta), 48);
+        assert_eq!(offset_of!(RssEvent, addr), 56);
+        assert_eq!(offset_of!(RssEvent, aux), 64);
+    }
+
+    #[test]
+    fn syscall_and_proc_layout() {
+        assert_eq!(size_of::<SyscallEvent>(), 88);
+        assert_eq!(offset_of!(SyscallEvent, nr), 24);
+        assert_eq!(offset_of!(SyscallEvent, args), 32);
+        assert_eq!(offset_of!(SyscallEvent, ret), 80);
+        assert_eq!(size_of::<ProcEvent>(), 48);
+        assert_eq!(offset_of!(ProcEvent, pid), 24);
+        assert_eq!(offset_of!(ProcEvent, ppid), 28);
+        assert_eq!(offset_of!(ProcEvent, comm), 32);
+    }
+
+    #[test]
+    fn kind_round_trip_and_unknown() {
+        for k in [
+            EventKind::Rss,
+            EventKind::Syscall,
+            EventKind::Fork,
+            EventKind::Exec,
+            EventKind::Exit,
+        ] {
+            assert_eq!(EventKind::try_from(k as u32), Ok(k));
+        }
+        assert_eq!(EventKind::try_from(0), Err(0));
+        assert_eq!(EventKind::try_from(99), Err(99));
+    }
+
+    #[test]
+    fn last_size_key_packs() {
+        assert_eq!(last_size_key(0xdead_beef, 3), 0xdead_beef_0000_0003);
+    }
+}

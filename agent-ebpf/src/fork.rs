@@ -1,0 +1,36 @@
+//! `sched:sched_process_fork`: a watched process's new child joins the watched set before it
+//! first runs, so grandchildren are followed too. New threads (CLONE_THREAD) are not processes:
+//! they neither grow the watched set nor produce a record.
+use agent_common::{counter, nr, EventKind};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+
+use crate::{
+    proc_event,
+    state::{count, field, is_watched, pid_tgid, FORK_CHILD_PID, TASKS, WATCHED},
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = pid_tgid();
+    if !is_watched(tgid) {
+        return 0;
+    }
+    let Some(child) = field::<i32>(&ctx, &FORK_CHILD_PID) else {
+        return 0;
+    };
+    // sys_enter.rs kept the clone flags (for clone3, read from its user struct) in args[0].
+    if let Some(slot) = TASKS.get_ptr(tid) {
+        let slot = unsafe { &*slot };
+        let sys = slot.sys_nr as u64;
+        if (sys == nr::CLONE || sys == nr::CLONE3) && slot.args[0] & CLONE_THREAD != 0 {
+            return 0;
+        }
+    }
+    if WATCHED.insert(child as u32, 1, 0).is_err() {
+        count(counter::MAP_FULL);
+    }
+    proc_event::emit(EventKind::Fork, child as u32, tid, child as u32, tgid);
+    0
+}

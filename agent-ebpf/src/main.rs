@@ -1,0 +1,26 @@
+//! eBPF side of the agent: one program per file, shared maps and globals in `state.rs`.
+#![no_std]
+#![no_main]
+
+mod state;
+
+mod exec;
+mod exit;
+mod fault;
+mod fault_kernel;
+mod fork;
+mod noop;
+mod proc_event;
+mod rss;
+mod sys_enter;
+mod sys_exit;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,120 @@
+//! `kmem:rss_stat`: turn the absolute counter into a delta per (mm, member) and join it with
+//! what the task was doing (fault at an address, a syscall, exit) so userspace gets
+//! "pid P added N pages at address A" instead of a fault count.
+use agent_common::{cause, counter, last_size_key, rss_flags, EventHeader, EventKind, RssEvent};
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::tracepoint, programs::TracePointContext};
+
+use crate::state::{
+    count, field, is_watched, now, pid_tgid, reserve, submit_flags, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER,
+    RSS_MM_ID, RSS_SIZE, TASKS,
+};
+
+#[tracepoint]
+pub fn rss_stat(ctx: TracePointContext) -> u32 {
+    let (cur_tgid, tid) = pid_tgid();
+    let (Some(mm_id), Some(curr), Some(member), Some(size)) = (
+        field::<u32>(&ctx, &RSS_MM_ID),
+        field::<u32>(&ctx, &RSS_CURR),
+        field::<i32>(&ctx, &RSS_MEMBER),
+        field::<i64>(&ctx, &RSS_SIZE),
+    ) else {
+        return 0;
+    };
+    let member = member as u32;
+
+    let (tgid, why, addr, aux, mut flags) = if curr == 1 {
+        if !is_watched(cur_tgid) {
+            return 0;
+        }
+        if MM_OWNER.get_ptr(mm_id).is_none() {
+            // First owner wins: a vfork child briefly shares its parent's mm.
+            let _ = MM_OWNER.insert(mm_id, cur_tgid, 0);
+        }
+        match TASKS.get_ptr_mut(tid) {
+            Some(slot) => {
+                let slot = unsafe { &mut *slot };
+                if slot.fault_cause != 0 {
+                    let first = if slot.fault_fresh != 0 {
+                        rss_flags::FIRST_OF_FAULT
+                    } else {
+                        0
+                    };
+                    slot.fault_fresh = 0;
+                    (cur_tgid, slot.fault_cause, slot.fault_addr, slot.fault_err, first)
+                } else if slot.sys_nr >= 0 {
+                    (cur_tgid, cause::SYSCALL, 0, slot.sys_nr as u64, 0)
+                } else {
+                    (cur_tgid, cause::OTHER, 0, 0, 0)
+                }
+            }
+            None => (cur_tgid, cause::OTHER, 0, 0, 0),
+        }
+    } else {
+        match MM_OWNER.get_ptr(mm_id) {
+            Some(owner) => {
+                let owner = unsafe { *owner };
+                // The owner changing its own mm while current->mm is gone: exit_mmap at exit,
+                // or the old image released at exec.
+                let why = if owner == cur_tgid { cause::EXIT } else { cause::REMOTE };
+                (owner, why, 0, 0, 0)
+            }
+            None => {
+                if is_watched(cur_tgid) {
+                    // A watched task building an mm it does not run on yet: the child's copy at
+                    // fork, or the new image at exec. Such an mm starts from zero: track its size
+                    // so the owner's first own event has an exact delta.
+                    // Every member of such an mm starts at zero, not only the ones that
+                    // move during the copy.
+                    let key = last_size_key(mm_id, member);
+                    if LAST_SIZE.get_ptr(key).is_none() {
+                        for m in 0..4u32 {
+                            let _ = LAST_SIZE.insert(last_size_key(mm_id, m), 0, BPF_NOEXIST as u64);
+                        }
+                    }
+                    let _ = LAST_SIZE.insert(key, size, 0);
+                } else {
+                    count(counter::UNOWNED);
+                }
+                return 0;
+            }
+        }
+    };
+
+    let key = last_size_key(mm_id, member);
+    let delta = match LAST_SIZE.get_ptr_mut(key) {
+        Some(prev) => unsafe {
+            let d = size - *prev;
+            *prev = size;
+            d
+        },
+        None => {
+            flags |= rss_flags::UNSEEDED;
+            let _ = LAST_SIZE.insert(key, size, 0);
+            size
+        }
+    };
+    if delta == 0 {
+        return 0;
+    }
+
+    let Some(mut e) = reserve::<RssEvent>() else { return 0 };
+    e.write(RssEvent {
+        hdr: EventHeader {
+            kind: EventKind::Rss as u32,
+            tgid,
+            tid,
+            _pad: 0,
+            ts_ns: now(),
+        },
+        mm_id,
+        member,
+        cause: why,
+        flags,
+        size,
+        delta,
+        addr,
+        aux,
+    });
+    e.submit(submit_flags());
+    0
+}

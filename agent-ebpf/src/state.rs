@@ -1,0 +1,154 @@
+//! Maps and load-time globals shared by the programs.
+//!
+//! Tracepoint field offsets are globals that userspace overwrites before load with the values it
+//! read from tracefs `format` files; the defaults are this kernel's layout.
+use agent_common::counter;
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::TracePointContext,
+};
+
+macro_rules! global {
+    ($name:ident, $default:expr) => {
+        #[unsafe(no_mangle)]
+        pub static $name: u32 = $default;
+    };
+}
+
+global!(PF_ADDR, 8);
+global!(PF_ERR, 24);
+global!(RSS_MM_ID, 8);
+global!(RSS_CURR, 12);
+global!(RSS_MEMBER, 16);
+global!(RSS_SIZE, 24);
+global!(FORK_CHILD_PID, 20);
+global!(EXEC_PID, 12);
+global!(EXIT_GROUP_DEAD, 32);
+global!(SYS_ID, 8);
+global!(SYS_ARGS, 16);
+global!(SYS_RET, 16);
+// Ring fill level (bytes) past which a submit wakes the reader; below it the reader polls.
+global!(WAKEUP_BYTES, 1 << 20);
+
+#[inline(always)]
+pub fn g(v: &'static u32) -> usize {
+    // Volatile so the compiler does not fold the default into the code: the loader rewrites it.
+    unsafe { core::ptr::read_volatile(v) as usize }
+}
+
+#[inline(always)]
+pub fn field<T>(ctx: &TracePointContext, off: &'static u32) -> Option<T> {
+    unsafe { ctx.read_at::<T>(g(off)).ok() }
+}
+
+/// What a task is doing right now, as far as rss attribution cares.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TaskSlot {
+    /// Syscall in progress, or -1.
+    pub sys_nr: i64,
+    pub args: [u64; 6],
+    /// Address of the fault in progress (valid while `fault_cause != 0`).
+    pub fault_addr: u64,
+    pub fault_err: u64,
+    /// `cause::FAULT`, `cause::KERNEL_FAULT` or 0.
+    pub fault_cause: u32,
+    /// Set at fault entry, cleared by the first rss change that fault makes.
+    pub fault_fresh: u32,
+}
+
+impl TaskSlot {
+    pub const IDLE: TaskSlot = TaskSlot {
+        sys_nr: -1,
+        args: [0; 6],
+        fault_addr: 0,
+        fault_err: 0,
+        fault_cause: 0,
+        fault_fresh: 0,
+    };
+}
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Watched processes (tgid -> 1). Userspace seeds it; fork adds children, exit removes.
+#[map]
+pub static WATCHED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Per-thread attribution slot (tid -> TaskSlot), only for threads of watched processes.
+#[map]
+pub static TASKS: HashMap<u32, TaskSlot> = HashMap::with_max_entries(65536, 0);
+
+/// User page faults per watched tgid.
+#[map]
+pub static FAULTS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(65536, 0);
+
+/// mm_id -> owning tgid, learned from `curr=1` rss changes.
+#[map]
+pub static MM_OWNER: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// (mm_id, member) -> last counter size seen, to turn sizes into deltas.
+#[map]
+pub static LAST_SIZE: HashMap<u64, i64> = HashMap::with_max_entries(262144, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::N, 0);
+
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn pid_tgid() -> (u32, u32) {
+    let v = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    ((v >> 32) as u32, v as u32)
+}
+
+#[inline(always)]
+pub fn is_watched(tgid: u32) -> bool {
+    WATCHED.get_ptr(tgid).is_some()
+}
+
+/// The slot of `tid`, created idle if missing. None only when the map is full (counted).
+#[inline(always)]
+pub fn task_slot(tid: u32) -> Option<*mut TaskSlot> {
+    if let Some(p) = TASKS.get_ptr_mut(tid) {
+        return Some(p);
+    }
+    if TASKS.insert(tid, TaskSlot::IDLE, 0).is_err() {
+        count(counter::MAP_FULL);
+        return None;
+    }
+    TASKS.get_ptr_mut(tid)
+}
+
+/// Submit flags: no wakeup unless the ring is filling up, so the reader polls on a timer.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    let avail = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    if avail >= g(&WAKEUP_BYTES) as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Reserve a record, or count it lost.
+#[inline(always)]
+pub fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
+    let e = EVENTS.reserve::<T>(0);
+    if e.is_none() {
+        count(counter::LOST);
+    }
+    e
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}

@@ -1,0 +1,54 @@
+//! Command line.
+use clap::{Args, Parser, Subcommand};
+
+use crate::{demo::DemoArgs, output::Format, workload::Workload};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agent",
+    version,
+    about = "Which process is growing, in which mapping, from page faults (eBPF) and smaps PSS/USS"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Watch a process tree: `agent watch -p PID` or `agent watch -- CMD ARGS`.
+    Watch(WatchArgs),
+    /// The built-in demo workload (run it under `agent watch -- agent demo`).
+    Demo(DemoArgs),
+    /// Workloads with known answers, for the tests.
+    #[command(subcommand, hide = true)]
+    Workload(Workload),
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Watch this process and all its descendants, existing and future.
+    #[arg(short = 'p', long = "pid", conflicts_with = "cmd")]
+    pub pid: Option<i32>,
+    /// Seconds between fault reports.
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    pub interval: f64,
+    /// Seconds between smaps_rollup readings of each watched process.
+    #[arg(long, default_value_t = 2.0, value_parser = positive)]
+    pub smaps_interval: f64,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Stop after this many seconds (default: when the tree is gone, or at Ctrl-C).
+    #[arg(long, value_parser = positive)]
+    pub duration: Option<f64>,
+    /// The command to spawn and watch (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s}: expected a positive number of seconds")),
+    }
+}

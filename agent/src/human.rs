@@ -1,0 +1,227 @@
+//! The human format: aligned columns, sizes in KiB/MiB/GiB, one line per active pid per
+//! interval with its latest smaps figures, and a summary table.
+use std::fmt::Write as _;
+
+use crate::record::{MemStat, Record};
+
+pub fn size_kib(kib: i64) -> String {
+    let a = kib.unsigned_abs() as f64;
+    let sign = if kib < 0 { "-" } else { "" };
+    if a >= 1024.0 * 1024.0 {
+        format!("{sign}{:.1} GiB", a / (1024.0 * 1024.0))
+    } else if a >= 1024.0 {
+        format!("{sign}{:.1} MiB", a / 1024.0)
+    } else {
+        format!("{sign}{a:.0} KiB")
+    }
+}
+
+pub const HEADER: &str = "   TIME     PID COMM             FAULTS    +PAGES      ANON      FILE     SHMEM       RSS       PSS       USS  TOP MAPPING";
+
+/// Render one record; `mem` is the pid's latest smaps reading. `None` for records the human
+/// format leaves out (mem readings are folded into the fault lines and the summary).
+pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Option<String> {
+    let t = format!("{ts:>6.1}s");
+    let kib = |pages: i64| size_kib(pages * page_kib);
+    Some(match rec {
+        Record::Start {
+            targets,
+            hooks,
+            missing_hooks,
+        } => {
+            let mut s = format!(
+                "{t} watching {} (and descendants); hooks: {}",
+                targets
+                    .iter()
+                    .map(|p| format!("pid {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                hooks.join(", ")
+            );
+            if !missing_hooks.is_empty() {
+                let _ = write!(s, "\n{t} degraded: without {}", missing_hooks.join("; "));
+            }
+            let _ = write!(s, "\n{HEADER}");
+            s
+        }
+        Record::Proc { pid, ppid, comm, event } => match *event {
+            "fork" => format!("{t} {pid:>7} {comm:<15} forked from {ppid}"),
+            other => format!("{t} {pid:>7} {comm:<15} {other}"),
+        },
+        Record::Faults {
+            pid,
+            comm,
+            faults,
+            pages,
+            mappings,
+            ..
+        } => {
+            let (rss, pss, uss) = match mem {
+                Some(m) => (
+                    size_kib(m.rss_kib as i64),
+                    size_kib(m.pss_kib as i64),
+                    size_kib(m.uss_kib as i64),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let top = mappings
+                .first()
+                .map(|m| {
+                    format!(
+                        "{} {} +{}",
+                        m.mapping,
+                        if m.shared { "(shared)" } else { "(private)" },
+                        kib(m.pages)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{t} {pid:>7} {comm:<15.15} {faults:>7} {:>9} {:>9} {:>9} {:>9} {rss:>9} {pss:>9} {uss:>9}  {top}",
+                kib(pages.total()),
+                kib(pages.anon),
+                kib(pages.file),
+                kib(pages.shmem),
+            )
+        }
+        Record::Mem { .. } => return None,
+        Record::Lost { events } => {
+            format!("{t} !! lost {events} events: the ring buffer was full, counts in this interval are low")
+        }
+        Record::Summary {
+            duration_s,
+            lost_events,
+            procs,
+        } => {
+            let mut s = format!("\nsummary after {duration_s:.1}s, {lost_events} events lost\n");
+            let _ = writeln!(
+                s,
+                "    PID COMM             FAULTS  FAULTED(ANON/FILE/SHMEM)          PEAK USS  LAST PSS  TOP MAPPING"
+            );
+            for p in procs {
+                let top = p
+                    .mappings
+                    .first()
+                    .map(|m| format!("{} +{}", m.mapping, kib(m.pages)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "{:>7} {:<15.15} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9}  {top}",
+                    p.pid,
+                    p.comm,
+                    p.faults,
+                    kib(p.pages.anon),
+                    kib(p.pages.file),
+                    kib(p.pages.shmem),
+                    size_kib(p.peak_uss_kib as i64),
+                    size_kib(p.last_pss_kib as i64),
+                );
+            }
+            s
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{MappingStat, Pages, ProcSummary};
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size_kib(0), "0 KiB");
+        assert_eq!(size_kib(512), "512 KiB");
+        assert_eq!(size_kib(1536), "1.5 MiB");
+        assert_eq!(size_kib(-2048), "-2.0 MiB");
+        assert_eq!(size_kib(3 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn fault_line_is_aligned_with_header() {
+        let rec = Record::Faults {
+            pid: 4242,
+            comm: "demo-leaker".into(),
+            interval_s: 1.0,
+            faults: 256,
+            pages: Pages {
+                anon: 256,
+                file: 0,
+                shmem: 0,
+            },
+            mappings: vec![MappingStat {
+                mapping: "anon@0x7f00".into(),
+                shared: false,
+                faults: 256,
+                pages: 256,
+            }],
+        };
+        let mem = MemStat {
+            rss_kib: 4096,
+            pss_kib: 2048,
+            uss_kib: 1024,
+            pss_anon_kib: 0,
+            pss_file_kib: 0,
+            pss_shmem_kib: 0,
+            swap_kib: 0,
+        };
+        let line = render(1.0, &rec, Some(&mem), 4).unwrap();
+        assert!(line.contains("4242 demo-leaker"), "{line}");
+        assert!(line.ends_with("anon@0x7f00 (private) +1.0 MiB"), "{line}");
+        // Columns end where the header's do.
+        let col_end = |s: &str, pat: &str| s.find(pat).map(|i| i + pat.len()).unwrap();
+        assert_eq!(col_end(&line, "4242"), col_end(HEADER, "PID"));
+        assert_eq!(col_end(&line, "    256"), col_end(HEADER, "FAULTS"));
+        assert_eq!(col_end(&line, "4.0 MiB"), col_end(HEADER, "RSS"));
+        assert_eq!(col_end(&line, "1.0 MiB   "), col_end(HEADER, "USS") + 2);
+    }
+
+    #[test]
+    fn mem_is_folded_and_summary_lists_procs() {
+        let mem = MemStat {
+            rss_kib: 1,
+            pss_kib: 1,
+            uss_kib: 1,
+            pss_anon_kib: 0,
+            pss_file_kib: 0,
+            pss_shmem_kib: 0,
+            swap_kib: 0,
+        };
+        assert!(render(
+            0.0,
+            &Record::Mem {
+                pid: 1,
+                comm: "x".into(),
+                mem
+            },
+            None,
+            4
+        )
+        .is_none());
+        let s = render(
+            2.0,
+            &Record::Summary {
+                duration_s: 2.0,
+                lost_events: 0,
+                procs: vec![ProcSummary {
+                    pid: 7,
+                    comm: "writer".into(),
+                    faults: 10,
+                    pages: Pages {
+                        anon: 0,
+                        file: 0,
+                        shmem: 10,
+                    },
+                    other_pages: 0,
+                    peak_uss_kib: 40,
+                    last_pss_kib: 20,
+                    mappings: vec![],
+                }],
+            },
+            None,
+            4,
+        )
+        .unwrap();
+        assert!(s.contains("summary after 2.0s, 0 events lost"));
+        assert!(s.contains("      7 writer"), "{s}");
+        assert!(s.contains("40 KiB"), "{s}");
+    }
+}

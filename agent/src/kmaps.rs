@@ -1,0 +1,75 @@
+//! Userspace handles on the kernel-side maps: the watched set, fault counters, loss counters,
+//! and the per-mm state to forget once a process is gone.
+use std::collections::HashMap as StdHashMap;
+
+use agent_common::{counter, last_size_key, names};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    Ebpf,
+};
+
+pub struct KernelMaps {
+    watched: HashMap<MapData, u32, u32>,
+    faults: PerCpuHashMap<MapData, u32, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    mm_owner: HashMap<MapData, u32, u32>,
+    last_size: HashMap<MapData, u64, i64>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow::anyhow!("map {name} missing from the eBPF object"))?;
+    Ok(T::try_from(map)?)
+}
+
+impl KernelMaps {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<KernelMaps> {
+        Ok(KernelMaps {
+            watched: take(ebpf, names::WATCHED)?,
+            faults: take(ebpf, names::FAULTS)?,
+            counters: take(ebpf, names::COUNTERS)?,
+            mm_owner: take(ebpf, names::MM_OWNER)?,
+            last_size: take(ebpf, names::LAST_SIZE)?,
+        })
+    }
+
+    pub fn watch(&mut self, pid: u32) -> anyhow::Result<()> {
+        self.watched.insert(pid, 1, 0)?;
+        Ok(())
+    }
+
+    /// Cumulative user faults per watched pid (summed over CPUs).
+    pub fn faults(&self) -> StdHashMap<u32, u64> {
+        self.faults
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(pid, per_cpu)| (pid, per_cpu.iter().sum()))
+            .collect()
+    }
+
+    /// Counter values (index `agent_common::counter::*`), summed over CPUs.
+    pub fn counters(&self) -> [u64; counter::N as usize] {
+        let mut out = [0; counter::N as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            if let Ok(v) = self.counters.get(&(i as u32), 0) {
+                *o = v.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// Forget a process that exited: its fault counter and its mms' state.
+    pub fn forget(&mut self, pid: u32, mm_ids: &[u32]) {
+        let _ = self.faults.remove(&pid);
+        let _ = self.watched.remove(&pid);
+        for &mm in mm_ids {
+            if self.mm_owner.get(&mm, 0).is_ok_and(|owner| owner == pid) {
+                let _ = self.mm_owner.remove(&mm);
+                for m in 0..4 {
+                    let _ = self.last_size.remove(&last_size_key(mm, m));
+                }
+            }
+        }
+    }
+}

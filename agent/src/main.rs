@@ -1,0 +1,43 @@
+//! `agent`: parse the command line and hand over. Nothing else lives here.
+mod cli;
+mod decode;
+mod demo;
+mod error;
+mod human;
+mod kmaps;
+mod ledger;
+mod loader;
+mod maps;
+mod output;
+mod procinfo;
+mod record;
+mod ring;
+mod smaps;
+mod spawn;
+mod tracefs;
+mod watch;
+mod workload;
+
+use clap::Parser;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = cli::Cli::parse();
+    let code = match cli.cmd {
+        cli::Cmd::Watch(args) => match watch::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                let code = e
+                    .downcast_ref::<error::AgentError>()
+                    .map_or(1, error::AgentError::exit_code);
+                eprintln!("agent: {e:#}");
+                code
+            }
+        },
+        cli::Cmd::Demo(args) => demo::run(args),
+        cli::Cmd::Workload(w) => workload::run(w),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,316 @@
+//! Per-process address -> mapping interval map: seeded from `/proc/PID/maps`, kept current from
+//! the mmap/munmap/mremap/brk events, and asked "which mapping holds address A?" per fault.
+use std::{collections::BTreeMap, sync::Arc};
+
+use procfs::process::{MMPermissions, MMapPath, MemoryMap};
+
+/// What a user sees of a mapping: its name the way `/proc/PID/maps` names it, and whether it is
+/// MAP_SHARED.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MappingId {
+    pub name: Arc<str>,
+    pub shared: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Region {
+    end: u64,
+    id: MappingId,
+    /// Anonymous regions merge with a neighbour like the kernel merges VMAs.
+    anon: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MappingMap {
+    regions: BTreeMap<u64, Region>,
+}
+
+/// Name of an anonymous mapping: by start address, so two segments stay apart.
+pub fn anon_name(start: u64, shared: bool) -> Arc<str> {
+    if shared {
+        format!("shmem-anon@{start:#x}").into()
+    } else {
+        format!("anon@{start:#x}").into()
+    }
+}
+
+impl MappingMap {
+    pub fn from_proc_maps<'a>(maps: impl IntoIterator<Item = &'a MemoryMap>) -> Self {
+        let mut m = Self::default();
+        for map in maps {
+            let (start, end) = map.address;
+            let shared = map.perms.contains(MMPermissions::SHARED);
+            let (name, anon): (Arc<str>, bool) = match &map.pathname {
+                MMapPath::Path(p) => {
+                    let s = p.to_string_lossy();
+                    if s.starts_with("/dev/zero") {
+                        (anon_name(start, shared), true)
+                    } else {
+                        (s.into(), false)
+                    }
+                }
+                MMapPath::Heap => ("[heap]".into(), false),
+                MMapPath::Stack => ("[stack]".into(), false),
+                MMapPath::TStack(t) => (format!("[stack:{t}]").into(), false),
+                MMapPath::Vdso => ("[vdso]".into(), false),
+                MMapPath::Vvar => ("[vvar]".into(), false),
+                MMapPath::Vsyscall => ("[vsyscall]".into(), false),
+                MMapPath::Vsys(key) => (format!("SYSV{key:08x}").into(), false),
+                MMapPath::Other(o) => (format!("[{o}]").into(), false),
+                MMapPath::Anonymous | MMapPath::Rollup => (anon_name(start, shared), true),
+            };
+            m.regions.insert(
+                start,
+                Region {
+                    end,
+                    id: MappingId { name, shared },
+                    anon,
+                },
+            );
+        }
+        m
+    }
+
+    pub fn lookup(&self, addr: u64) -> Option<&MappingId> {
+        let (_, r) = self.regions.range(..=addr).next_back()?;
+        (addr < r.end).then_some(&r.id)
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Remove [start, end), splitting regions that straddle the edges.
+    pub fn unmap(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        // A region starting before `start` that reaches into the range: keep its head, and its
+        // tail if it reaches past `end`.
+        if let Some((&s, r)) = self.regions.range(..start).next_back() {
+            if r.end > start {
+                let r = r.clone();
+                self.regions.get_mut(&s).expect("present").end = start;
+                if r.end > end {
+                    self.regions.insert(end, Region { end: r.end, ..r });
+                }
+            }
+        }
+        let inside: Vec<u64> = self.regions.range(start..end).map(|(&s, _)| s).collect();
+        for s in inside {
+            let r = self.regions.remove(&s).expect("present");
+            if r.end > end {
+                self.regions.insert(end, Region { end: r.end, ..r });
+            }
+        }
+    }
+
+    /// Map [start, end) as `id`, replacing what was there (MAP_FIXED semantics). An anonymous
+    /// region adjacent to an anonymous region with the same sharing joins it and keeps the older
+    /// name, so a heap that grows by mmap stays one mapping.
+    pub fn map(&mut self, start: u64, end: u64, id: MappingId, anon: bool) {
+        self.unmap(start, end);
+        let (mut start, mut end, mut id) = (start, end, id);
+        if anon {
+            let mut merged_below = false;
+            if let Some((&s, r)) = self.regions.range(..start).next_back() {
+                if r.end == start && r.anon && r.id.shared == id.shared {
+                    id = r.id.clone();
+                    start = s;
+                    merged_below = true;
+                }
+            }
+            let above = self
+                .regions
+                .get(&end)
+                .is_some_and(|r| r.anon && r.id.shared == id.shared);
+            if above {
+                let r = self.regions.remove(&end).expect("present");
+                if !merged_below {
+                    // The new region grew downwards onto an older one: keep the older name.
+                    id = r.id;
+                }
+                end = r.end;
+            }
+        }
+        self.regions.insert(start, Region { end, id, anon });
+    }
+
+    /// Move [old, old+old_len) to new (mremap); grows or shrinks to new_len.
+    pub fn remap(&mut self, old: u64, old_len: u64, new: u64, new_len: u64) {
+        let Some(id) = self.lookup(old).cloned() else { return };
+        let anon = self.regions.range(..=old).next_back().is_some_and(|(_, r)| r.anon);
+        if new == old {
+            if new_len < old_len {
+                self.unmap(old + new_len, old + old_len);
+            } else {
+                self.map(old, old + new_len, id, anon);
+            }
+            return;
+        }
+        self.unmap(old, old + old_len);
+        self.map(new, new + new_len, id, anon);
+    }
+
+    /// brk moved the end of the heap to `new_end`.
+    pub fn set_brk(&mut self, new_end: u64) {
+        let heap = self
+            .regions
+            .iter()
+            .find(|(_, r)| &*r.id.name == "[heap]")
+            .map(|(&s, r)| (s, r.end));
+        match heap {
+            Some((s, end)) if new_end > end => self.map(
+                s,
+                new_end,
+                MappingId {
+                    name: "[heap]".into(),
+                    shared: false,
+                },
+                false,
+            ),
+            Some((s, end)) if new_end < end && new_end >= s => self.unmap(new_end, end),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str) -> MappingId {
+        MappingId {
+            name: name.into(),
+            shared: false,
+        }
+    }
+
+    #[test]
+    fn lookup_inside_and_outside() {
+        let mut m = MappingMap::default();
+        m.map(0x1000, 0x3000, id("a"), false);
+        m.map(0x5000, 0x6000, id("b"), false);
+        assert_eq!(m.lookup(0x1000).unwrap().name.as_ref(), "a");
+        assert_eq!(m.lookup(0x2fff).unwrap().name.as_ref(), "a");
+        assert!(m.lookup(0x3000).is_none());
+        assert!(m.lookup(0xfff).is_none());
+        assert_eq!(m.lookup(0x5800).unwrap().name.as_ref(), "b");
+    }
+
+    #[test]
+    fn unmap_splits_a_region() {
+        let mut m = MappingMap::default();
+        m.map(0x1000, 0x9000, id("a"), false);
+        m.unmap(0x3000, 0x5000);
+        assert_eq!(m.len(), 2);
+        assert!(m.lookup(0x3000).is_none());
+        assert!(m.lookup(0x4fff).is_none());
+        assert_eq!(m.lookup(0x2fff).unwrap().name.as_ref(), "a");
+        assert_eq!(m.lookup(0x5000).unwrap().name.as_ref(), "a");
+    }
+
+    #[test]
+    fn unmap_across_several_regions() {
+        let mut m = MappingMap::default();
+        m.map(0x1000, 0x2000, id("a"), false);
+        m.map(0x2000, 0x3000, id("b"), false);
+        m.map(0x3000, 0x4000, id("c"), false);
+        m.unmap(0x1800, 0x3800);
+        assert_eq!(m.lookup(0x1000).unwrap().name.as_ref(), "a");
+        assert!(m.lookup(0x2000).is_none());
+        assert_eq!(m.lookup(0x3800).unwrap().name.as_ref(), "c");
+    }
+
+    #[test]
+    fn fixed_map_replaces() {
+        let mut m = MappingMap::default();
+        m.map(0x1000, 0x4000, id("a"), false);
+        m.map(0x2000, 0x3000, id("b"), false);
+        assert_eq!(m.lookup(0x1000).unwrap().name.as_ref(), "a");
+        assert_eq!(m.lookup(0x2000).unwrap().name.as_ref(), "b");
+        assert_eq!(m.lookup(0x3000).unwrap().name.as_ref(), "a");
+    }
+
+    #[test]
+    fn adjacent_anon_merges_keeping_older_name() {
+        let mut m = MappingMap::default();
+        m.map(
+            0x10000,
+            0x20000,
+            MappingId {
+                name: anon_name(0x10000, false),
+                shared: false,
+            },
+            true,
+        );
+        // Grows downwards (top-down mmap), like glibc's big allocations.
+        m.map(
+            0x8000,
+            0x10000,
+            MappingId {
+                name: anon_name(0x8000, false),
+                shared: false,
+            },
+            true,
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.lookup(0x8000).unwrap().name.as_ref(), "anon@0x10000");
+        // And upwards.
+        m.map(
+            0x20000,
+            0x30000,
+            MappingId {
+                name: anon_name(0x20000, false),
+                shared: false,
+            },
+            true,
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.lookup(0x2ffff).unwrap().name.as_ref(), "anon@0x10000");
+        // A shared one next to it stays apart.
+        m.map(
+            0x30000,
+            0x40000,
+            MappingId {
+                name: anon_name(0x30000, true),
+                shared: true,
+            },
+            true,
+        );
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn remap_moves_and_brk_grows() {
+        let mut m = MappingMap::default();
+        m.map(0x1000, 0x2000, id("[heap]"), false);
+        m.set_brk(0x5000);
+        assert_eq!(m.lookup(0x4fff).unwrap().name.as_ref(), "[heap]");
+        m.set_brk(0x3000);
+        assert!(m.lookup(0x3000).is_none());
+        m.map(0x10000, 0x11000, id("f"), false);
+        m.remap(0x10000, 0x1000, 0x20000, 0x3000);
+        assert!(m.lookup(0x10000).is_none());
+        assert_eq!(m.lookup(0x22fff).unwrap().name.as_ref(), "f");
+    }
+
+    #[test]
+    fn from_proc_maps_names() {
+        let text = "\
+55d0c0000000-55d0c0021000 rw-p 00000000 00:00 0                          [heap]
+7f0000000000-7f0010000000 rw-s 00000000 00:01 1234                       /dev/zero (deleted)
+7f0010000000-7f0010100000 rw-p 00000000 00:00 0 
+7f0020000000-7f0020001000 r--p 00000000 fd:01 42                         /usr/lib/libc.so.6
+";
+        let maps = <procfs::process::MemoryMaps as procfs::FromBufRead>::from_buf_read(text.as_bytes()).unwrap();
+        let m = MappingMap::from_proc_maps(maps.iter());
+        assert_eq!(m.lookup(0x55d0c0000100).unwrap().name.as_ref(), "[heap]");
+        let seg = m.lookup(0x7f0000001000).unwrap();
+        assert_eq!(seg.name.as_ref(), "shmem-anon@0x7f0000000000");
+        assert!(seg.shared);
+        assert_eq!(m.lookup(0x7f0010000000).unwrap().name.as_ref(), "anon@0x7f0010000000");
+        assert_eq!(m.lookup(0x7f0020000000).unwrap().name.as_ref(), "/usr/lib/libc.so.6");
+    }
+}

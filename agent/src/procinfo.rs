@@ -1,0 +1,61 @@
+//! Reading what /proc says about a process: its tree, its rss seeds, its maps. A process that is
+//! gone by the time we read is not an error: callers get `None`.
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use procfs::process::Process;
+
+use crate::maps::MappingMap;
+
+pub struct ProcFacts {
+    pub ppid: u32,
+    pub comm: String,
+}
+
+pub fn facts(pid: u32) -> Option<ProcFacts> {
+    let stat = Process::new(pid as i32).ok()?.stat().ok()?;
+    Some(ProcFacts {
+        ppid: stat.ppid as u32,
+        comm: stat.comm,
+    })
+}
+
+pub fn exists(pid: i32) -> bool {
+    pid > 0 && std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+}
+
+/// Bytes per rss member (FILE, ANON, SWAPENTS, SHMEM), from /proc/PID/status, to seed the
+/// first kernel delta of a process that existed before the watch.
+pub fn rss_seed(pid: u32) -> Option<[i64; 4]> {
+    let st = Process::new(pid as i32).ok()?.status().ok()?;
+    let kib = |v: Option<u64>| v.unwrap_or(0) as i64 * 1024;
+    Some([kib(st.rssfile), kib(st.rssanon), kib(st.vmswap), kib(st.rssshmem)])
+}
+
+pub fn maps(pid: u32) -> Option<MappingMap> {
+    let maps = Process::new(pid as i32).ok()?.maps().ok()?;
+    Some(MappingMap::from_proc_maps(maps.iter()))
+}
+
+/// `root` and all its live descendants (threads excluded), from one scan of /proc.
+pub fn tree(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(all) = procfs::process::all_processes() {
+        for p in all.flatten() {
+            if let Ok(stat) = p.stat() {
+                children.entry(stat.ppid as u32).or_default().push(stat.pid as u32);
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut seen: HashSet<u32> = out.iter().copied().collect();
+    let mut queue: VecDeque<u32> = VecDeque::from([root]);
+    while let Some(p) = queue.pop_front() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            if seen.insert(c) {
+                out.push(c);
+                queue.push_back(c);
+            }
+        }
+    }
+    out
+}

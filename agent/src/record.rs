@@ -1,0 +1,96 @@
+//! The output records: the JSON-lines contract (`--format json`) and what the human formatter
+//! renders. Fields may be added; the ones here stay.
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Pages {
+    pub anon: i64,
+    pub file: i64,
+    pub shmem: i64,
+}
+
+impl Pages {
+    pub fn total(&self) -> i64 {
+        self.anon + self.file + self.shmem
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MappingStat {
+    pub mapping: String,
+    pub shared: bool,
+    pub faults: u64,
+    pub pages: i64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MemStat {
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+    pub uss_kib: u64,
+    pub pss_anon_kib: u64,
+    pub pss_file_kib: u64,
+    pub pss_shmem_kib: u64,
+    pub swap_kib: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ProcSummary {
+    pub pid: u32,
+    pub comm: String,
+    pub faults: u64,
+    pub pages: Pages,
+    /// Pages added or removed by other causes (syscalls such as MAP_POPULATE/munmap/madvise,
+    /// exit teardown, reclaim).
+    pub other_pages: i64,
+    pub peak_uss_kib: u64,
+    pub last_pss_kib: u64,
+    pub mappings: Vec<MappingStat>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Record {
+    Start {
+        targets: Vec<u32>,
+        hooks: Vec<String>,
+        /// Optional hooks that could not be attached, with the reason.
+        missing_hooks: Vec<String>,
+    },
+    Proc {
+        pid: u32,
+        ppid: u32,
+        comm: String,
+        event: &'static str,
+    },
+    Faults {
+        pid: u32,
+        comm: String,
+        interval_s: f64,
+        faults: u64,
+        pages: Pages,
+        mappings: Vec<MappingStat>,
+    },
+    Mem {
+        pid: u32,
+        comm: String,
+        #[serde(flatten)]
+        mem: MemStat,
+    },
+    Lost {
+        events: u64,
+    },
+    Summary {
+        duration_s: f64,
+        lost_events: u64,
+        procs: Vec<ProcSummary>,
+    },
+}
+
+/// A record with its timestamp (seconds since the agent started).
+#[derive(Clone, Debug, Serialize)]
+pub struct Stamped {
+    pub ts: f64,
+    #[serde(flatten)]
+    pub record: Record,
+}

@@ -1,0 +1,300 @@
+//! `agent watch`: load and attach, pick the targets, then run the pipeline
+//! ring reader -> decode -> ledger (attribution) -> output, with the smaps sampler beside it.
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use agent_common::{counter, names};
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use bytes::Bytes;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+
+use crate::{
+    cli::WatchArgs,
+    decode::{records, Event},
+    error::AgentError,
+    kmaps::KernelMaps,
+    ledger::Ledger,
+    loader,
+    output::Output,
+    procinfo,
+    record::Record,
+    ring, smaps, spawn,
+};
+
+/// What the pipeline needs once the targets are in the watched set.
+struct Session {
+    args: WatchArgs,
+    start: Instant,
+    kmaps: KernelMaps,
+    ledger: Ledger,
+    out: Output,
+    /// The spawned command, whose exit status becomes ours.
+    child: Option<u32>,
+    /// pid -> tick at which its exit was seen, until its kernel state is forgotten.
+    exits: HashMap<u32, u64>,
+    lost_seen: u64,
+    decode_errors: u64,
+}
+
+pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
+    if args.pid.is_none() && args.cmd.is_empty() {
+        anyhow::bail!("nothing to watch: give `-p PID` or `-- CMD ARGS`");
+    }
+    if let Some(pid) = args.pid {
+        if !procinfo::exists(pid) {
+            return Err(AgentError::NoSuchProcess(pid).into());
+        }
+    } else {
+        // Fail like a shell before loading anything.
+        spawn::resolve(&args.cmd[0])?;
+    }
+    let start = Instant::now();
+    let mut loaded = loader::load(false)?;
+    let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
+    let mut kmaps = KernelMaps::take(&mut loaded.ebpf)?;
+    let mut ledger = Ledger::new();
+
+    let (targets, child) = match args.pid {
+        Some(root) => {
+            let mut targets = Vec::new();
+            // Twice: a child forked between the scan and the map update is caught the second time
+            // (after it, the kernel follows forks itself).
+            for _ in 0..2 {
+                for pid in procinfo::tree(root as u32) {
+                    if !targets.contains(&pid) && ledger.add_existing(pid).is_some() {
+                        kmaps.watch(pid)?;
+                        targets.push(pid);
+                    }
+                }
+            }
+            if targets.is_empty() {
+                return Err(AgentError::NoSuchProcess(root).into());
+            }
+            (targets, None)
+        }
+        None => {
+            let gated = spawn::spawn_gated(&args.cmd)?;
+            let pid = gated.pid;
+            kmaps.watch(pid)?;
+            ledger.add_existing(pid);
+            gated.release(&args.cmd[0])?;
+            (vec![pid], Some(pid))
+        }
+    };
+
+    let mut out = Output::new(args.format, start);
+    out.emit(
+        Record::Start {
+            targets,
+            hooks: loaded.hooks.clone(),
+            missing_hooks: loaded.missing.clone(),
+        },
+        None,
+    );
+    out.flush();
+
+    let session = Session {
+        args,
+        start,
+        kmaps,
+        ledger,
+        out,
+        child,
+        exits: HashMap::new(),
+        lost_seen: 0,
+        decode_errors: 0,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let code = rt.block_on(session.pipeline(ring));
+    // Dropping `loaded.ebpf` detaches every program.
+    drop(loaded);
+    code
+}
+
+impl Session {
+    async fn pipeline(mut self, ring: RingBuf<MapData>) -> anyhow::Result<i32> {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = ring::spawn(ring, tx, stop.clone());
+        let mut child_exit = self
+            .child
+            .map(|pid| tokio::task::spawn_blocking(move || spawn::wait_exit_code(pid)));
+        let mut exit_code = None;
+
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(self.args.interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut smaps_tick = tokio::time::interval(Duration::from_secs_f64(self.args.smaps_interval));
+        smaps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mem_tx, mut mem_rx) = mpsc::channel(2);
+        let mut sweeping = false;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut ticks = 0u64;
+        let mut last_tick = Instant::now();
+        let deadline = self.args.duration.map(|d| self.start + Duration::from_secs_f64(d));
+
+        loop {
+            tokio::select! {
+                Some(batch) = rx.recv() => self.on_batch(batch),
+                _ = tick.tick() => {
+                    ticks += 1;
+                    let dt = last_tick.elapsed().as_secs_f64();
+                    last_tick = Instant::now();
+                    self.close_interval(ticks, dt);
+                    if self.ledger.live_pids().is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                }
+                _ = smaps_tick.tick(), if !sweeping => {
+                    sweeping = true;
+                    let pids = self.ledger.live_pids();
+                    let tx = mem_tx.clone();
+                    tokio::spawn(async move { let _ = tx.send(smaps::sweep(pids).await).await; });
+                }
+                Some(samples) = mem_rx.recv() => {
+                    sweeping = false;
+                    for (pid, mem) in samples {
+                        if let Some(r) = self.ledger.on_mem(pid, mem) {
+                            self.out.emit(r, None);
+                        }
+                    }
+                }
+                Some(code) = async { match child_exit.as_mut() { Some(h) => h.await.ok(), None => None } }, if exit_code.is_none() => {
+                    exit_code = Some(code);
+                }
+                _ = sigint.recv() => { exit_code = Some(0); break; }
+                _ = sigterm.recv() => { exit_code = Some(0); break; }
+            }
+        }
+
+        // The exit teardown of the last processes is still on its way: give it one poll, then
+        // stop the reader and drain what it read.
+        tokio::time::sleep(ring::POLL * 3).await;
+        stop.store(true, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        while let Ok(batch) = rx.try_recv() {
+            self.on_batch(batch);
+        }
+        self.close_interval(ticks + 1, last_tick.elapsed().as_secs_f64());
+        if self.decode_errors > 0 {
+            log::warn!(
+                "{} ring records could not be decoded and were dropped",
+                self.decode_errors
+            );
+        }
+        if self.ledger.unseeded_dropped > 0 {
+            log::info!(
+                "{} first counter changes had no seed and were not attributed",
+                self.ledger.unseeded_dropped
+            );
+        }
+        let summary = Record::Summary {
+            duration_s: (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            lost_events: self.lost_seen,
+            procs: self.ledger.summary(),
+        };
+        self.out.emit(summary, None);
+        self.out.flush();
+        let code = match (exit_code, child_exit) {
+            (Some(c), _) => c,
+            (None, Some(h)) if h.is_finished() => h.await.unwrap_or(0),
+            _ => 0,
+        };
+        Ok(code)
+    }
+
+    fn on_batch(&mut self, batch: Bytes) {
+        for ev in records(batch) {
+            let rec = match ev {
+                Ok(Event::Rss(e)) => {
+                    self.ledger.on_rss(&e);
+                    None
+                }
+                Ok(Event::Syscall(e)) => {
+                    self.ledger.on_syscall(&e);
+                    None
+                }
+                Ok(Event::Fork(e)) => Some(self.ledger.on_fork(&e)),
+                Ok(Event::Exec(e)) => Some(self.ledger.on_exec(&e)),
+                Ok(Event::Exit(e)) => Some(self.ledger.on_exit(&e)),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    log::debug!("undecodable record: {e}");
+                    None
+                }
+            };
+            if let Some(r) = rec {
+                self.out.emit(r, None);
+            }
+        }
+    }
+
+    fn close_interval(&mut self, tick: u64, dt: f64) {
+        // A process whose exit record was lost (ring overflow) is noticed here.
+        for pid in self.ledger.live_pids() {
+            if !procinfo::exists(pid as i32) {
+                let r = self.ledger.on_exit(&agent_common::ProcEvent {
+                    pid,
+                    ..Default::default()
+                });
+                self.out.emit(r, None);
+            }
+        }
+        let faults = self.kmaps.faults();
+        let interval_s = (dt * 1000.0).round() / 1000.0;
+        for r in self.ledger.close_interval(&faults, interval_s) {
+            let mem = match &r {
+                Record::Faults { pid, .. } => self.ledger.procs.get(pid).and_then(|p| p.mem.clone()),
+                _ => None,
+            };
+            self.out.emit(r, mem.as_ref());
+        }
+        let lost = self.kmaps.counters()[counter::LOST as usize];
+        if lost > self.lost_seen {
+            self.out.emit(
+                Record::Lost {
+                    events: lost - self.lost_seen,
+                },
+                None,
+            );
+            self.lost_seen = lost;
+        }
+        // Forget the kernel state of processes that exited before the previous tick: their
+        // teardown events have arrived by now.
+        let newly: Vec<u32> = self
+            .ledger
+            .exited()
+            .map(|p| p.pid)
+            .filter(|pid| !self.exits.contains_key(pid))
+            .collect();
+        for pid in newly {
+            self.exits.insert(pid, tick);
+        }
+        for (&pid, &at) in &self.exits {
+            if at + 1 == tick {
+                let mm_ids = self
+                    .ledger
+                    .procs
+                    .get(&pid)
+                    .map(|p| p.mm_ids.clone())
+                    .unwrap_or_default();
+                self.kmaps.forget(pid, &mm_ids);
+            }
+        }
+        self.out.flush();
+    }
+}

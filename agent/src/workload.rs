@@ -1,0 +1,204 @@
+//! Workloads with known answers: the built-in demo (`agent demo`) and the hidden
+//! `agent workload ...` programs the integration tests drive. Real processes doing real page
+//! faults; nothing here is simulated.
+use std::{
+    io::BufRead,
+    time::{Duration, Instant},
+};
+
+use clap::{Args, Subcommand};
+
+pub const MIB: usize = 1 << 20;
+
+#[derive(Subcommand, Debug)]
+pub enum Workload {
+    /// Write every page of a private anonymous mapping.
+    Anon(Common),
+    /// A parent maps a MAP_SHARED segment; one child per --fractions entry writes that fraction.
+    Shared {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_delimiter = ',', default_value = "1,0.5,0")]
+        fractions: Vec<f64>,
+    },
+    /// A child that, after --delay-ms, forks a grandchild which writes --mib of private anon.
+    Grandchild {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 300)]
+        delay_ms: u64,
+    },
+    /// Create a file of --mib, then mmap it and read every page.
+    File {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        path: std::path::PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    #[arg(long, default_value_t = 16)]
+    pub mib: usize,
+    /// Seconds to hold the memory before exiting.
+    #[arg(long, default_value_t = 0.5)]
+    pub hold: f64,
+    /// Wait for a line on stdin before touching memory (for `watch -p` tests).
+    #[arg(long)]
+    pub wait_stdin: bool,
+}
+
+fn set_name(name: &str) {
+    let c = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: PR_SET_NAME with a valid C string.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// mmap `len` bytes; `shared` for MAP_SHARED|MAP_ANONYMOUS. THP off so a page is a page.
+pub fn map(len: usize, shared: bool) -> *mut u8 {
+    let flags = libc::MAP_ANONYMOUS | if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+    // SAFETY: anonymous mapping, checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            -1,
+            0,
+        )
+    };
+    assert!(p != libc::MAP_FAILED, "mmap {len}: {}", std::io::Error::last_os_error());
+    unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
+    p.cast()
+}
+
+/// Write one byte in each page of [p, p+len), optionally spread over `over`.
+pub fn touch(p: *mut u8, len: usize, over: Duration) {
+    let pages = len / page_size();
+    let start = Instant::now();
+    for i in 0..pages {
+        // SAFETY: inside the mapping.
+        unsafe { std::ptr::write_volatile(p.add(i * page_size()), 1) };
+        if !over.is_zero() && i % 256 == 255 {
+            let due = over.mul_f64((i + 1) as f64 / pages as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+fn hold(s: f64) {
+    std::thread::sleep(Duration::from_secs_f64(s));
+}
+
+fn wait_go(c: &Common) {
+    if c.wait_stdin {
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+    }
+}
+
+/// Fork; the child runs `f` and exits 0. Returns the child's pid.
+pub fn fork_child(name: &str, f: impl FnOnce()) -> i32 {
+    // SAFETY: the workloads are single-threaded when they fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        set_name(name);
+        f();
+        // SAFETY: leave the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+pub fn wait_all(pids: &[i32]) {
+    for &p in pids {
+        let mut st = 0;
+        // SAFETY: waiting on our own children.
+        unsafe { libc::waitpid(p, &mut st, 0) };
+    }
+}
+
+pub fn run(w: Workload) -> i32 {
+    match w {
+        Workload::Anon(c) => {
+            set_name("wl-anon");
+            wait_go(&c);
+            let p = map(c.mib * MIB, false);
+            touch(p, c.mib * MIB, Duration::ZERO);
+            hold(c.hold);
+        }
+        Workload::Shared { common: c, fractions } => {
+            set_name("wl-shared");
+            let len = c.mib * MIB;
+            let seg = map(len, true);
+            wait_go(&c);
+            let seg_addr = seg as usize;
+            let kids: Vec<i32> = fractions
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| {
+                    let hold_s = c.hold;
+                    fork_child(&format!("wl-shared-{i}"), move || {
+                        let n = ((len / page_size()) as f64 * f) as usize * page_size();
+                        touch(seg_addr as *mut u8, n, Duration::ZERO);
+                        hold(hold_s);
+                    })
+                })
+                .collect();
+            wait_all(&kids);
+        }
+        Workload::Grandchild { common: c, delay_ms } => {
+            set_name("wl-gc-parent");
+            wait_go(&c);
+            let kid = fork_child("wl-gc-child", move || {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                let g = fork_child("wl-grandchild", move || {
+                    let p = map(c.mib * MIB, false);
+                    touch(p, c.mib * MIB, Duration::ZERO);
+                    hold(c.hold);
+                });
+                wait_all(&[g]);
+            });
+            wait_all(&[kid]);
+        }
+        Workload::File { common: c, path } => {
+            set_name("wl-file");
+            let len = c.mib * MIB;
+            std::fs::write(&path, vec![7u8; len]).expect("write the test file");
+            wait_go(&c);
+            let f = std::fs::File::open(&path).expect("open the test file");
+            // SAFETY: read-only private file mapping of a file we just wrote, checked below.
+            let p = unsafe {
+                use std::os::fd::AsRawFd;
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            assert!(p != libc::MAP_FAILED);
+            let mut sum = 0u64;
+            for i in 0..len / page_size() {
+                // SAFETY: inside the mapping.
+                sum += unsafe { std::ptr::read_volatile(p.cast::<u8>().add(i * page_size())) } as u64;
+            }
+            assert_eq!(sum, 7 * (len / page_size()) as u64);
+            hold(c.hold);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    0
+}
