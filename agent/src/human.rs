@@ -211,6 +211,7 @@ mod tests {
                         shmem: 10,
                     },
                     other_pages: 0,
+                    causes: Default::default(),
                     peak_uss_kib: 40,
                     last_pss_kib: 20,
                     mappings: vec![],

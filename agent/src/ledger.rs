@@ -13,7 +13,7 @@ use crate::{
     decode::comm_str,
     maps::{anon_name, MappingId, MappingMap},
     procinfo,
-    record::{MappingStat, MemStat, Pages, ProcSummary, Record},
+    record::{Causes, MappingStat, MemStat, Pages, ProcSummary, Record},
 };
 
 const MAP_SHARED_TYPE: u64 = 0x03;
@@ -36,20 +36,22 @@ pub struct Activity {
     /// Fault-caused pages per rss member (FILE, ANON, SWAPENTS, SHMEM).
     pub pages: [i64; 4],
     pub by_mapping: HashMap<MappingId, MapStat>,
-    /// Net pages from causes other than faults.
-    pub other_pages: i64,
+    /// Net pages from causes other than faults, indexed by `agent_common::cause`.
+    pub other: [i64; 6],
 }
 
 impl Activity {
     fn is_empty(&self) -> bool {
-        self.faults == 0 && self.pages == [0; 4] && self.other_pages == 0
+        self.faults == 0 && self.pages == [0; 4] && self.other == [0; 6]
     }
     fn merge(&mut self, o: &Activity) {
         self.faults += o.faults;
         for i in 0..4 {
             self.pages[i] += o.pages[i];
         }
-        self.other_pages += o.other_pages;
+        for i in 0..6 {
+            self.other[i] += o.other[i];
+        }
         for (k, v) in &o.by_mapping {
             let e = self.by_mapping.entry(k.clone()).or_default();
             e.faults += v.faults;
@@ -233,7 +235,7 @@ impl Ledger {
                     s.faults += 1;
                 }
             }
-            _ => p.interval.other_pages += pages,
+            c => p.interval.other[(c as usize).min(5)] += pages,
         }
     }
 
@@ -314,6 +316,13 @@ impl Ledger {
     pub fn on_exit(&mut self, e: &ProcEvent) -> Record {
         let p = self.proc_mut(e.pid);
         p.alive = false;
+        // Its last name: prctl(PR_SET_NAME) makes no event. /proc still has the zombie's leader
+        // name; the exiting thread's own name is the fallback.
+        match procinfo::comm(e.pid) {
+            Some(c) => p.comm = c,
+            None if e.comm[0] != 0 => p.comm = comm_str(&e.comm),
+            None => {}
+        }
         Record::Proc {
             pid: e.pid,
             ppid: p.ppid,
@@ -350,6 +359,12 @@ impl Ledger {
                 continue;
             }
             p.total.merge(&a);
+            if p.alive {
+                // prctl(PR_SET_NAME) makes no event: refresh the name of the active ones.
+                if let Some(c) = procinfo::comm(pid) {
+                    p.comm = c;
+                }
+            }
             if a.faults == 0 && a.pages == [0; 4] {
                 continue;
             }
@@ -380,7 +395,13 @@ impl Ledger {
                 comm: p.comm.clone(),
                 faults: p.total.faults,
                 pages: p.total.pages(),
-                other_pages: p.total.other_pages,
+                other_pages: p.total.other.iter().sum(),
+                causes: Causes {
+                    syscall: p.total.other[cause::SYSCALL as usize],
+                    exit: p.total.other[cause::EXIT as usize],
+                    remote: p.total.other[cause::REMOTE as usize],
+                    other: p.total.other[cause::OTHER as usize],
+                },
                 peak_uss_kib: p.peak_uss_kib,
                 last_pss_kib: p.mem.as_ref().map_or(0, |m| m.pss_kib),
                 mappings: p.total.top(TOP_MAPPINGS),

@@ -19,6 +19,11 @@ pub fn facts(pid: u32) -> Option<ProcFacts> {
     })
 }
 
+pub fn comm(pid: u32) -> Option<String> {
+    let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(c.trim_end_matches('\n').to_string())
+}
+
 pub fn exists(pid: i32) -> bool {
     pid > 0 && std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
 }

@@ -23,6 +23,18 @@ pub struct MappingStat {
     pub pages: i64,
 }
 
+/// Net pages by a cause other than a fault.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Causes {
+    /// Inside a syscall: MAP_POPULATE, munmap, madvise, mlock...
+    pub syscall: i64,
+    /// The process's own mm teardown (exit, or the old image at exec).
+    pub exit: i64,
+    /// Another task changed this mm: reclaim, khugepaged...
+    pub remote: i64,
+    pub other: i64,
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct MemStat {
     pub rss_kib: u64,
@@ -43,6 +55,8 @@ pub struct ProcSummary {
     /// Pages added or removed by other causes (syscalls such as MAP_POPULATE/munmap/madvise,
     /// exit teardown, reclaim).
     pub other_pages: i64,
+    /// `other_pages` by cause.
+    pub causes: Causes,
     pub peak_uss_kib: u64,
     pub last_pss_kib: u64,
     pub mappings: Vec<MappingStat>,

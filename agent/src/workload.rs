@@ -1,10 +1,7 @@
 //! Workloads with known answers: the built-in demo (`agent demo`) and the hidden
 //! `agent workload ...` programs the integration tests drive. Real processes doing real page
 //! faults; nothing here is simulated.
-use std::{
-    io::BufRead,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
@@ -28,6 +25,10 @@ pub enum Workload {
         #[arg(long, default_value_t = 300)]
         delay_ms: u64,
     },
+    /// mmap --mib with MAP_POPULATE: the kernel fills it inside the syscall, no page fault.
+    Populate(Common),
+    /// read() --mib from /dev/zero into a fresh anonymous buffer: kernel-mode faults.
+    Read(Common),
     /// Create a file of --mib, then mmap it and read every page.
     File {
         #[command(flatten)]
@@ -44,7 +45,8 @@ pub struct Common {
     /// Seconds to hold the memory before exiting.
     #[arg(long, default_value_t = 0.5)]
     pub hold: f64,
-    /// Wait for a line on stdin before touching memory (for `watch -p` tests).
+    /// Wait for a byte on stdin before touching memory (for `watch -p` tests); in `shared`,
+    /// each child waits for its own byte.
     #[arg(long)]
     pub wait_stdin: bool,
 }
@@ -99,10 +101,13 @@ fn hold(s: f64) {
     std::thread::sleep(Duration::from_secs_f64(s));
 }
 
+/// Wait for one byte on stdin. A raw read, so that forked children sharing stdin each take
+/// exactly one byte.
 fn wait_go(c: &Common) {
     if c.wait_stdin {
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into a local buffer.
+        unsafe { libc::read(0, b.as_mut_ptr().cast(), 1) };
     }
 }
 
@@ -141,17 +146,18 @@ pub fn run(w: Workload) -> i32 {
             set_name("wl-shared");
             let len = c.mib * MIB;
             let seg = map(len, true);
-            wait_go(&c);
             let seg_addr = seg as usize;
             let kids: Vec<i32> = fractions
                 .iter()
                 .enumerate()
                 .map(|(i, &f)| {
-                    let hold_s = c.hold;
+                    let c = c.clone();
                     fork_child(&format!("wl-shared-{i}"), move || {
+                        // The tree exists before the go signal, for `watch -p`.
+                        wait_go(&c);
                         let n = ((len / page_size()) as f64 * f) as usize * page_size();
                         touch(seg_addr as *mut u8, n, Duration::ZERO);
-                        hold(hold_s);
+                        hold(c.hold);
                     })
                 })
                 .collect();
@@ -170,6 +176,32 @@ pub fn run(w: Workload) -> i32 {
                 wait_all(&[g]);
             });
             wait_all(&[kid]);
+        }
+        Workload::Populate(c) => {
+            set_name("wl-populate");
+            wait_go(&c);
+            let len = c.mib * MIB;
+            let flags = libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_POPULATE;
+            // SAFETY: anonymous mapping, checked below.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+            assert!(p != libc::MAP_FAILED);
+            hold(c.hold);
+        }
+        Workload::Read(c) => {
+            set_name("wl-read");
+            wait_go(&c);
+            let len = c.mib * MIB;
+            let p = map(len, false);
+            let f = std::fs::File::open("/dev/zero").expect("open /dev/zero");
+            let mut done = 0;
+            while done < len {
+                use std::os::fd::AsRawFd;
+                // SAFETY: reading into the mapping, within bounds.
+                let n = unsafe { libc::read(f.as_raw_fd(), p.add(done).cast(), len - done) };
+                assert!(n > 0, "read /dev/zero: {}", std::io::Error::last_os_error());
+                done += n as usize;
+            }
+            hold(c.hold);
         }
         Workload::File { common: c, path } => {
             set_name("wl-file");
