@@ -190,6 +190,7 @@ mod tests {
             &Record::Mem {
                 pid: 1,
                 comm: "x".into(),
+                sweep: 1,
                 mem
             },
             None,

@@ -331,13 +331,14 @@ impl Ledger {
         }
     }
 
-    pub fn on_mem(&mut self, pid: u32, mem: MemStat) -> Option<Record> {
+    pub fn on_mem(&mut self, pid: u32, sweep: u64, mem: MemStat) -> Option<Record> {
         let p = self.procs.get_mut(&pid)?;
         p.peak_uss_kib = p.peak_uss_kib.max(mem.uss_kib);
         p.mem = Some(mem.clone());
         Some(Record::Mem {
             pid,
             comm: p.comm.clone(),
+            sweep,
             mem,
         })
     }

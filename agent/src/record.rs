@@ -88,6 +88,8 @@ pub enum Record {
     Mem {
         pid: u32,
         comm: String,
+        /// Which smaps sweep this reading belongs to (readings of one sweep are comparable).
+        sweep: u64,
         #[serde(flatten)]
         mem: MemStat,
     },

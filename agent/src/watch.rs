@@ -141,6 +141,7 @@ impl Session {
         smaps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mem_tx, mut mem_rx) = mpsc::channel(2);
         let mut sweeping = false;
+        let mut sweeps = 0u64;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut ticks = 0u64;
@@ -167,8 +168,9 @@ impl Session {
                 }
                 Some(samples) = mem_rx.recv() => {
                     sweeping = false;
+                    sweeps += 1;
                     for (pid, mem) in samples {
-                        if let Some(r) = self.ledger.on_mem(pid, mem) {
+                        if let Some(r) = self.ledger.on_mem(pid, sweeps, mem) {
                             self.out.emit(r, None);
                         }
                     }

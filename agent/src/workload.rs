@@ -183,7 +183,16 @@ pub fn run(w: Workload) -> i32 {
             let len = c.mib * MIB;
             let flags = libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_POPULATE;
             // SAFETY: anonymous mapping, checked below.
-            let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                    -1,
+                    0,
+                )
+            };
             assert!(p != libc::MAP_FAILED);
             hold(c.hold);
         }

@@ -123,7 +123,11 @@ impl Running {
                 }
             }
         });
-        Running { child, lines: rx, seen: Vec::new() }
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 
     /// Read records until one of type `ty` arrives.
@@ -131,7 +135,10 @@ impl Running {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no {ty} record within {timeout:?}"));
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {ty} record within {timeout:?}"));
             let v = parse(&line).remove(0);
             self.seen.push(v.clone());
             if v["type"] == ty {
