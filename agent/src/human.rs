@@ -157,7 +157,7 @@ mod tests {
         let mem = MemStat {
             rss_kib: 4096,
             pss_kib: 2048,
-            uss_kib: 1024,
+            uss_kib: 3072,
             pss_anon_kib: 0,
             pss_file_kib: 0,
             pss_shmem_kib: 0,
@@ -171,7 +171,8 @@ mod tests {
         assert_eq!(col_end(&line, "4242"), col_end(HEADER, "PID"));
         assert_eq!(col_end(&line, "    256"), col_end(HEADER, "FAULTS"));
         assert_eq!(col_end(&line, "4.0 MiB"), col_end(HEADER, "RSS"));
-        assert_eq!(col_end(&line, "1.0 MiB   "), col_end(HEADER, "USS") + 2);
+        assert_eq!(col_end(&line, "2.0 MiB"), col_end(HEADER, "PSS"));
+        assert_eq!(col_end(&line, "3.0 MiB"), col_end(HEADER, "USS"));
     }
 
     #[test]

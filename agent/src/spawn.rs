@@ -161,7 +161,12 @@ mod tests {
             resolve("no-such-command-xyz"),
             Err(AgentError::CommandNotFound(_))
         ));
-        assert!(matches!(resolve("/etc/hostname"), Err(AgentError::NotExecutable(_))));
+        let plain = std::env::temp_dir().join(format!("agent-spawn-test-{}", std::process::id()));
+        std::fs::write(&plain, "x").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let r = resolve(plain.to_str().unwrap());
+        let _ = std::fs::remove_file(&plain);
+        assert!(matches!(r, Err(AgentError::NotExecutable(_))), "{r:?}");
         assert!(matches!(resolve("./nope/nope"), Err(AgentError::CommandNotFound(_))));
     }
 }

@@ -1,1 +1,99 @@
-fn main() {}
+//! `cargo xtask setup|build|test|demo`: everything a fresh machine needs, in one place.
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, test and demo the memory-attribution agent")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build needs (nightly rust-src, bpf-linker); fast when already there.
+    Setup,
+    /// Build the agent (release), eBPF programs included.
+    Build,
+    /// Unit tests and the root integration tests (real eBPF programs, real workloads).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`: test name filters, etc.).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build release and run `agent watch -- agent demo` (extra arguments go to `agent demo`).
+    Demo {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    setup::ensure()?;
+    match cmd {
+        Cmd::Setup => Ok(()),
+        Cmd::Build => build_release(),
+        Cmd::Test { args } => {
+            // The root integration tests load the same kernel hooks: one test at a time.
+            let mut c = cargo();
+            c.args(["test", "--workspace", "--exclude", "agent-ebpf", "--"]).arg("--test-threads=1").args(&args);
+            status(c, "cargo test")
+        }
+        Cmd::Demo { args } => {
+            build_release()?;
+            let agent = workspace_root().join("target/release/agent");
+            let mut c = if is_root() {
+                Command::new(&agent)
+            } else {
+                eprintln!("xtask: the agent loads eBPF programs and needs root: running it with sudo");
+                let mut c = Command::new("sudo");
+                c.arg(&agent);
+                c
+            };
+            c.args(["watch", "--"]).arg(&agent).arg("demo").args(&args);
+            status(c, "agent watch -- agent demo")
+        }
+    }
+}
+
+fn build_release() -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "agent"]);
+    status(c, "cargo build")
+}
+
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+pub fn status(mut c: Command, what: &str) -> Result<()> {
+    let st = c.status().with_context(|| format!("running {what}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
