@@ -3,7 +3,7 @@
 //! and one leaks private memory at a steady rate. Run it under `agent watch -- agent demo`.
 use std::time::{Duration, Instant};
 
-use crate::workload::{fork_child, map, touch, wait_all, MIB};
+use crate::workload::{fork_child, map, set_name, touch, wait_all, MIB};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -19,6 +19,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(a: DemoArgs) -> i32 {
+    set_name("demo");
     let total = Duration::from_secs_f64(a.duration);
     let len = a.segment_mib * MIB;
     let seg = map(len, true) as usize;

@@ -2,10 +2,7 @@
 //! per mapping. Fault-caused pages go to the mapping that holds the faulting address; other
 //! causes (syscalls, exit teardown, reclaim) are kept apart. Mapping syscalls keep each
 //! process's interval map current.
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::collections::HashMap;
 
 use agent_common::{cause, member, nr, rss_flags, ProcEvent, RssEvent, SyscallEvent};
 
@@ -18,8 +15,6 @@ use crate::{
 
 const MAP_SHARED_TYPE: u64 = 0x03;
 const MAP_ANONYMOUS: u64 = 0x20;
-/// How often a process's maps may be re-read after a lookup miss.
-const RELOAD_EVERY: Duration = Duration::from_millis(50);
 /// Top mappings per faults record.
 pub const TOP_MAPPINGS: usize = 5;
 
@@ -91,7 +86,8 @@ pub struct Proc {
     pub comm: String,
     pub alive: bool,
     maps: MappingMap,
-    maps_read: Option<Instant>,
+    /// Times /proc/PID/maps was re-read because the event stream had not told us of a mapping.
+    pub maps_reloads: u64,
     /// Bytes per member at the watch start, for the first (unseeded) kernel delta.
     seed: Option<[i64; 4]>,
     pub mm_ids: Vec<u32>,
@@ -112,7 +108,7 @@ impl Proc {
             comm,
             alive: true,
             maps,
-            maps_read: None,
+            maps_reloads: 0,
             seed: None,
             mm_ids: Vec::new(),
             rss: [0; 4],
@@ -124,11 +120,10 @@ impl Proc {
         }
     }
 
+    /// Re-read /proc/PID/maps. Only rss changes reach a lookup, and the kernel only changes rss
+    /// for pages that are mapped, so a miss means our map is behind: re-reading is always right.
     fn reload_maps(&mut self) -> bool {
-        if self.maps_read.is_some_and(|t| t.elapsed() < RELOAD_EVERY) {
-            return false;
-        }
-        self.maps_read = Some(Instant::now());
+        self.maps_reloads += 1;
         match procinfo::maps(self.pid) {
             Some(m) => {
                 self.maps = m;
@@ -174,18 +169,22 @@ impl Ledger {
 
     /// A process watched from the start (a `-p` target and its tree, or the spawned command):
     /// its maps and rss seeds come from /proc.
-    pub fn add_existing(&mut self, pid: u32) -> Option<Record> {
+    pub fn add_existing(&mut self, pid: u32) -> Option<()> {
         let f = procinfo::facts(pid)?;
-        let mut p = Proc::new(pid, f.ppid, f.comm, procinfo::maps(pid).unwrap_or_default());
-        p.seed = procinfo::rss_seed(pid);
-        let rec = Record::Proc {
+        self.add(
             pid,
-            ppid: p.ppid,
-            comm: p.comm.clone(),
-            event: "watch",
-        };
+            f.ppid,
+            f.comm,
+            procinfo::maps(pid).unwrap_or_default(),
+            procinfo::rss_seed(pid),
+        );
+        Some(())
+    }
+
+    fn add(&mut self, pid: u32, ppid: u32, comm: String, maps: MappingMap, seed: Option<[i64; 4]>) {
+        let mut p = Proc::new(pid, ppid, comm, maps);
+        p.seed = seed;
         self.procs.insert(pid, p);
-        Some(rec)
     }
 
     pub fn live_pids(&self) -> Vec<u32> {
@@ -261,7 +260,6 @@ impl Ledger {
                     );
                 } else {
                     // A file mapping: /proc/PID/maps has its name. Force the re-read.
-                    p.maps_read = None;
                     if !p.reload_maps() {
                         p.maps.map(
                             start,
@@ -301,7 +299,6 @@ impl Ledger {
         p.comm = comm.clone();
         // The seed described the old image's mm; the kernel tracks the new one from zero.
         p.seed = None;
-        p.maps_read = None;
         if !p.reload_maps() {
             p.maps = MappingMap::default();
         }
@@ -313,8 +310,13 @@ impl Ledger {
         }
     }
 
-    pub fn on_exit(&mut self, e: &ProcEvent) -> Record {
+    /// The exit of a process; `None` if it was already seen gone (the /proc liveness check can
+    /// beat the kernel's record).
+    pub fn on_exit(&mut self, e: &ProcEvent) -> Option<Record> {
         let p = self.proc_mut(e.pid);
+        if !p.alive {
+            return None;
+        }
         p.alive = false;
         // Its last name: prctl(PR_SET_NAME) makes no event. /proc still has the zombie's leader
         // name; the exiting thread's own name is the fallback.
@@ -323,12 +325,12 @@ impl Ledger {
             None if e.comm[0] != 0 => p.comm = comm_str(&e.comm),
             None => {}
         }
-        Record::Proc {
+        Some(Record::Proc {
             pid: e.pid,
             ppid: p.ppid,
             comm: p.comm.clone(),
             event: "exit",
-        }
+        })
     }
 
     pub fn on_mem(&mut self, pid: u32, sweep: u64, mem: MemStat) -> Option<Record> {
@@ -419,4 +421,228 @@ fn proc_entry(procs: &mut HashMap<u32, Proc>, pid: u32) -> &mut Proc {
         let (ppid, comm) = f.map(|f| (f.ppid, f.comm)).unwrap_or((0, String::from("?")));
         Proc::new(pid, ppid, comm, procinfo::maps(pid).unwrap_or_default())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{EventHeader, EventKind};
+
+    use super::*;
+
+    /// A pid no test machine has, so /proc lookups find nothing.
+    const PID: u32 = 0x3fff_fff0;
+    const PAGE: i64 = 4096;
+
+    fn ledger_with_maps() -> Ledger {
+        let mut l = Ledger::new();
+        let mut maps = MappingMap::default();
+        maps.map(
+            0x10_0000,
+            0x20_0000,
+            MappingId {
+                name: "anon@0x100000".into(),
+                shared: false,
+            },
+            true,
+        );
+        maps.map(
+            0x40_0000,
+            0x80_0000,
+            MappingId {
+                name: "/dev/shm/seg".into(),
+                shared: true,
+            },
+            false,
+        );
+        l.add(PID, 1, "t".into(), maps, Some([PAGE * 10, PAGE * 20, 0, 0]));
+        l
+    }
+
+    fn rss(member: u32, cause: u32, flags: u32, size: i64, delta: i64, addr: u64) -> RssEvent {
+        RssEvent {
+            hdr: EventHeader {
+                kind: EventKind::Rss as u32,
+                tgid: PID,
+                tid: PID,
+                _pad: 0,
+                ts_ns: 0,
+            },
+            mm_id: 9,
+            member,
+            cause,
+            flags,
+            size,
+            delta,
+            addr,
+            aux: 0,
+        }
+    }
+
+    #[test]
+    fn fault_pages_go_to_the_mapping_of_the_address() {
+        let mut l = ledger_with_maps();
+        for i in 0..8 {
+            let f = rss_flags::FIRST_OF_FAULT;
+            l.on_rss(&rss(
+                member::ANON,
+                cause::FAULT,
+                f,
+                PAGE * (21 + i),
+                PAGE,
+                0x10_0000 + i as u64 * 4096,
+            ));
+        }
+        // One fault that maps four pages of a shared file (fault-around).
+        l.on_rss(&rss(
+            member::SHMEM,
+            cause::FAULT,
+            rss_flags::FIRST_OF_FAULT,
+            PAGE * 4,
+            PAGE * 4,
+            0x40_1000,
+        ));
+        // Not a fault: munmap released two pages.
+        l.on_rss(&rss(member::ANON, cause::SYSCALL, 0, PAGE * 27, -PAGE * 2, 0));
+        let recs = l.close_interval(&HashMap::from([(PID, 9)]), 1.0);
+        let Record::Faults {
+            faults,
+            pages,
+            mappings,
+            ..
+        } = &recs[0]
+        else {
+            panic!("{recs:?}")
+        };
+        assert_eq!(*faults, 9);
+        assert_eq!(
+            *pages,
+            Pages {
+                anon: 8,
+                file: 0,
+                shmem: 4
+            }
+        );
+        assert_eq!(
+            mappings[0],
+            MappingStat {
+                mapping: "anon@0x100000".into(),
+                shared: false,
+                faults: 8,
+                pages: 8
+            }
+        );
+        assert_eq!(
+            mappings[1],
+            MappingStat {
+                mapping: "/dev/shm/seg".into(),
+                shared: true,
+                faults: 1,
+                pages: 4
+            }
+        );
+        let p = &l.procs[&PID];
+        assert_eq!(p.total.other[cause::SYSCALL as usize], -2);
+        assert_eq!(
+            p.rss[member::ANON as usize],
+            PAGE * 27,
+            "the ledger keeps the absolute counter"
+        );
+        // The next interval starts empty; the kernel count is cumulative.
+        assert!(l.close_interval(&HashMap::from([(PID, 9)]), 1.0).is_empty());
+    }
+
+    #[test]
+    fn unseeded_first_delta_uses_the_status_seed_or_is_dropped() {
+        let mut l = ledger_with_maps();
+        // The kernel had no previous size: delta = size. The seed says 20 anon pages before.
+        l.on_rss(&rss(
+            member::ANON,
+            cause::FAULT,
+            rss_flags::UNSEEDED,
+            PAGE * 21,
+            PAGE * 21,
+            0x10_0000,
+        ));
+        assert_eq!(l.procs[&PID].interval.pages[member::ANON as usize], 1);
+        // No seed (a process learned late): dropped and counted, never a bogus jump.
+        l.procs.get_mut(&PID).unwrap().seed = None;
+        l.on_rss(&rss(
+            member::FILE,
+            cause::FAULT,
+            rss_flags::UNSEEDED,
+            PAGE * 500,
+            PAGE * 500,
+            0x10_0000,
+        ));
+        assert_eq!(l.procs[&PID].interval.pages[member::FILE as usize], 0);
+        assert_eq!(l.unseeded_dropped, 1);
+    }
+
+    #[test]
+    fn munmap_then_fault_is_unmapped_and_fork_copies_maps() {
+        let mut l = ledger_with_maps();
+        let child = ProcEvent {
+            hdr: EventHeader {
+                kind: EventKind::Fork as u32,
+                ..Default::default()
+            },
+            pid: PID + 1,
+            ppid: PID,
+            comm: *b"child\0\0\0\0\0\0\0\0\0\0\0",
+        };
+        let rec = l.on_fork(&child);
+        assert_eq!(
+            rec,
+            Record::Proc {
+                pid: PID + 1,
+                ppid: PID,
+                comm: "child".into(),
+                event: "fork"
+            }
+        );
+        let unmap = SyscallEvent {
+            hdr: EventHeader {
+                kind: EventKind::Syscall as u32,
+                tgid: PID,
+                ..Default::default()
+            },
+            nr: nr::MUNMAP,
+            args: [0x10_0000, 0x10_0000, 0, 0, 0, 0],
+            ret: 0,
+        };
+        l.on_syscall(&unmap);
+        l.on_rss(&rss(member::ANON, cause::FAULT, 0, PAGE, PAGE, 0x10_0000));
+        assert_eq!(l.procs[&PID].interval.top(5)[0].mapping, "[unmapped]");
+        // The child still has the mapping it inherited.
+        let mut e = rss(member::ANON, cause::FAULT, 0, PAGE, PAGE, 0x10_0000);
+        e.hdr.tgid = PID + 1;
+        l.on_rss(&e);
+        assert_eq!(l.procs[&(PID + 1)].interval.top(5)[0].mapping, "anon@0x100000");
+    }
+
+    #[test]
+    fn anon_mmap_event_names_the_new_region_and_exit_is_reported_once() {
+        let mut l = ledger_with_maps();
+        let mmap = SyscallEvent {
+            hdr: EventHeader {
+                kind: EventKind::Syscall as u32,
+                tgid: PID,
+                ..Default::default()
+            },
+            nr: nr::MMAP,
+            args: [0, 8192, 3, (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+            ret: 0x90_0000,
+        };
+        l.on_syscall(&mmap);
+        l.on_rss(&rss(member::SHMEM, cause::FAULT, 0, PAGE, PAGE, 0x90_1000));
+        let top = l.procs[&PID].interval.top(5);
+        assert_eq!((top[0].mapping.as_str(), top[0].shared), ("shmem-anon@0x900000", true));
+        let exit = ProcEvent {
+            pid: PID,
+            ..Default::default()
+        };
+        assert!(l.on_exit(&exit).is_some());
+        assert!(l.on_exit(&exit).is_none());
+        assert!(l.live_pids().is_empty());
+    }
 }

@@ -23,6 +23,8 @@ struct Region {
 #[derive(Clone, Debug, Default)]
 pub struct MappingMap {
     regions: BTreeMap<u64, Region>,
+    /// Start of the heap, learned from the first brk while there is no [heap] region.
+    brk_start: Option<u64>,
 }
 
 /// Name of an anonymous mapping: by start address, so two segments stay apart.
@@ -153,25 +155,25 @@ impl MappingMap {
         self.map(new, new + new_len, id, anon);
     }
 
-    /// brk moved the end of the heap to `new_end`.
+    /// brk returned `new_end`. The first brk (glibc's `brk(0)`) tells where the heap starts
+    /// when /proc/PID/maps had no [heap] yet.
     pub fn set_brk(&mut self, new_end: u64) {
+        let heap_id = || MappingId {
+            name: "[heap]".into(),
+            shared: false,
+        };
         let heap = self
             .regions
             .iter()
             .find(|(_, r)| &*r.id.name == "[heap]")
             .map(|(&s, r)| (s, r.end));
-        match heap {
-            Some((s, end)) if new_end > end => self.map(
-                s,
-                new_end,
-                MappingId {
-                    name: "[heap]".into(),
-                    shared: false,
-                },
-                false,
-            ),
-            Some((s, end)) if new_end < end && new_end >= s => self.unmap(new_end, end),
-            _ => {}
+        match (heap, self.brk_start) {
+            (Some((s, end)), _) if new_end > end => self.map(s, new_end, heap_id(), false),
+            (Some((s, end)), _) if new_end < end && new_end >= s => self.unmap(new_end, end),
+            (Some(_), _) => {}
+            (None, None) => self.brk_start = Some(new_end),
+            (None, Some(start)) if new_end > start => self.map(start, new_end, heap_id(), false),
+            (None, Some(_)) => {}
         }
     }
 }
@@ -290,6 +292,12 @@ mod tests {
         assert_eq!(m.lookup(0x4fff).unwrap().name.as_ref(), "[heap]");
         m.set_brk(0x3000);
         assert!(m.lookup(0x3000).is_none());
+        // No [heap] yet: brk(0) gives the start, the next brk grows it.
+        let mut fresh = MappingMap::default();
+        fresh.set_brk(0x50000);
+        assert!(fresh.lookup(0x50000).is_none());
+        fresh.set_brk(0x71000);
+        assert_eq!(fresh.lookup(0x70fff).unwrap().name.as_ref(), "[heap]");
         m.map(0x10000, 0x11000, id("f"), false);
         m.remap(0x10000, 0x1000, 0x20000, 0x3000);
         assert!(m.lookup(0x10000).is_none());

@@ -232,7 +232,7 @@ impl Session {
                 }
                 Ok(Event::Fork(e)) => Some(self.ledger.on_fork(&e)),
                 Ok(Event::Exec(e)) => Some(self.ledger.on_exec(&e)),
-                Ok(Event::Exit(e)) => Some(self.ledger.on_exit(&e)),
+                Ok(Event::Exit(e)) => self.ledger.on_exit(&e),
                 Err(e) => {
                     self.decode_errors += 1;
                     log::debug!("undecodable record: {e}");
@@ -249,11 +249,12 @@ impl Session {
         // A process whose exit record was lost (ring overflow) is noticed here.
         for pid in self.ledger.live_pids() {
             if !procinfo::exists(pid as i32) {
-                let r = self.ledger.on_exit(&agent_common::ProcEvent {
+                if let Some(r) = self.ledger.on_exit(&agent_common::ProcEvent {
                     pid,
                     ..Default::default()
-                });
-                self.out.emit(r, None);
+                }) {
+                    self.out.emit(r, None);
+                }
             }
         }
         let faults = self.kmaps.faults();

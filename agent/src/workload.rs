@@ -51,7 +51,7 @@ pub struct Common {
     pub wait_stdin: bool,
 }
 
-fn set_name(name: &str) {
+pub fn set_name(name: &str) {
     let c = std::ffi::CString::new(name).expect("no NUL");
     // SAFETY: PR_SET_NAME with a valid C string.
     unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
