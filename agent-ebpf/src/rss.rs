@@ -5,34 +5,38 @@ use agent_common::{cause, counter, last_size_key, rss_flags, EventHeader, EventK
 use aya_ebpf::{bindings::BPF_NOEXIST, macros::tracepoint, programs::TracePointContext};
 
 use crate::state::{
-    count, field, is_watched, now, pid_tgid, reserve, submit_flags, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER,
-    RSS_MM_ID, RSS_SIZE, TASKS,
+    count, is_watched, now, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER, RSS_MM_ID,
+    RSS_SIZE, TASKS,
 };
 
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let (cur_tgid, tid) = pid_tgid();
-    let (Some(mm_id), Some(curr), Some(member), Some(size)) = (
-        field::<u32>(&ctx, &RSS_MM_ID),
-        field::<u32>(&ctx, &RSS_CURR),
-        field::<i32>(&ctx, &RSS_MEMBER),
-        field::<i64>(&ctx, &RSS_SIZE),
-    ) else {
-        return 0;
-    };
-    let member = member as u32;
+    let Some(raw) = Raw::read(&ctx) else { return 0 };
+    let mm_id = raw.u32_at(&RSS_MM_ID);
+    let curr = raw.u32_at(&RSS_CURR);
+    let member = raw.u32_at(&RSS_MEMBER);
+    let size = raw.u64_at(&RSS_SIZE) as i64;
 
     let (tgid, why, addr, aux, mut flags) = if curr == 1 {
-        if !is_watched(cur_tgid) {
+        // A task with a slot belongs to a watched process: skip the watched-set lookup.
+        let slot = TASKS.get_ptr_mut(tid);
+        if slot.is_none() && !is_watched(cur_tgid) {
             return 0;
         }
-        if MM_OWNER.get_ptr(mm_id).is_none() {
-            // First owner wins: a vfork child briefly shares its parent's mm.
-            let _ = MM_OWNER.insert(mm_id, cur_tgid, 0);
-        }
-        match TASKS.get_ptr_mut(tid) {
+        let register_owner = || {
+            if MM_OWNER.get_ptr(mm_id).is_none() {
+                // First owner wins: a vfork child briefly shares its parent's mm.
+                let _ = MM_OWNER.insert(mm_id, cur_tgid, 0);
+            }
+        };
+        match slot {
             Some(slot) => {
                 let slot = unsafe { &mut *slot };
+                if slot.owner_mm != mm_id {
+                    register_owner();
+                    slot.owner_mm = mm_id;
+                }
                 if slot.fault_cause != 0 {
                     let first = if slot.fault_fresh != 0 {
                         rss_flags::FIRST_OF_FAULT
@@ -47,7 +51,10 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                     (cur_tgid, cause::OTHER, 0, 0, 0)
                 }
             }
-            None => (cur_tgid, cause::OTHER, 0, 0, 0),
+            None => {
+                register_owner();
+                (cur_tgid, cause::OTHER, 0, 0, 0)
+            }
         }
     } else {
         match MM_OWNER.get_ptr(mm_id) {

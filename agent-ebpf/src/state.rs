@@ -43,6 +43,39 @@ pub fn field<T>(ctx: &TracePointContext, off: &'static u32) -> Option<T> {
     unsafe { ctx.read_at::<T>(g(off)).ok() }
 }
 
+/// The first 32 bytes of a tracepoint record, read with one helper call instead of one per
+/// field; fields are then picked at their load-time offsets (8-byte words, 4-byte halves).
+pub struct Raw([u64; 4]);
+
+impl Raw {
+    #[inline(always)]
+    pub fn read(ctx: &TracePointContext) -> Option<Raw> {
+        unsafe { ctx.read_at::<[u64; 4]>(0).ok().map(Raw) }
+    }
+
+    #[inline(always)]
+    fn word(&self, off: usize) -> u64 {
+        // A match, not an index: constant stack offsets keep the verifier simple.
+        match (off >> 3) & 3 {
+            0 => self.0[0],
+            1 => self.0[1],
+            2 => self.0[2],
+            _ => self.0[3],
+        }
+    }
+
+    #[inline(always)]
+    pub fn u64_at(&self, off: &'static u32) -> u64 {
+        self.word(g(off))
+    }
+
+    #[inline(always)]
+    pub fn u32_at(&self, off: &'static u32) -> u32 {
+        let o = g(off);
+        (self.word(o) >> ((o & 4) * 8)) as u32
+    }
+}
+
 /// What a task is doing right now, as far as rss attribution cares.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -57,6 +90,9 @@ pub struct TaskSlot {
     pub fault_cause: u32,
     /// Set at fault entry, cleared by the first rss change that fault makes.
     pub fault_fresh: u32,
+    /// The mm whose owner this task already registered in MM_OWNER (saves a lookup per event).
+    pub owner_mm: u32,
+    pub _pad: u32,
 }
 
 impl TaskSlot {
@@ -67,6 +103,8 @@ impl TaskSlot {
         fault_err: 0,
         fault_cause: 0,
         fault_fresh: 0,
+        owner_mm: 0,
+        _pad: 0,
     };
 }
 

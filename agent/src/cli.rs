@@ -20,6 +20,10 @@ pub enum Cmd {
     Watch(WatchArgs),
     /// The built-in demo workload (run it under `agent watch -- agent demo`).
     Demo(DemoArgs),
+    /// Attach do-nothing programs to the agent's tracepoints and hold them until stdin closes
+    /// or a signal: the cost floor `cargo xtask bench` compares the agent with.
+    #[command(hide = true)]
+    Floor,
     /// Workloads with known answers, for the tests.
     #[command(subcommand, hide = true)]
     Workload(Workload),

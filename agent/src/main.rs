@@ -37,6 +37,17 @@ fn main() {
             }
         },
         cli::Cmd::Demo(args) => demo::run(args),
+        cli::Cmd::Floor => match loader::load(true) {
+            Ok(loaded) => {
+                println!("attached: {}", loaded.hooks.join(","));
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+                0
+            }
+            Err(e) => {
+                eprintln!("agent: {e}");
+                e.exit_code()
+            }
+        },
         cli::Cmd::Workload(w) => workload::run(w),
     };
     std::process::exit(code);

@@ -29,6 +29,15 @@ pub enum Workload {
     Populate(Common),
     /// read() --mib from /dev/zero into a fresh anonymous buffer: kernel-mode faults.
     Read(Common),
+    /// The fault storm of `cargo xtask bench`: --passes times, map --mib of private anon (THP
+    /// off), write one byte per page, unmap. Prints `storm_s WALL cpu_s CPU` for the fault loop
+    /// (CPU: the process's user+sys time, which includes the eBPF programs run in its faults).
+    Storm {
+        #[arg(long, default_value_t = 1024)]
+        mib: usize,
+        #[arg(long, default_value_t = 2)]
+        passes: usize,
+    },
     /// Create a file of --mib, then mmap it and read every page.
     File {
         #[command(flatten)]
@@ -211,6 +220,25 @@ pub fn run(w: Workload) -> i32 {
                 done += n as usize;
             }
             hold(c.hold);
+        }
+        Workload::Storm { mib, passes } => {
+            set_name("wl-storm");
+            let len = mib * MIB;
+            let t = Instant::now();
+            for _ in 0..passes {
+                let p = map(len, false);
+                touch(p, len, Duration::ZERO);
+                // SAFETY: unmapping what we mapped.
+                unsafe { libc::munmap(p.cast(), len) };
+            }
+            // SAFETY: getrusage into a zeroed struct.
+            let cpu = unsafe {
+                let mut ru: libc::rusage = std::mem::zeroed();
+                libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+                let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+                tv(ru.ru_utime) + tv(ru.ru_stime)
+            };
+            println!("storm_s {:.6} cpu_s {cpu:.6}", t.elapsed().as_secs_f64());
         }
         Workload::File { common: c, path } => {
             set_name("wl-file");

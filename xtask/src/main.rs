@@ -1,4 +1,5 @@
 //! `cargo xtask setup|build|test|demo`: everything a fresh machine needs, in one place.
+mod bench;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -25,6 +26,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The fault-storm benchmark: bare vs floor (noop programs) vs agent; writes BENCHMARKS.md.
+    Bench,
     /// Build release and run `agent watch -- agent demo` (extra arguments go to `agent demo`).
     Demo {
         #[arg(last = true)]
@@ -54,6 +57,13 @@ fn run(cmd: Cmd) -> Result<()> {
                 .arg("--test-threads=1")
                 .args(&args);
             status(c, "cargo test")
+        }
+        Cmd::Bench => {
+            if !is_root() {
+                bail!("the benchmark attaches eBPF programs: run it as root (sudo -E cargo xtask bench)");
+            }
+            build_release()?;
+            bench::run()
         }
         Cmd::Demo { args } => {
             build_release()?;
