@@ -72,6 +72,9 @@ pub mod cause {
     pub const EXIT: u32 = 4;
     /// Another task changed this mm (reclaim, khugepaged, process_vm_writev...).
     pub const REMOTE: u32 = 5;
+    /// A watched task built an mm it does not run on yet (the child's copy at fork, the new
+    /// image at exec). `tgid` is 0: the owner is learned from its first own change.
+    pub const NEW_MM: u32 = 6;
 }
 
 /// Flags of [`RssEvent::flags`].
@@ -81,6 +84,9 @@ pub mod rss_flags {
     /// No earlier size was known for this (mm, member): `delta` is `size - 0` and userspace must
     /// seed it (from `/proc/PID/status`) or drop it.
     pub const UNSEEDED: u32 = 2;
+    /// The first change of an mm just created (cause NEW_MM): forget anything known under its
+    /// mm_id (an mm freed before may have had the same address, hence the same id).
+    pub const NEW_MM_FIRST: u32 = 4;
 }
 
 /// An mm counter change joined in the kernel with what caused it.
@@ -113,6 +119,10 @@ pub mod nr {
     pub const BRK: u64 = 12;
     pub const MREMAP: u64 = 25;
     pub const CLONE: u64 = 56;
+    pub const FORK: u64 = 57;
+    pub const VFORK: u64 = 58;
+    pub const EXECVE: u64 = 59;
+    pub const EXECVEAT: u64 = 322;
     pub const CLONE3: u64 = 435;
 }
 

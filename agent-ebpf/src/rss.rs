@@ -1,7 +1,7 @@
 //! `kmem:rss_stat`: turn the absolute counter into a delta per (mm, member) and join it with
 //! what the task was doing (fault at an address, a syscall, exit) so userspace gets
 //! "pid P added N pages at address A" instead of a fault count.
-use agent_common::{cause, counter, last_size_key, rss_flags, EventHeader, EventKind, RssEvent};
+use agent_common::{cause, counter, last_size_key, nr, rss_flags, EventHeader, EventKind, RssEvent};
 use aya_ebpf::{bindings::BPF_NOEXIST, macros::tracepoint, programs::TracePointContext};
 
 use crate::state::{
@@ -18,7 +18,8 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let member = raw.u32_at(&RSS_MEMBER);
     let size = raw.u64_at(&RSS_SIZE) as i64;
 
-    let (tgid, why, addr, aux, mut flags) = if curr == 1 {
+    let mut flags = 0;
+    let (tgid, why, addr, aux, f) = if curr == 1 {
         // A task with a slot belongs to a watched process: skip the watched-set lookup.
         let slot = TASKS.get_ptr_mut(tid);
         if slot.is_none() && !is_watched(cur_tgid) {
@@ -57,6 +58,26 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
             }
         }
     } else {
+        // In a fork or exec, a watched task changes an mm that is not its own: the one it is
+        // building (the child's copy, the new image). Its id may be an old mm's (same address):
+        // reset what we knew under it at its first change.
+        if let Some(slot) = TASKS.get_ptr_mut(tid) {
+            let slot = unsafe { &mut *slot };
+            let nr = slot.sys_nr as u64;
+            let forking = matches!(nr, nr::CLONE | nr::CLONE3 | nr::FORK | nr::VFORK);
+            let execing = matches!(nr, nr::EXECVE | nr::EXECVEAT) && slot.owner_mm != mm_id;
+            if forking || execing {
+                if slot.new_mm != mm_id {
+                    slot.new_mm = mm_id;
+                    let _ = MM_OWNER.remove(mm_id);
+                    for m in 0..4u32 {
+                        let _ = LAST_SIZE.insert(last_size_key(mm_id, m), 0, 0);
+                    }
+                    flags |= rss_flags::NEW_MM_FIRST;
+                }
+                return emit(mm_id, member, size, 0, tid, cause::NEW_MM, 0, 0, flags);
+            }
+        }
         match MM_OWNER.get_ptr(mm_id) {
             Some(owner) => {
                 let owner = unsafe { *owner };
@@ -66,27 +87,29 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                 (owner, why, 0, 0, 0)
             }
             None => {
-                if is_watched(cur_tgid) {
-                    // A watched task building an mm it does not run on yet: the child's copy at
-                    // fork, or the new image at exec. Such an mm starts from zero: track its size
-                    // so the owner's first own event has an exact delta.
-                    // Every member of such an mm starts at zero, not only the ones that
-                    // move during the copy.
-                    let key = last_size_key(mm_id, member);
-                    if LAST_SIZE.get_ptr(key).is_none() {
-                        for m in 0..4u32 {
-                            let _ = LAST_SIZE.insert(last_size_key(mm_id, m), 0, BPF_NOEXIST as u64);
-                        }
-                    }
-                    let _ = LAST_SIZE.insert(key, size, 0);
-                } else {
+                if !is_watched(cur_tgid) {
                     count(counter::UNOWNED);
+                    return 0;
                 }
-                return 0;
+                // Without the syscall hooks: a watched task building an mm it does not run on
+                // yet. Such an mm starts from zero.
+                let key = last_size_key(mm_id, member);
+                if LAST_SIZE.get_ptr(key).is_none() {
+                    for m in 0..4u32 {
+                        let _ = LAST_SIZE.insert(last_size_key(mm_id, m), 0, BPF_NOEXIST as u64);
+                    }
+                }
+                (0, cause::NEW_MM, 0, 0, 0)
             }
         }
     };
+    emit(mm_id, member, size, tgid, tid, why, addr, aux, flags | f)
+}
 
+/// Turn the size into a delta against the last size of (mm, member) and send the record.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(mm_id: u32, member: u32, size: i64, tgid: u32, tid: u32, why: u32, addr: u64, aux: u64, mut flags: u32) -> u32 {
     let key = last_size_key(mm_id, member);
     let delta = match LAST_SIZE.get_ptr_mut(key) {
         Some(prev) => unsafe {

@@ -92,7 +92,8 @@ pub struct TaskSlot {
     pub fault_fresh: u32,
     /// The mm whose owner this task already registered in MM_OWNER (saves a lookup per event).
     pub owner_mm: u32,
-    pub _pad: u32,
+    /// The mm this task is building in a fork/exec syscall, once reset.
+    pub new_mm: u32,
 }
 
 impl TaskSlot {
@@ -104,7 +105,7 @@ impl TaskSlot {
         fault_cause: 0,
         fault_fresh: 0,
         owner_mm: 0,
-        _pad: 0,
+        new_mm: 0,
     };
 }
 

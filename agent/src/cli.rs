@@ -45,6 +45,15 @@ pub struct WatchArgs {
     /// Stop after this many seconds (default: when the tree is gone, or at Ctrl-C).
     #[arg(long, value_parser = positive)]
     pub duration: Option<f64>,
+    /// Longest span of readings the leak verdict looks at, seconds.
+    #[arg(long, default_value_t = 300.0, value_parser = positive)]
+    pub leak_window: f64,
+    /// Slowest sustained growth called a leak, KiB/s.
+    #[arg(long, default_value_t = 32.0, value_parser = positive)]
+    pub leak_min_rate: f64,
+    /// Exit 3 if any leak was flagged (for CI pipelines that run a service under the agent).
+    #[arg(long)]
+    pub fail_on_leak: bool,
     /// The command to spawn and watch (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,

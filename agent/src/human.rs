@@ -16,6 +16,10 @@ pub fn size_kib(kib: i64) -> String {
     }
 }
 
+/// Highlight leak lines when stdout is a terminal.
+static COLOR: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::io::IsTerminal::is_terminal(&std::io::stdout()));
+
 pub const HEADER: &str = "   TIME     PID COMM             FAULTS    +PAGES      ANON      FILE     SHMEM       RSS       PSS       USS  TOP MAPPING";
 
 /// Render one record; `mem` is the pid's latest smaps reading. `None` for records the human
@@ -84,6 +88,26 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
             )
         }
         Record::Mem { .. } => return None,
+        Record::Leak {
+            pid,
+            comm,
+            rate_kib_s,
+            window_s,
+            growth_kib,
+            metric,
+            mapping,
+            shared,
+            confidence,
+        } => {
+            let (on, off) = if *COLOR { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
+            format!(
+                "{on}{t} {pid:>7} {comm:<15.15} LEAK {}/s of {} for {window_s:.0}s (+{}) into {mapping} ({}), confidence {confidence:.2}{off}",
+                size_kib(rate_kib_s.round() as i64),
+                metric.to_uppercase(),
+                size_kib(*growth_kib),
+                if *shared { "shared" } else { "private" },
+            )
+        }
         Record::Lost { events } => {
             format!("{t} !! lost {events} events: the ring buffer was full, counts in this interval are low")
         }
@@ -98,11 +122,14 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
                 "    PID COMM             FAULTS  FAULTED(ANON/FILE/SHMEM)          PEAK USS  LAST PSS  TOP MAPPING"
             );
             for p in procs {
-                let top = p
+                let mut top = p
                     .mappings
                     .first()
                     .map(|m| format!("{} +{}", m.mapping, kib(m.pages)))
                     .unwrap_or_default();
+                if let Some(r) = p.leak_rate_kib_s {
+                    top = format!("LEAK {}/s  {top}", size_kib(r.round() as i64));
+                }
                 let _ = writeln!(
                     s,
                     "{:>7} {:<15.15} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9}  {top}",
@@ -192,7 +219,9 @@ mod tests {
                 pid: 1,
                 comm: "x".into(),
                 sweep: 1,
-                mem
+                ledger_rss_kib: None,
+                drift_kib: None,
+                mem,
             },
             None,
             4
@@ -217,6 +246,8 @@ mod tests {
                     peak_uss_kib: 40,
                     last_pss_kib: 20,
                     mappings: vec![],
+                    leak: true,
+                    leak_rate_kib_s: Some(2048.0),
                 }],
             },
             None,
@@ -226,5 +257,6 @@ mod tests {
         assert!(s.contains("summary after 2.0s, 0 events lost"));
         assert!(s.contains("      7 writer"), "{s}");
         assert!(s.contains("40 KiB"), "{s}");
+        assert!(s.contains("LEAK 2.0 MiB/s"), "{s}");
     }
 }

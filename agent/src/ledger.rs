@@ -7,77 +7,28 @@ use std::collections::HashMap;
 use agent_common::{cause, member, nr, rss_flags, ProcEvent, RssEvent, SyscallEvent};
 
 use crate::{
+    activity::Activity,
     decode::comm_str,
     maps::{anon_name, MappingId, MappingMap},
     procinfo,
-    record::{Causes, MappingStat, MemStat, Pages, ProcSummary, Record},
+    record::{Causes, MemStat, ProcSummary, Record},
 };
 
 const MAP_SHARED_TYPE: u64 = 0x03;
 const MAP_ANONYMOUS: u64 = 0x20;
+/// Bound on mms built but never run on (a vfork child that exited, say).
+const MAX_NEW_MMS: usize = 4096;
+/// Time constant of the per-mapping growth rate, seconds.
+const MAPPING_RATE_TAU_S: f64 = 30.0;
 /// Top mappings per faults record.
 pub const TOP_MAPPINGS: usize = 5;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MapStat {
-    pub faults: u64,
-    pub pages: i64,
-}
-
-/// What one process did over some span (an interval, or the whole run).
-#[derive(Clone, Debug, Default)]
-pub struct Activity {
-    pub faults: u64,
-    /// Fault-caused pages per rss member (FILE, ANON, SWAPENTS, SHMEM).
-    pub pages: [i64; 4],
-    pub by_mapping: HashMap<MappingId, MapStat>,
-    /// Net pages from causes other than faults, indexed by `agent_common::cause`.
-    pub other: [i64; 6],
-}
-
-impl Activity {
-    fn is_empty(&self) -> bool {
-        self.faults == 0 && self.pages == [0; 4] && self.other == [0; 6]
-    }
-    fn merge(&mut self, o: &Activity) {
-        self.faults += o.faults;
-        for i in 0..4 {
-            self.pages[i] += o.pages[i];
-        }
-        for i in 0..6 {
-            self.other[i] += o.other[i];
-        }
-        for (k, v) in &o.by_mapping {
-            let e = self.by_mapping.entry(k.clone()).or_default();
-            e.faults += v.faults;
-            e.pages += v.pages;
-        }
-    }
-    pub fn pages(&self) -> Pages {
-        Pages {
-            anon: self.pages[member::ANON as usize],
-            file: self.pages[member::FILE as usize],
-            shmem: self.pages[member::SHMEM as usize],
-        }
-    }
-    pub fn top(&self, n: usize) -> Vec<MappingStat> {
-        let mut v: Vec<_> = self.by_mapping.iter().collect();
-        v.sort_by(|a, b| {
-            b.1.pages
-                .cmp(&a.1.pages)
-                .then(b.1.faults.cmp(&a.1.faults))
-                .then(a.0.cmp(b.0))
-        });
-        v.into_iter()
-            .take(n)
-            .map(|(id, s)| MappingStat {
-                mapping: id.name.to_string(),
-                shared: id.shared,
-                faults: s.faults,
-                pages: s.pages,
-            })
-            .collect()
-    }
+/// Last absolute value (bytes) of each rss member of one mm, and which are known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmCounters {
+    pub mm_id: u32,
+    pub rss: [i64; 4],
+    known: [bool; 4],
 }
 
 pub struct Proc {
@@ -90,14 +41,19 @@ pub struct Proc {
     pub maps_reloads: u64,
     /// Bytes per member at the watch start, for the first (unseeded) kernel delta.
     seed: Option<[i64; 4]>,
-    pub mm_ids: Vec<u32>,
-    /// The rss ledger: last absolute counter per member, in bytes.
-    pub rss: [i64; 4],
+    /// The rss ledger: the counters of each mm this process had (a new one at exec).
+    pub mms: Vec<MmCounters>,
+    /// The mm it runs on now (the last one its own events changed).
+    cur_mm: Option<u32>,
     kernel_faults: u64,
     pub interval: Activity,
     pub total: Activity,
     pub mem: Option<MemStat>,
     pub peak_uss_kib: u64,
+    /// Pages per interval each mapping gained, smoothed over ~30 s: where growth goes now.
+    mapping_rate: HashMap<MappingId, f64>,
+    /// The rss ledger changed since the last smaps reading.
+    pub dirty: bool,
 }
 
 impl Proc {
@@ -110,13 +66,15 @@ impl Proc {
             maps,
             maps_reloads: 0,
             seed: None,
-            mm_ids: Vec::new(),
-            rss: [0; 4],
+            mms: Vec::new(),
+            cur_mm: None,
             kernel_faults: 0,
             interval: Activity::default(),
             total: Activity::default(),
             mem: None,
             peak_uss_kib: 0,
+            mapping_rate: HashMap::new(),
+            dirty: true,
         }
     }
 
@@ -131,6 +89,46 @@ impl Proc {
             }
             None => false,
         }
+    }
+
+    /// The ledger's RSS (file + anon + shmem) of the current mm in KiB, once every member is
+    /// known.
+    pub fn ledger_rss_kib(&self) -> Option<i64> {
+        let m = [member::FILE, member::ANON, member::SHMEM].map(|m| m as usize);
+        let (rss, known) = match self.cur_mm.and_then(|id| self.mms.iter().find(|c| c.mm_id == id)) {
+            Some(c) => (c.rss, c.known),
+            None => (self.seed?, [true; 4]),
+        };
+        m.iter()
+            .all(|&i| known[i])
+            .then(|| m.iter().map(|&i| rss[i]).sum::<i64>() / 1024)
+    }
+
+    pub fn mm_ids(&self) -> Vec<u32> {
+        self.mms.iter().map(|c| c.mm_id).collect()
+    }
+
+    /// KiB added to RSS by this process's own faults so far (net).
+    pub fn own_fault_kib(&self, page: i64) -> i64 {
+        let pages = |a: &Activity| {
+            a.pages[member::FILE as usize] + a.pages[member::ANON as usize] + a.pages[member::SHMEM as usize]
+        };
+        (pages(&self.total) + pages(&self.interval)) * page / 1024
+    }
+
+    /// The mapping growing fastest now, else the one that grew most overall.
+    pub fn growing_mapping(&self) -> Option<MappingId> {
+        self.mapping_rate
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(id, _)| id.clone())
+            .or_else(|| {
+                self.total
+                    .by_mapping
+                    .iter()
+                    .max_by_key(|(_, s)| s.pages)
+                    .map(|(id, _)| id.clone())
+            })
     }
 
     fn mapping_of(&mut self, addr: u64) -> MappingId {
@@ -152,7 +150,9 @@ impl Proc {
 #[derive(Default)]
 pub struct Ledger {
     pub procs: HashMap<u32, Proc>,
-    page_size: i64,
+    pub page_size: i64,
+    /// Sizes of mms built under the watch, until their owner's first own change.
+    new_mms: HashMap<u32, [i64; 4]>,
     /// Unseeded first deltas that had no seed and were dropped.
     pub unseeded_dropped: u64,
 }
@@ -199,19 +199,62 @@ impl Ledger {
 
     pub fn on_rss(&mut self, e: &RssEvent) {
         let page = self.page_size;
-        let p = proc_entry(&mut self.procs, e.hdr.tgid);
-        if !p.mm_ids.contains(&e.mm_id) {
-            p.mm_ids.push(e.mm_id);
+        if e.cause == cause::NEW_MM {
+            // Sizes a fork copy or an exec gave an mm before its owner ran on it.
+            if self.new_mms.len() > MAX_NEW_MMS {
+                self.new_mms.clear();
+            }
+            if e.flags & rss_flags::NEW_MM_FIRST != 0 {
+                self.new_mms.remove(&e.mm_id);
+            }
+            if let Some(v) = self.new_mms.entry(e.mm_id).or_default().get_mut(e.member as usize) {
+                *v = e.size;
+            }
+            return;
         }
+        let p = proc_entry(&mut self.procs, e.hdr.tgid);
         let m = e.member as usize;
         if m >= 4 {
             return;
         }
-        let delta = if e.flags & rss_flags::UNSEEDED != 0 {
+        let unseeded = e.flags & rss_flags::UNSEEDED != 0;
+        let idx = match p.mms.iter().position(|c| c.mm_id == e.mm_id) {
+            Some(i) => i,
+            None => {
+                let c = match (unseeded, p.mms.is_empty(), p.seed) {
+                    // The mm the process had when the watch began: /proc/PID/status seeded it.
+                    (true, true, Some(seed)) => MmCounters {
+                        mm_id: e.mm_id,
+                        rss: seed,
+                        known: [true; 4],
+                    },
+                    (true, _, _) => MmCounters {
+                        mm_id: e.mm_id,
+                        rss: [0; 4],
+                        known: [false; 4],
+                    },
+                    // Created under the watch (fork, exec): the kernel tracked it from zero,
+                    // and told us what the copy put in it.
+                    (false, _, _) => MmCounters {
+                        mm_id: e.mm_id,
+                        rss: self.new_mms.remove(&e.mm_id).unwrap_or([0; 4]),
+                        known: [true; 4],
+                    },
+                };
+                p.mms.push(c);
+                p.mms.len() - 1
+            }
+        };
+        let prev = p.mms[idx].rss[m];
+        p.mms[idx].rss[m] = e.size;
+        p.mms[idx].known[m] = true;
+        if !matches!(e.cause, cause::EXIT | cause::REMOTE) {
+            p.cur_mm = Some(e.mm_id);
+        }
+        let delta = if unseeded {
             match p.seed {
-                Some(seed) => e.size - seed[m],
-                None => {
-                    p.rss[m] = e.size;
+                Some(_) if p.mms.len() == 1 => e.size - prev,
+                _ => {
                     self.unseeded_dropped += 1;
                     return;
                 }
@@ -219,7 +262,7 @@ impl Ledger {
         } else {
             e.delta
         };
-        p.rss[m] = e.size;
+        p.dirty = true;
         let pages = delta / page;
         if e.member == member::SWAPENTS {
             return;
@@ -299,6 +342,8 @@ impl Ledger {
         p.comm = comm.clone();
         // The seed described the old image's mm; the kernel tracks the new one from zero.
         p.seed = None;
+        let cur = p.cur_mm;
+        p.mms.retain(|c| Some(c.mm_id) == cur);
         if !p.reload_maps() {
             p.maps = MappingMap::default();
         }
@@ -333,18 +378,6 @@ impl Ledger {
         })
     }
 
-    pub fn on_mem(&mut self, pid: u32, sweep: u64, mem: MemStat) -> Option<Record> {
-        let p = self.procs.get_mut(&pid)?;
-        p.peak_uss_kib = p.peak_uss_kib.max(mem.uss_kib);
-        p.mem = Some(mem.clone());
-        Some(Record::Mem {
-            pid,
-            comm: p.comm.clone(),
-            sweep,
-            mem,
-        })
-    }
-
     /// Close an interval: `faults` holds the kernel's cumulative fault count per pid. Returns a
     /// faults record per process with activity.
     pub fn close_interval(&mut self, faults: &HashMap<u32, u64>, interval_s: f64) -> Vec<Record> {
@@ -358,6 +391,16 @@ impl Ledger {
                 p.kernel_faults = n;
             }
             let a = std::mem::take(&mut p.interval);
+            let decay = (-interval_s / MAPPING_RATE_TAU_S).exp();
+            p.mapping_rate.retain(|_, r| {
+                *r *= decay;
+                *r >= 0.5
+            });
+            for (id, st) in &a.by_mapping {
+                if st.pages > 0 {
+                    *p.mapping_rate.entry(id.clone()).or_default() += st.pages as f64;
+                }
+            }
             if a.is_empty() {
                 continue;
             }
@@ -408,6 +451,8 @@ impl Ledger {
                 peak_uss_kib: p.peak_uss_kib,
                 last_pss_kib: p.mem.as_ref().map_or(0, |m| m.pss_kib),
                 mappings: p.total.top(TOP_MAPPINGS),
+                leak: false,
+                leak_rate_kib_s: None,
             })
             .collect()
     }
@@ -424,225 +469,5 @@ fn proc_entry(procs: &mut HashMap<u32, Proc>, pid: u32) -> &mut Proc {
 }
 
 #[cfg(test)]
-mod tests {
-    use agent_common::{EventHeader, EventKind};
-
-    use super::*;
-
-    /// A pid no test machine has, so /proc lookups find nothing.
-    const PID: u32 = 0x3fff_fff0;
-    const PAGE: i64 = 4096;
-
-    fn ledger_with_maps() -> Ledger {
-        let mut l = Ledger::new();
-        let mut maps = MappingMap::default();
-        maps.map(
-            0x10_0000,
-            0x20_0000,
-            MappingId {
-                name: "anon@0x100000".into(),
-                shared: false,
-            },
-            true,
-        );
-        maps.map(
-            0x40_0000,
-            0x80_0000,
-            MappingId {
-                name: "/dev/shm/seg".into(),
-                shared: true,
-            },
-            false,
-        );
-        l.add(PID, 1, "t".into(), maps, Some([PAGE * 10, PAGE * 20, 0, 0]));
-        l
-    }
-
-    fn rss(member: u32, cause: u32, flags: u32, size: i64, delta: i64, addr: u64) -> RssEvent {
-        RssEvent {
-            hdr: EventHeader {
-                kind: EventKind::Rss as u32,
-                tgid: PID,
-                tid: PID,
-                _pad: 0,
-                ts_ns: 0,
-            },
-            mm_id: 9,
-            member,
-            cause,
-            flags,
-            size,
-            delta,
-            addr,
-            aux: 0,
-        }
-    }
-
-    #[test]
-    fn fault_pages_go_to_the_mapping_of_the_address() {
-        let mut l = ledger_with_maps();
-        for i in 0..8 {
-            let f = rss_flags::FIRST_OF_FAULT;
-            l.on_rss(&rss(
-                member::ANON,
-                cause::FAULT,
-                f,
-                PAGE * (21 + i),
-                PAGE,
-                0x10_0000 + i as u64 * 4096,
-            ));
-        }
-        // One fault that maps four pages of a shared file (fault-around).
-        l.on_rss(&rss(
-            member::SHMEM,
-            cause::FAULT,
-            rss_flags::FIRST_OF_FAULT,
-            PAGE * 4,
-            PAGE * 4,
-            0x40_1000,
-        ));
-        // Not a fault: munmap released two pages.
-        l.on_rss(&rss(member::ANON, cause::SYSCALL, 0, PAGE * 27, -PAGE * 2, 0));
-        let recs = l.close_interval(&HashMap::from([(PID, 9)]), 1.0);
-        let Record::Faults {
-            faults,
-            pages,
-            mappings,
-            ..
-        } = &recs[0]
-        else {
-            panic!("{recs:?}")
-        };
-        assert_eq!(*faults, 9);
-        assert_eq!(
-            *pages,
-            Pages {
-                anon: 8,
-                file: 0,
-                shmem: 4
-            }
-        );
-        assert_eq!(
-            mappings[0],
-            MappingStat {
-                mapping: "anon@0x100000".into(),
-                shared: false,
-                faults: 8,
-                pages: 8
-            }
-        );
-        assert_eq!(
-            mappings[1],
-            MappingStat {
-                mapping: "/dev/shm/seg".into(),
-                shared: true,
-                faults: 1,
-                pages: 4
-            }
-        );
-        let p = &l.procs[&PID];
-        assert_eq!(p.total.other[cause::SYSCALL as usize], -2);
-        assert_eq!(
-            p.rss[member::ANON as usize],
-            PAGE * 27,
-            "the ledger keeps the absolute counter"
-        );
-        // The next interval starts empty; the kernel count is cumulative.
-        assert!(l.close_interval(&HashMap::from([(PID, 9)]), 1.0).is_empty());
-    }
-
-    #[test]
-    fn unseeded_first_delta_uses_the_status_seed_or_is_dropped() {
-        let mut l = ledger_with_maps();
-        // The kernel had no previous size: delta = size. The seed says 20 anon pages before.
-        l.on_rss(&rss(
-            member::ANON,
-            cause::FAULT,
-            rss_flags::UNSEEDED,
-            PAGE * 21,
-            PAGE * 21,
-            0x10_0000,
-        ));
-        assert_eq!(l.procs[&PID].interval.pages[member::ANON as usize], 1);
-        // No seed (a process learned late): dropped and counted, never a bogus jump.
-        l.procs.get_mut(&PID).unwrap().seed = None;
-        l.on_rss(&rss(
-            member::FILE,
-            cause::FAULT,
-            rss_flags::UNSEEDED,
-            PAGE * 500,
-            PAGE * 500,
-            0x10_0000,
-        ));
-        assert_eq!(l.procs[&PID].interval.pages[member::FILE as usize], 0);
-        assert_eq!(l.unseeded_dropped, 1);
-    }
-
-    #[test]
-    fn munmap_then_fault_is_unmapped_and_fork_copies_maps() {
-        let mut l = ledger_with_maps();
-        let child = ProcEvent {
-            hdr: EventHeader {
-                kind: EventKind::Fork as u32,
-                ..Default::default()
-            },
-            pid: PID + 1,
-            ppid: PID,
-            comm: *b"child\0\0\0\0\0\0\0\0\0\0\0",
-        };
-        let rec = l.on_fork(&child);
-        assert_eq!(
-            rec,
-            Record::Proc {
-                pid: PID + 1,
-                ppid: PID,
-                comm: "child".into(),
-                event: "fork"
-            }
-        );
-        let unmap = SyscallEvent {
-            hdr: EventHeader {
-                kind: EventKind::Syscall as u32,
-                tgid: PID,
-                ..Default::default()
-            },
-            nr: nr::MUNMAP,
-            args: [0x10_0000, 0x10_0000, 0, 0, 0, 0],
-            ret: 0,
-        };
-        l.on_syscall(&unmap);
-        l.on_rss(&rss(member::ANON, cause::FAULT, 0, PAGE, PAGE, 0x10_0000));
-        assert_eq!(l.procs[&PID].interval.top(5)[0].mapping, "[unmapped]");
-        // The child still has the mapping it inherited.
-        let mut e = rss(member::ANON, cause::FAULT, 0, PAGE, PAGE, 0x10_0000);
-        e.hdr.tgid = PID + 1;
-        l.on_rss(&e);
-        assert_eq!(l.procs[&(PID + 1)].interval.top(5)[0].mapping, "anon@0x100000");
-    }
-
-    #[test]
-    fn anon_mmap_event_names_the_new_region_and_exit_is_reported_once() {
-        let mut l = ledger_with_maps();
-        let mmap = SyscallEvent {
-            hdr: EventHeader {
-                kind: EventKind::Syscall as u32,
-                tgid: PID,
-                ..Default::default()
-            },
-            nr: nr::MMAP,
-            args: [0, 8192, 3, (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
-            ret: 0x90_0000,
-        };
-        l.on_syscall(&mmap);
-        l.on_rss(&rss(member::SHMEM, cause::FAULT, 0, PAGE, PAGE, 0x90_1000));
-        let top = l.procs[&PID].interval.top(5);
-        assert_eq!((top[0].mapping.as_str(), top[0].shared), ("shmem-anon@0x900000", true));
-        let exit = ProcEvent {
-            pid: PID,
-            ..Default::default()
-        };
-        assert!(l.on_exit(&exit).is_some());
-        assert!(l.on_exit(&exit).is_none());
-        assert!(l.live_pids().is_empty());
-    }
-}
+#[path = "ledger_tests.rs"]
+mod tests;

@@ -1,4 +1,5 @@
 //! `agent`: parse the command line and hand over. Nothing else lives here.
+mod activity;
 mod cli;
 mod decode;
 mod demo;
@@ -10,11 +11,13 @@ mod loader;
 mod maps;
 mod output;
 mod procinfo;
+mod reconcile;
 mod record;
 mod ring;
 mod smaps;
 mod spawn;
 mod tracefs;
+mod verdict;
 mod watch;
 mod workload;
 

@@ -60,6 +60,9 @@ pub struct ProcSummary {
     pub peak_uss_kib: u64,
     pub last_pss_kib: u64,
     pub mappings: Vec<MappingStat>,
+    /// A leak was flagged for this pid; its last rate.
+    pub leak: bool,
+    pub leak_rate_kib_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -92,6 +95,20 @@ pub enum Record {
         sweep: u64,
         #[serde(flatten)]
         mem: MemStat,
+        /// RSS by the eBPF ledger (the rss_stat counters), and its difference from smaps Rss.
+        ledger_rss_kib: Option<i64>,
+        drift_kib: Option<i64>,
+    },
+    Leak {
+        pid: u32,
+        comm: String,
+        rate_kib_s: f64,
+        window_s: f64,
+        growth_kib: i64,
+        metric: &'static str,
+        mapping: String,
+        shared: bool,
+        confidence: f64,
     },
     Lost {
         events: u64,

@@ -27,9 +27,14 @@ use crate::{
     loader,
     output::Output,
     procinfo,
+    reconcile::Reconciler,
     record::Record,
     ring, smaps, spawn,
+    verdict::Params,
 };
+
+/// Every this many sweeps, all pids are re-read; in between only those whose ledger moved.
+const FULL_SWEEP_EVERY: u64 = 5;
 
 /// What the pipeline needs once the targets are in the watched set.
 struct Session {
@@ -37,6 +42,7 @@ struct Session {
     start: Instant,
     kmaps: KernelMaps,
     ledger: Ledger,
+    reconciler: Reconciler,
     out: Output,
     /// The spawned command, whose exit status becomes ours.
     child: Option<u32>,
@@ -103,11 +109,17 @@ pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
     );
     out.flush();
 
+    let params = Params {
+        window_s: args.leak_window,
+        min_rate_kib_s: args.leak_min_rate,
+        ..Params::default()
+    };
     let session = Session {
         args,
         start,
         kmaps,
         ledger,
+        reconciler: Reconciler::new(params),
         out,
         child,
         exits: HashMap::new(),
@@ -162,15 +174,26 @@ impl Session {
                 }
                 _ = smaps_tick.tick(), if !sweeping => {
                     sweeping = true;
-                    let pids = self.ledger.live_pids();
-                    let tx = mem_tx.clone();
-                    tokio::spawn(async move { let _ = tx.send(smaps::sweep(pids).await).await; });
-                }
-                Some(samples) = mem_rx.recv() => {
-                    sweeping = false;
                     sweeps += 1;
+                    let t = self.start.elapsed().as_secs_f64();
+                    let full = sweeps % FULL_SWEEP_EVERY == 1;
+                    let mut read = Vec::new();
+                    for pid in self.ledger.live_pids() {
+                        let p = self.ledger.procs.get_mut(&pid).expect("live pid");
+                        if full || p.dirty || p.mem.is_none() {
+                            p.dirty = false;
+                            read.push(pid);
+                        } else if let Some(r) = self.reconciler.carry_forward(&self.ledger, pid, t) {
+                            self.out.emit(r, None);
+                        }
+                    }
+                    let tx = mem_tx.clone();
+                    tokio::spawn(async move { let _ = tx.send((sweeps, t, smaps::sweep(read).await)).await; });
+                }
+                Some((sweep, t, samples)) = mem_rx.recv() => {
+                    sweeping = false;
                     for (pid, mem) in samples {
-                        if let Some(r) = self.ledger.on_mem(pid, sweeps, mem) {
+                        for r in self.reconciler.on_mem(&mut self.ledger, pid, sweep, t, mem) {
                             self.out.emit(r, None);
                         }
                     }
@@ -204,10 +227,17 @@ impl Session {
                 self.ledger.unseeded_dropped
             );
         }
+        let mut procs = self.ledger.summary();
+        for p in &mut procs {
+            if let Some(t) = self.reconciler.flagged(p.pid) {
+                p.leak = true;
+                p.leak_rate_kib_s = Some((t.rate_kib_s * 100.0).round() / 100.0);
+            }
+        }
         let summary = Record::Summary {
             duration_s: (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             lost_events: self.lost_seen,
-            procs: self.ledger.summary(),
+            procs,
         };
         self.out.emit(summary, None);
         self.out.flush();
@@ -216,6 +246,9 @@ impl Session {
             (None, Some(h)) if h.is_finished() => h.await.unwrap_or(0),
             _ => 0,
         };
+        if self.args.fail_on_leak && self.reconciler.leaks_flagged > 0 {
+            return Ok(3);
+        }
         Ok(code)
     }
 
@@ -289,12 +322,7 @@ impl Session {
         }
         for (&pid, &at) in &self.exits {
             if at + 1 == tick {
-                let mm_ids = self
-                    .ledger
-                    .procs
-                    .get(&pid)
-                    .map(|p| p.mm_ids.clone())
-                    .unwrap_or_default();
+                let mm_ids = self.ledger.procs.get(&pid).map(|p| p.mm_ids()).unwrap_or_default();
                 self.kmaps.forget(pid, &mm_ids);
             }
         }

@@ -38,6 +38,13 @@ pub enum Workload {
         #[arg(long, default_value_t = 2)]
         passes: usize,
     },
+    /// The leak-verdict scenario: a leaker (2 MiB/s private), a churner (alloc/free loop), a
+    /// filler (one 128 MiB fill at mid-run), a holder (64 MiB, stable), and a grower of a
+    /// /dev/shm file (1 MiB/s). Only the leaker and the shm grower leak.
+    Leakmix {
+        #[arg(long, default_value_t = 40.0)]
+        duration: f64,
+    },
     /// Create a file of --mib, then mmap it and read every page.
     File {
         #[command(flatten)]
@@ -240,6 +247,10 @@ pub fn run(w: Workload) -> i32 {
             };
             println!("storm_s {:.6} cpu_s {cpu:.6}", t.elapsed().as_secs_f64());
         }
+        Workload::Leakmix { duration } => {
+            set_name("wl-leakmix");
+            leakmix(Duration::from_secs_f64(duration));
+        }
         Workload::File { common: c, path } => {
             set_name("wl-file");
             let len = c.mib * MIB;
@@ -270,4 +281,84 @@ pub fn run(w: Workload) -> i32 {
         }
     }
     0
+}
+
+/// Call `step(i)` every `every` until `total` has passed since `start`.
+fn paced(start: Instant, total: Duration, every: Duration, mut step: impl FnMut(usize)) {
+    let mut i = 0;
+    while start.elapsed() < total {
+        step(i);
+        i += 1;
+        if let Some(wait) = (every * i as u32).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+fn leakmix(total: Duration) {
+    let start = Instant::now();
+    let rest = move || std::thread::sleep(total.saturating_sub(start.elapsed()));
+    let chunk = 256 * 1024;
+    let shm = format!("/dev/shm/agent-leakmix-{}", std::process::id());
+    let shm_child = shm.clone();
+    let kids = vec![
+        fork_child("leaker", move || {
+            paced(start, total, Duration::from_millis(125), |_| {
+                touch(map(chunk, false), chunk, Duration::ZERO)
+            })
+        }),
+        fork_child("churner", move || {
+            let n = 8 * MIB;
+            paced(start, total, Duration::from_millis(50), |_| {
+                let p = map(n, false);
+                touch(p, n, Duration::ZERO);
+                // SAFETY: unmapping what we mapped.
+                unsafe { libc::munmap(p.cast(), n) };
+            })
+        }),
+        fork_child("filler", move || {
+            std::thread::sleep(total / 2);
+            let n = 128 * MIB;
+            touch(map(n, false), n, Duration::ZERO);
+            rest();
+        }),
+        fork_child("holder", move || {
+            let n = 64 * MIB;
+            touch(map(n, false), n, Duration::ZERO);
+            rest();
+        }),
+        fork_child("shm-grower", move || {
+            use std::os::fd::AsRawFd;
+            let max = 512 * MIB;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&shm_child)
+                .expect("create the /dev/shm file");
+            f.set_len(max as u64).expect("size the /dev/shm file");
+            // SAFETY: shared mapping of a file we own, checked below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    max,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            assert!(p != libc::MAP_FAILED);
+            let step = 128 * 1024;
+            paced(start, total, Duration::from_millis(125), |i| {
+                if (i + 1) * step <= max {
+                    // SAFETY: inside the mapping.
+                    touch(unsafe { p.cast::<u8>().add(i * step) }, step, Duration::ZERO)
+                }
+            });
+        }),
+    ];
+    wait_all(&kids);
+    let _ = std::fs::remove_file(&shm);
 }
