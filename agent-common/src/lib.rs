@@ -228,13 +228,7 @@ mod tests {
 
     #[test]
     fn kind_round_trip_and_unknown() {
-        for k in [
-            EventKind::Rss,
-            EventKind::Syscall,
-            EventKind::Fork,
-            EventKind::Exec,
-            EventKind::Exit,
-        ] {
+        for k in [EventKind::Rss, EventKind::Syscall, EventKind::Fork, EventKind::Exec, EventKind::Exit] {
             assert_eq!(EventKind::try_from(k as u32), Ok(k));
         }
         assert_eq!(EventKind::try_from(0), Err(0));

@@ -7,17 +7,6 @@ use crate::state::{now, reserve, submit_flags};
 pub fn emit(kind: EventKind, tgid: u32, tid: u32, pid: u32, ppid: u32) {
     let comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
     let Some(mut e) = reserve::<ProcEvent>() else { return };
-    e.write(ProcEvent {
-        hdr: EventHeader {
-            kind: kind as u32,
-            tgid,
-            tid,
-            _pad: 0,
-            ts_ns: now(),
-        },
-        pid,
-        ppid,
-        comm,
-    });
+    e.write(ProcEvent { hdr: EventHeader { kind: kind as u32, tgid, tid, _pad: 0, ts_ns: now() }, pid, ppid, comm });
     e.submit(submit_flags());
 }

@@ -39,11 +39,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                     slot.owner_mm = mm_id;
                 }
                 if slot.fault_cause != 0 {
-                    let first = if slot.fault_fresh != 0 {
-                        rss_flags::FIRST_OF_FAULT
-                    } else {
-                        0
-                    };
+                    let first = if slot.fault_fresh != 0 { rss_flags::FIRST_OF_FAULT } else { 0 };
                     slot.fault_fresh = 0;
                     (cur_tgid, slot.fault_cause, slot.fault_addr, slot.fault_err, first)
                 } else if slot.sys_nr >= 0 {
@@ -129,13 +125,7 @@ fn emit(mm_id: u32, member: u32, size: i64, tgid: u32, tid: u32, why: u32, addr:
 
     let Some(mut e) = reserve::<RssEvent>() else { return 0 };
     e.write(RssEvent {
-        hdr: EventHeader {
-            kind: EventKind::Rss as u32,
-            tgid,
-            tid,
-            _pad: 0,
-            ts_ns: now(),
-        },
+        hdr: EventHeader { kind: EventKind::Rss as u32, tgid, tid, _pad: 0, ts_ns: now() },
         mm_id,
         member,
         cause: why,

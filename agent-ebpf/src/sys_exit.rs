@@ -31,13 +31,7 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     e.write(SyscallEvent {
-        hdr: EventHeader {
-            kind: EventKind::Syscall as u32,
-            tgid,
-            tid,
-            _pad: 0,
-            ts_ns: now(),
-        },
+        hdr: EventHeader { kind: EventKind::Syscall as u32, tgid, tid, _pad: 0, ts_ns: now() },
         nr: id,
         args,
         ret,

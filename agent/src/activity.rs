@@ -53,12 +53,7 @@ impl Activity {
     }
     pub fn top(&self, n: usize) -> Vec<MappingStat> {
         let mut v: Vec<_> = self.by_mapping.iter().collect();
-        v.sort_by(|a, b| {
-            b.1.pages
-                .cmp(&a.1.pages)
-                .then(b.1.faults.cmp(&a.1.faults))
-                .then(a.0.cmp(b.0))
-        });
+        v.sort_by(|a, b| b.1.pages.cmp(&a.1.pages).then(b.1.faults.cmp(&a.1.faults)).then(a.0.cmp(b.0)));
         v.into_iter()
             .take(n)
             .map(|(id, s)| MappingStat {

@@ -17,22 +17,14 @@ pub enum Event {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("record of {got} bytes is shorter than the {need}-byte {what}")]
-    Truncated {
-        what: &'static str,
-        need: usize,
-        got: usize,
-    },
+    Truncated { what: &'static str, need: usize, got: usize },
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
 }
 
 fn read<T: aya::Pod>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
     if buf.len() < size_of::<T>() {
-        return Err(DecodeError::Truncated {
-            what,
-            need: size_of::<T>(),
-            got: buf.len(),
-        });
+        return Err(DecodeError::Truncated { what, need: size_of::<T>(), got: buf.len() });
     }
     // SAFETY: T is Pod (any bit pattern is valid) and the length was checked above.
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
@@ -77,21 +69,13 @@ pub fn records(mut batch: Bytes) -> impl Iterator<Item = Result<Event, DecodeErr
         if batch.remaining() < 4 {
             let got = batch.remaining();
             batch.clear();
-            return Some(Err(DecodeError::Truncated {
-                what: "length prefix",
-                need: 4,
-                got,
-            }));
+            return Some(Err(DecodeError::Truncated { what: "length prefix", need: 4, got }));
         }
         let len = batch.get_u32_le() as usize;
         if batch.remaining() < len {
             let got = batch.remaining();
             batch.clear();
-            return Some(Err(DecodeError::Truncated {
-                what: "record",
-                need: len,
-                got,
-            }));
+            return Some(Err(DecodeError::Truncated { what: "record", need: len, got }));
         }
         let rec = batch.split_to(len);
         Some(decode(&rec))
@@ -114,13 +98,7 @@ mod tests {
 
     fn rss() -> RssEvent {
         RssEvent {
-            hdr: EventHeader {
-                kind: EventKind::Rss as u32,
-                tgid: 7,
-                tid: 8,
-                _pad: 0,
-                ts_ns: 9,
-            },
+            hdr: EventHeader { kind: EventKind::Rss as u32, tgid: 7, tid: 8, _pad: 0, ts_ns: 9 },
             mm_id: 1,
             member: 1,
             cause: 1,
@@ -136,13 +114,7 @@ mod tests {
     fn decodes_each_kind() {
         assert_eq!(decode(&bytes_of(&rss())), Ok(Event::Rss(rss())));
         let p = ProcEvent {
-            hdr: EventHeader {
-                kind: EventKind::Exit as u32,
-                tgid: 3,
-                tid: 3,
-                _pad: 0,
-                ts_ns: 1,
-            },
+            hdr: EventHeader { kind: EventKind::Exit as u32, tgid: 3, tid: 3, _pad: 0, ts_ns: 1 },
             pid: 3,
             ppid: 0,
             comm: *b"demo\0\0\0\0\0\0\0\0\0\0\0\0",
@@ -150,10 +122,7 @@ mod tests {
         assert_eq!(decode(&bytes_of(&p)), Ok(Event::Exit(p)));
         assert_eq!(comm_str(&p.comm), "demo");
         let s = SyscallEvent {
-            hdr: EventHeader {
-                kind: EventKind::Syscall as u32,
-                ..Default::default()
-            },
+            hdr: EventHeader { kind: EventKind::Syscall as u32, ..Default::default() },
             nr: 9,
             args: [0, 4096, 3, 0x22, u64::MAX, 0],
             ret: 0x7f00_0000_0000,
@@ -163,17 +132,11 @@ mod tests {
 
     #[test]
     fn truncated_and_unknown_are_errors() {
-        assert!(matches!(
-            decode(&[]),
-            Err(DecodeError::Truncated { what: "header", .. })
-        ));
+        assert!(matches!(decode(&[]), Err(DecodeError::Truncated { what: "header", .. })));
         assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::Truncated { .. })));
         let full = bytes_of(&rss());
         for cut in [24, 40, 71] {
-            assert!(matches!(
-                decode(&full[..cut]),
-                Err(DecodeError::Truncated { what: "rss event", .. })
-            ));
+            assert!(matches!(decode(&full[..cut]), Err(DecodeError::Truncated { what: "rss event", .. })));
         }
         let mut unknown = full.clone();
         unknown[0] = 42;

@@ -28,18 +28,10 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
     let t = format!("{ts:>6.1}s");
     let kib = |pages: i64| size_kib(pages * page_kib);
     Some(match rec {
-        Record::Start {
-            targets,
-            hooks,
-            missing_hooks,
-        } => {
+        Record::Start { targets, hooks, missing_hooks } => {
             let mut s = format!(
                 "{t} watching {} (and descendants); hooks: {}",
-                targets
-                    .iter()
-                    .map(|p| format!("pid {p}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                targets.iter().map(|p| format!("pid {p}")).collect::<Vec<_>>().join(", "),
                 hooks.join(", ")
             );
             if !missing_hooks.is_empty() {
@@ -52,32 +44,14 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
             "fork" => format!("{t} {pid:>7} {comm:<15} forked from {ppid}"),
             other => format!("{t} {pid:>7} {comm:<15} {other}"),
         },
-        Record::Faults {
-            pid,
-            comm,
-            faults,
-            pages,
-            mappings,
-            ..
-        } => {
+        Record::Faults { pid, comm, faults, pages, mappings, .. } => {
             let (rss, pss, uss) = match mem {
-                Some(m) => (
-                    size_kib(m.rss_kib as i64),
-                    size_kib(m.pss_kib as i64),
-                    size_kib(m.uss_kib as i64),
-                ),
+                Some(m) => (size_kib(m.rss_kib as i64), size_kib(m.pss_kib as i64), size_kib(m.uss_kib as i64)),
                 None => ("-".into(), "-".into(), "-".into()),
             };
             let top = mappings
                 .first()
-                .map(|m| {
-                    format!(
-                        "{} {} +{}",
-                        m.mapping,
-                        if m.shared { "(shared)" } else { "(private)" },
-                        kib(m.pages)
-                    )
-                })
+                .map(|m| format!("{} {} +{}", m.mapping, if m.shared { "(shared)" } else { "(private)" }, kib(m.pages)))
                 .unwrap_or_default();
             format!(
                 "{t} {pid:>7} {comm:<15.15} {faults:>7} {:>9} {:>9} {:>9} {:>9} {rss:>9} {pss:>9} {uss:>9}  {top}",
@@ -88,45 +62,32 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
             )
         }
         Record::Mem { .. } => return None,
-        Record::Leak {
-            pid,
-            comm,
-            rate_kib_s,
-            window_s,
-            growth_kib,
-            metric,
-            mapping,
-            shared,
-            confidence,
-        } => {
+        Record::Leak { pid, comm, rate_kib_s, window_s, growth_kib, metric, mapping, shared, confidence } => {
             let (on, off) = if *COLOR { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
             format!(
                 "{on}{t} {pid:>7} {comm:<15.15} LEAK {}/s of {} for {window_s:.0}s (+{}) into {mapping} ({}), confidence {confidence:.2}{off}",
                 size_kib(rate_kib_s.round() as i64),
                 metric.to_uppercase(),
                 size_kib(*growth_kib),
-                if *shared { "shared" } else { "private" },
+                match (*shared, *metric) {
+                    (true, "uss") => "shared, sole mapper: counted as USS",
+                    (true, _) => "shared",
+                    _ => "private",
+                },
             )
         }
         Record::Lost { events } => {
             format!("{t} !! lost {events} events: the ring buffer was full, counts in this interval are low")
         }
-        Record::Summary {
-            duration_s,
-            lost_events,
-            procs,
-        } => {
+        Record::Summary { duration_s, lost_events, procs } => {
             let mut s = format!("\nsummary after {duration_s:.1}s, {lost_events} events lost\n");
             let _ = writeln!(
                 s,
                 "    PID COMM             FAULTS  FAULTED(ANON/FILE/SHMEM)          PEAK USS  LAST PSS  TOP MAPPING"
             );
             for p in procs {
-                let mut top = p
-                    .mappings
-                    .first()
-                    .map(|m| format!("{} +{}", m.mapping, kib(m.pages)))
-                    .unwrap_or_default();
+                let mut top =
+                    p.mappings.first().map(|m| format!("{} +{}", m.mapping, kib(m.pages))).unwrap_or_default();
                 if let Some(r) = p.leak_rate_kib_s {
                     top = format!("LEAK {}/s  {top}", size_kib(r.round() as i64));
                 }
@@ -169,17 +130,8 @@ mod tests {
             comm: "demo-leaker".into(),
             interval_s: 1.0,
             faults: 256,
-            pages: Pages {
-                anon: 256,
-                file: 0,
-                shmem: 0,
-            },
-            mappings: vec![MappingStat {
-                mapping: "anon@0x7f00".into(),
-                shared: false,
-                faults: 256,
-                pages: 256,
-            }],
+            pages: Pages { anon: 256, file: 0, shmem: 0 },
+            mappings: vec![MappingStat { mapping: "anon@0x7f00".into(), shared: false, faults: 256, pages: 256 }],
         };
         let mem = MemStat {
             rss_kib: 4096,
@@ -221,6 +173,7 @@ mod tests {
                 sweep: 1,
                 ledger_rss_kib: None,
                 drift_kib: None,
+                explain: None,
                 mem,
             },
             None,
@@ -236,11 +189,7 @@ mod tests {
                     pid: 7,
                     comm: "writer".into(),
                     faults: 10,
-                    pages: Pages {
-                        anon: 0,
-                        file: 0,
-                        shmem: 10,
-                    },
+                    pages: Pages { anon: 0, file: 0, shmem: 10 },
                     other_pages: 0,
                     causes: Default::default(),
                     peak_uss_kib: 40,

@@ -17,9 +17,7 @@ pub struct KernelMaps {
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow::anyhow!("map {name} missing from the eBPF object"))?;
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow::anyhow!("map {name} missing from the eBPF object"))?;
     Ok(T::try_from(map)?)
 }
 
@@ -41,11 +39,7 @@ impl KernelMaps {
 
     /// Cumulative user faults per watched pid (summed over CPUs).
     pub fn faults(&self) -> StdHashMap<u32, u64> {
-        self.faults
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(pid, per_cpu)| (pid, per_cpu.iter().sum()))
-            .collect()
+        self.faults.iter().filter_map(Result::ok).map(|(pid, per_cpu)| (pid, per_cpu.iter().sum())).collect()
     }
 
     /// Counter values (index `agent_common::counter::*`), summed over CPUs.

@@ -99,9 +99,7 @@ impl Proc {
             Some(c) => (c.rss, c.known),
             None => (self.seed?, [true; 4]),
         };
-        m.iter()
-            .all(|&i| known[i])
-            .then(|| m.iter().map(|&i| rss[i]).sum::<i64>() / 1024)
+        m.iter().all(|&i| known[i]).then(|| m.iter().map(|&i| rss[i]).sum::<i64>() / 1024)
     }
 
     pub fn mm_ids(&self) -> Vec<u32> {
@@ -116,19 +114,31 @@ impl Proc {
         (pages(&self.total) + pages(&self.interval)) * page / 1024
     }
 
+    /// KiB so far, net: added by own faults into private and into shared mappings, and
+    /// changed by other causes (munmap, madvise, exit teardown, reclaim).
+    pub fn own_split_kib(&self, page: i64) -> (i64, i64, i64) {
+        let (mut private, mut shared) = (0, 0);
+        for a in [&self.total, &self.interval] {
+            for (id, st) in &a.by_mapping {
+                if id.shared {
+                    shared += st.pages;
+                } else {
+                    private += st.pages;
+                }
+            }
+        }
+        let other: i64 = self.total.other.iter().chain(self.interval.other.iter()).sum();
+        let kib = |pages: i64| pages * page / 1024;
+        (kib(private), kib(shared), kib(other))
+    }
+
     /// The mapping growing fastest now, else the one that grew most overall.
     pub fn growing_mapping(&self) -> Option<MappingId> {
         self.mapping_rate
             .iter()
             .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(id, _)| id.clone())
-            .or_else(|| {
-                self.total
-                    .by_mapping
-                    .iter()
-                    .max_by_key(|(_, s)| s.pages)
-                    .map(|(id, _)| id.clone())
-            })
+            .or_else(|| self.total.by_mapping.iter().max_by_key(|(_, s)| s.pages).map(|(id, _)| id.clone()))
     }
 
     fn mapping_of(&mut self, addr: u64) -> MappingId {
@@ -140,10 +150,7 @@ impl Proc {
                 return id.clone();
             }
         }
-        MappingId {
-            name: "[unmapped]".into(),
-            shared: false,
-        }
+        MappingId { name: "[unmapped]".into(), shared: false }
     }
 }
 
@@ -161,23 +168,14 @@ impl Ledger {
     pub fn new() -> Ledger {
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as i64;
-        Ledger {
-            page_size,
-            ..Default::default()
-        }
+        Ledger { page_size, ..Default::default() }
     }
 
     /// A process watched from the start (a `-p` target and its tree, or the spawned command):
     /// its maps and rss seeds come from /proc.
     pub fn add_existing(&mut self, pid: u32) -> Option<()> {
         let f = procinfo::facts(pid)?;
-        self.add(
-            pid,
-            f.ppid,
-            f.comm,
-            procinfo::maps(pid).unwrap_or_default(),
-            procinfo::rss_seed(pid),
-        );
+        self.add(pid, f.ppid, f.comm, procinfo::maps(pid).unwrap_or_default(), procinfo::rss_seed(pid));
         Some(())
     }
 
@@ -223,16 +221,8 @@ impl Ledger {
             None => {
                 let c = match (unseeded, p.mms.is_empty(), p.seed) {
                     // The mm the process had when the watch began: /proc/PID/status seeded it.
-                    (true, true, Some(seed)) => MmCounters {
-                        mm_id: e.mm_id,
-                        rss: seed,
-                        known: [true; 4],
-                    },
-                    (true, _, _) => MmCounters {
-                        mm_id: e.mm_id,
-                        rss: [0; 4],
-                        known: [false; 4],
-                    },
+                    (true, true, Some(seed)) => MmCounters { mm_id: e.mm_id, rss: seed, known: [true; 4] },
+                    (true, _, _) => MmCounters { mm_id: e.mm_id, rss: [0; 4], known: [false; 4] },
                     // Created under the watch (fork, exec): the kernel tracked it from zero,
                     // and told us what the copy put in it.
                     (false, _, _) => MmCounters {
@@ -292,27 +282,11 @@ impl Ledger {
                 let end = start + round(a[1]);
                 let shared = matches!(flags & MAP_SHARED_TYPE, 0x01 | 0x03);
                 if flags & MAP_ANONYMOUS != 0 {
-                    p.maps.map(
-                        start,
-                        end,
-                        MappingId {
-                            name: anon_name(start, shared),
-                            shared,
-                        },
-                        true,
-                    );
+                    p.maps.map(start, end, MappingId { name: anon_name(start, shared), shared }, true);
                 } else {
                     // A file mapping: /proc/PID/maps has its name. Force the re-read.
                     if !p.reload_maps() {
-                        p.maps.map(
-                            start,
-                            end,
-                            MappingId {
-                                name: "[file]".into(),
-                                shared,
-                            },
-                            false,
-                        );
+                        p.maps.map(start, end, MappingId { name: "[file]".into(), shared }, false);
                     }
                 }
             }
@@ -328,12 +302,7 @@ impl Ledger {
         let comm = comm_str(&e.comm);
         // The kernel tracked the child's counters from zero (fork copy), so no seed is needed.
         self.procs.insert(e.pid, Proc::new(e.pid, e.ppid, comm.clone(), maps));
-        Record::Proc {
-            pid: e.pid,
-            ppid: e.ppid,
-            comm,
-            event: "fork",
-        }
+        Record::Proc { pid: e.pid, ppid: e.ppid, comm, event: "fork" }
     }
 
     pub fn on_exec(&mut self, e: &ProcEvent) -> Record {
@@ -347,12 +316,7 @@ impl Ledger {
         if !p.reload_maps() {
             p.maps = MappingMap::default();
         }
-        Record::Proc {
-            pid: e.pid,
-            ppid: p.ppid,
-            comm,
-            event: "exec",
-        }
+        Record::Proc { pid: e.pid, ppid: p.ppid, comm, event: "exec" }
     }
 
     /// The exit of a process; `None` if it was already seen gone (the /proc liveness check can
@@ -370,12 +334,7 @@ impl Ledger {
             None if e.comm[0] != 0 => p.comm = comm_str(&e.comm),
             None => {}
         }
-        Some(Record::Proc {
-            pid: e.pid,
-            ppid: p.ppid,
-            comm: p.comm.clone(),
-            event: "exit",
-        })
+        Some(Record::Proc { pid: e.pid, ppid: p.ppid, comm: p.comm.clone(), event: "exit" })
     }
 
     /// Close an interval: `faults` holds the kernel's cumulative fault count per pid. Returns a

@@ -11,37 +11,15 @@ const PAGE: i64 = 4096;
 fn ledger_with_maps() -> Ledger {
     let mut l = Ledger::new();
     let mut maps = MappingMap::default();
-    maps.map(
-        0x10_0000,
-        0x20_0000,
-        MappingId {
-            name: "anon@0x100000".into(),
-            shared: false,
-        },
-        true,
-    );
-    maps.map(
-        0x40_0000,
-        0x80_0000,
-        MappingId {
-            name: "/dev/shm/seg".into(),
-            shared: true,
-        },
-        false,
-    );
+    maps.map(0x10_0000, 0x20_0000, MappingId { name: "anon@0x100000".into(), shared: false }, true);
+    maps.map(0x40_0000, 0x80_0000, MappingId { name: "/dev/shm/seg".into(), shared: true }, false);
     l.add(PID, 1, "t".into(), maps, Some([PAGE * 10, PAGE * 20, 0, 0]));
     l
 }
 
 fn rss(member: u32, cause: u32, flags: u32, size: i64, delta: i64, addr: u64) -> RssEvent {
     RssEvent {
-        hdr: EventHeader {
-            kind: EventKind::Rss as u32,
-            tgid: PID,
-            tid: PID,
-            _pad: 0,
-            ts_ns: 0,
-        },
+        hdr: EventHeader { kind: EventKind::Rss as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 },
         mm_id: 9,
         member,
         cause,
@@ -58,70 +36,21 @@ fn fault_pages_go_to_the_mapping_of_the_address() {
     let mut l = ledger_with_maps();
     for i in 0..8 {
         let f = rss_flags::FIRST_OF_FAULT;
-        l.on_rss(&rss(
-            member::ANON,
-            cause::FAULT,
-            f,
-            PAGE * (21 + i),
-            PAGE,
-            0x10_0000 + i as u64 * 4096,
-        ));
+        l.on_rss(&rss(member::ANON, cause::FAULT, f, PAGE * (21 + i), PAGE, 0x10_0000 + i as u64 * 4096));
     }
     // One fault that maps four pages of a shared file (fault-around).
-    l.on_rss(&rss(
-        member::SHMEM,
-        cause::FAULT,
-        rss_flags::FIRST_OF_FAULT,
-        PAGE * 4,
-        PAGE * 4,
-        0x40_1000,
-    ));
+    l.on_rss(&rss(member::SHMEM, cause::FAULT, rss_flags::FIRST_OF_FAULT, PAGE * 4, PAGE * 4, 0x40_1000));
     // Not a fault: munmap released two pages.
     l.on_rss(&rss(member::ANON, cause::SYSCALL, 0, PAGE * 27, -PAGE * 2, 0));
     let recs = l.close_interval(&HashMap::from([(PID, 9)]), 1.0);
-    let Record::Faults {
-        faults,
-        pages,
-        mappings,
-        ..
-    } = &recs[0]
-    else {
-        panic!("{recs:?}")
-    };
+    let Record::Faults { faults, pages, mappings, .. } = &recs[0] else { panic!("{recs:?}") };
     assert_eq!(*faults, 9);
-    assert_eq!(
-        *pages,
-        Pages {
-            anon: 8,
-            file: 0,
-            shmem: 4
-        }
-    );
-    assert_eq!(
-        mappings[0],
-        MappingStat {
-            mapping: "anon@0x100000".into(),
-            shared: false,
-            faults: 8,
-            pages: 8
-        }
-    );
-    assert_eq!(
-        mappings[1],
-        MappingStat {
-            mapping: "/dev/shm/seg".into(),
-            shared: true,
-            faults: 1,
-            pages: 4
-        }
-    );
+    assert_eq!(*pages, Pages { anon: 8, file: 0, shmem: 4 });
+    assert_eq!(mappings[0], MappingStat { mapping: "anon@0x100000".into(), shared: false, faults: 8, pages: 8 });
+    assert_eq!(mappings[1], MappingStat { mapping: "/dev/shm/seg".into(), shared: true, faults: 1, pages: 4 });
     let p = &l.procs[&PID];
     assert_eq!(p.total.other[cause::SYSCALL as usize], -2);
-    assert_eq!(
-        p.mms[0].rss[member::ANON as usize],
-        PAGE * 27,
-        "the ledger keeps the absolute counter"
-    );
+    assert_eq!(p.mms[0].rss[member::ANON as usize], PAGE * 27, "the ledger keeps the absolute counter");
     // The next interval starts empty; the kernel count is cumulative.
     assert!(l.close_interval(&HashMap::from([(PID, 9)]), 1.0).is_empty());
 }
@@ -130,25 +59,11 @@ fn fault_pages_go_to_the_mapping_of_the_address() {
 fn unseeded_first_delta_uses_the_status_seed_or_is_dropped() {
     let mut l = ledger_with_maps();
     // The kernel had no previous size: delta = size. The seed says 20 anon pages before.
-    l.on_rss(&rss(
-        member::ANON,
-        cause::FAULT,
-        rss_flags::UNSEEDED,
-        PAGE * 21,
-        PAGE * 21,
-        0x10_0000,
-    ));
+    l.on_rss(&rss(member::ANON, cause::FAULT, rss_flags::UNSEEDED, PAGE * 21, PAGE * 21, 0x10_0000));
     assert_eq!(l.procs[&PID].interval.pages[member::ANON as usize], 1);
     // No seed (a process learned late): dropped and counted, never a bogus jump.
     l.procs.get_mut(&PID).unwrap().seed = None;
-    l.on_rss(&rss(
-        member::FILE,
-        cause::FAULT,
-        rss_flags::UNSEEDED,
-        PAGE * 500,
-        PAGE * 500,
-        0x10_0000,
-    ));
+    l.on_rss(&rss(member::FILE, cause::FAULT, rss_flags::UNSEEDED, PAGE * 500, PAGE * 500, 0x10_0000));
     assert_eq!(l.procs[&PID].interval.pages[member::FILE as usize], 0);
     assert_eq!(l.unseeded_dropped, 1);
 }
@@ -157,30 +72,15 @@ fn unseeded_first_delta_uses_the_status_seed_or_is_dropped() {
 fn munmap_then_fault_is_unmapped_and_fork_copies_maps() {
     let mut l = ledger_with_maps();
     let child = ProcEvent {
-        hdr: EventHeader {
-            kind: EventKind::Fork as u32,
-            ..Default::default()
-        },
+        hdr: EventHeader { kind: EventKind::Fork as u32, ..Default::default() },
         pid: PID + 1,
         ppid: PID,
         comm: *b"child\0\0\0\0\0\0\0\0\0\0\0",
     };
     let rec = l.on_fork(&child);
-    assert_eq!(
-        rec,
-        Record::Proc {
-            pid: PID + 1,
-            ppid: PID,
-            comm: "child".into(),
-            event: "fork"
-        }
-    );
+    assert_eq!(rec, Record::Proc { pid: PID + 1, ppid: PID, comm: "child".into(), event: "fork" });
     let unmap = SyscallEvent {
-        hdr: EventHeader {
-            kind: EventKind::Syscall as u32,
-            tgid: PID,
-            ..Default::default()
-        },
+        hdr: EventHeader { kind: EventKind::Syscall as u32, tgid: PID, ..Default::default() },
         nr: nr::MUNMAP,
         args: [0x10_0000, 0x10_0000, 0, 0, 0, 0],
         ret: 0,
@@ -199,11 +99,7 @@ fn munmap_then_fault_is_unmapped_and_fork_copies_maps() {
 fn anon_mmap_event_names_the_new_region_and_exit_is_reported_once() {
     let mut l = ledger_with_maps();
     let mmap = SyscallEvent {
-        hdr: EventHeader {
-            kind: EventKind::Syscall as u32,
-            tgid: PID,
-            ..Default::default()
-        },
+        hdr: EventHeader { kind: EventKind::Syscall as u32, tgid: PID, ..Default::default() },
         nr: nr::MMAP,
         args: [0, 8192, 3, (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
         ret: 0x90_0000,
@@ -212,10 +108,7 @@ fn anon_mmap_event_names_the_new_region_and_exit_is_reported_once() {
     l.on_rss(&rss(member::SHMEM, cause::FAULT, 0, PAGE, PAGE, 0x90_1000));
     let top = l.procs[&PID].interval.top(5);
     assert_eq!((top[0].mapping.as_str(), top[0].shared), ("shmem-anon@0x900000", true));
-    let exit = ProcEvent {
-        pid: PID,
-        ..Default::default()
-    };
+    let exit = ProcEvent { pid: PID, ..Default::default() };
     assert!(l.on_exit(&exit).is_some());
     assert!(l.on_exit(&exit).is_none());
     assert!(l.live_pids().is_empty());
@@ -224,35 +117,18 @@ fn anon_mmap_event_names_the_new_region_and_exit_is_reported_once() {
 #[test]
 fn a_forked_childs_ledger_starts_from_what_the_fork_copy_gave_it() {
     let mut l = ledger_with_maps();
-    let mut copy = rss(
-        member::ANON,
-        cause::NEW_MM,
-        rss_flags::NEW_MM_FIRST,
-        PAGE * 100,
-        PAGE * 100,
-        0,
-    );
+    let mut copy = rss(member::ANON, cause::NEW_MM, rss_flags::NEW_MM_FIRST, PAGE * 100, PAGE * 100, 0);
     copy.hdr.tgid = 0;
     copy.mm_id = 77;
     l.on_rss(&copy);
     let child = ProcEvent {
-        hdr: EventHeader {
-            kind: EventKind::Fork as u32,
-            ..Default::default()
-        },
+        hdr: EventHeader { kind: EventKind::Fork as u32, ..Default::default() },
         pid: PID + 1,
         ppid: PID,
         comm: *b"child\0\0\0\0\0\0\0\0\0\0\0",
     };
     l.on_fork(&child);
-    let mut own = rss(
-        member::FILE,
-        cause::FAULT,
-        rss_flags::FIRST_OF_FAULT,
-        PAGE * 16,
-        PAGE * 16,
-        0x40_0000,
-    );
+    let mut own = rss(member::FILE, cause::FAULT, rss_flags::FIRST_OF_FAULT, PAGE * 16, PAGE * 16, 0x40_0000);
     own.hdr.tgid = PID + 1;
     own.mm_id = 77;
     l.on_rss(&own);

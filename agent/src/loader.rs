@@ -32,12 +32,7 @@ pub const HOOKS: &[Hook] = &[
         category: "kmem",
         name: "rss_stat",
         essential: true,
-        fields: &[
-            ("RSS_MM_ID", "mm_id"),
-            ("RSS_CURR", "curr"),
-            ("RSS_MEMBER", "member"),
-            ("RSS_SIZE", "size"),
-        ],
+        fields: &[("RSS_MM_ID", "mm_id"), ("RSS_CURR", "curr"), ("RSS_MEMBER", "member"), ("RSS_SIZE", "size")],
     },
     Hook {
         program: "sched_process_fork",
@@ -110,19 +105,10 @@ pub fn load(noop: bool) -> Result<Loaded, AgentError> {
     let mut missing = Vec::new();
     let mut globals: Vec<(&'static str, u32)> = Vec::new();
     for h in HOOKS {
-        let fmt = if simulated_missing(h) {
-            None
-        } else {
-            Format::read(&root, h.category, h.name)
-        };
+        let fmt = if simulated_missing(h) { None } else { Format::read(&root, h.category, h.name) };
         let offsets: Option<Vec<_>> = fmt
             .as_ref()
-            .map(|f| {
-                h.fields
-                    .iter()
-                    .map(|&(g, field)| f.offset(field).map(|o| (g, o)))
-                    .collect()
-            })
+            .map(|f| h.fields.iter().map(|&(g, field)| f.offset(field).map(|o| (g, o))).collect())
             .unwrap_or(None);
         match offsets {
             Some(o) => {
@@ -135,12 +121,7 @@ pub fn load(noop: bool) -> Result<Loaded, AgentError> {
                     tracepoint_dir(&root, h),
                 ));
             }
-            None => missing.push(format!(
-                "{}:{} (not in {})",
-                h.category,
-                h.name,
-                tracepoint_dir(&root, h)
-            )),
+            None => missing.push(format!("{}:{} (not in {})", h.category, h.name, tracepoint_dir(&root, h))),
         }
     }
     let mut loader = EbpfLoader::new();
@@ -157,16 +138,12 @@ pub fn load(noop: bool) -> Result<Loaded, AgentError> {
             .try_into()
             .map_err(|e| AgentError::Load(format!("{prog_name}: {e}")))?;
         if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| AgentError::Load(format!("{prog_name}: {e:#}")))?;
+            prog.load().map_err(|e| AgentError::Load(format!("{prog_name}: {e:#}")))?;
         }
         match prog.attach(h.category, h.name) {
             Ok(_) => hooks.push(h.name.to_string()),
             Err(e) if h.essential => {
-                return Err(AgentError::Load(format!(
-                    "attaching {}:{} failed: {e}",
-                    h.category, h.name
-                )));
+                return Err(AgentError::Load(format!("attaching {}:{} failed: {e}", h.category, h.name)));
             }
             Err(e) => missing.push(format!("{}:{} ({e})", h.category, h.name)),
         }

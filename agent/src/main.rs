@@ -24,17 +24,13 @@ mod workload;
 use clap::Parser;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
     let cli = cli::Cli::parse();
     let code = match cli.cmd {
         cli::Cmd::Watch(args) => match watch::run(args) {
             Ok(code) => code,
             Err(e) => {
-                let code = e
-                    .downcast_ref::<error::AgentError>()
-                    .map_or(1, error::AgentError::exit_code);
+                let code = e.downcast_ref::<error::AgentError>().map_or(1, error::AgentError::exit_code);
                 eprintln!("agent: {e:#}");
                 code
             }

@@ -61,14 +61,7 @@ impl MappingMap {
                 MMapPath::Other(o) => (format!("[{o}]").into(), false),
                 MMapPath::Anonymous | MMapPath::Rollup => (anon_name(start, shared), true),
             };
-            m.regions.insert(
-                start,
-                Region {
-                    end,
-                    id: MappingId { name, shared },
-                    anon,
-                },
-            );
+            m.regions.insert(start, Region { end, id: MappingId { name, shared }, anon });
         }
         m
     }
@@ -123,10 +116,7 @@ impl MappingMap {
                     merged_below = true;
                 }
             }
-            let above = self
-                .regions
-                .get(&end)
-                .is_some_and(|r| r.anon && r.id.shared == id.shared);
+            let above = self.regions.get(&end).is_some_and(|r| r.anon && r.id.shared == id.shared);
             if above {
                 let r = self.regions.remove(&end).expect("present");
                 if !merged_below {
@@ -158,15 +148,8 @@ impl MappingMap {
     /// brk returned `new_end`. The first brk (glibc's `brk(0)`) tells where the heap starts
     /// when /proc/PID/maps had no [heap] yet.
     pub fn set_brk(&mut self, new_end: u64) {
-        let heap_id = || MappingId {
-            name: "[heap]".into(),
-            shared: false,
-        };
-        let heap = self
-            .regions
-            .iter()
-            .find(|(_, r)| &*r.id.name == "[heap]")
-            .map(|(&s, r)| (s, r.end));
+        let heap_id = || MappingId { name: "[heap]".into(), shared: false };
+        let heap = self.regions.iter().find(|(_, r)| &*r.id.name == "[heap]").map(|(&s, r)| (s, r.end));
         match (heap, self.brk_start) {
             (Some((s, end)), _) if new_end > end => self.map(s, new_end, heap_id(), false),
             (Some((s, end)), _) if new_end < end && new_end >= s => self.unmap(new_end, end),
@@ -183,10 +166,7 @@ mod tests {
     use super::*;
 
     fn id(name: &str) -> MappingId {
-        MappingId {
-            name: name.into(),
-            shared: false,
-        }
+        MappingId { name: name.into(), shared: false }
     }
 
     #[test]
@@ -238,49 +218,17 @@ mod tests {
     #[test]
     fn adjacent_anon_merges_keeping_older_name() {
         let mut m = MappingMap::default();
-        m.map(
-            0x10000,
-            0x20000,
-            MappingId {
-                name: anon_name(0x10000, false),
-                shared: false,
-            },
-            true,
-        );
+        m.map(0x10000, 0x20000, MappingId { name: anon_name(0x10000, false), shared: false }, true);
         // Grows downwards (top-down mmap), like glibc's big allocations.
-        m.map(
-            0x8000,
-            0x10000,
-            MappingId {
-                name: anon_name(0x8000, false),
-                shared: false,
-            },
-            true,
-        );
+        m.map(0x8000, 0x10000, MappingId { name: anon_name(0x8000, false), shared: false }, true);
         assert_eq!(m.len(), 1);
         assert_eq!(m.lookup(0x8000).unwrap().name.as_ref(), "anon@0x10000");
         // And upwards.
-        m.map(
-            0x20000,
-            0x30000,
-            MappingId {
-                name: anon_name(0x20000, false),
-                shared: false,
-            },
-            true,
-        );
+        m.map(0x20000, 0x30000, MappingId { name: anon_name(0x20000, false), shared: false }, true);
         assert_eq!(m.len(), 1);
         assert_eq!(m.lookup(0x2ffff).unwrap().name.as_ref(), "anon@0x10000");
         // A shared one next to it stays apart.
-        m.map(
-            0x30000,
-            0x40000,
-            MappingId {
-                name: anon_name(0x30000, true),
-                shared: true,
-            },
-            true,
-        );
+        m.map(0x30000, 0x40000, MappingId { name: anon_name(0x30000, true), shared: true }, true);
         assert_eq!(m.len(), 2);
     }
 

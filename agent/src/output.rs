@@ -26,12 +26,7 @@ impl Output {
     pub fn new(format: Format, start: Instant) -> Output {
         // SAFETY: sysconf has no preconditions.
         let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } / 1024).max(4) as i64;
-        Output {
-            format,
-            start,
-            out: BufWriter::new(std::io::stdout()),
-            page_kib,
-        }
+        Output { format, start, out: BufWriter::new(std::io::stdout()), page_kib }
     }
 
     pub fn emit(&mut self, record: Record, mem: Option<&MemStat>) {

@@ -13,10 +13,7 @@ pub struct ProcFacts {
 
 pub fn facts(pid: u32) -> Option<ProcFacts> {
     let stat = Process::new(pid as i32).ok()?.stat().ok()?;
-    Some(ProcFacts {
-        ppid: stat.ppid as u32,
-        comm: stat.comm,
-    })
+    Some(ProcFacts { ppid: stat.ppid as u32, comm: stat.comm })
 }
 
 pub fn comm(pid: u32) -> Option<String> {

@@ -4,23 +4,21 @@ use std::collections::HashMap;
 
 use crate::{
     ledger::Ledger,
-    record::{MemStat, Record},
+    record::{Explain, MemStat, Record},
     verdict::{Detector, Params, Sample, Trend},
 };
 
 pub struct Reconciler {
     params: Params,
     detectors: HashMap<u32, Detector>,
+    /// Per pid at its previous reading: PSS, USS and the ledger's own split.
+    last: HashMap<u32, (MemStat, (i64, i64, i64))>,
     pub leaks_flagged: u64,
 }
 
 impl Reconciler {
     pub fn new(params: Params) -> Reconciler {
-        Reconciler {
-            params,
-            detectors: HashMap::new(),
-            leaks_flagged: 0,
-        }
+        Reconciler { params, detectors: HashMap::new(), last: HashMap::new(), leaks_flagged: 0 }
     }
 
     /// A fresh smaps reading of `pid` at `t` seconds: its mem record, and a leak record when
@@ -33,14 +31,10 @@ impl Reconciler {
         p.mem = Some(mem.clone());
         let ledger_rss_kib = p.ledger_rss_kib();
         let drift_kib = ledger_rss_kib.map(|l| l - mem.rss_kib as i64);
-        let mut out = vec![Record::Mem {
-            pid,
-            comm: p.comm.clone(),
-            sweep,
-            mem,
-            ledger_rss_kib,
-            drift_kib,
-        }];
+        let own = p.own_split_kib(ledger.page_size);
+        let explain =
+            self.last.insert(pid, (mem.clone(), own)).map(|(prev, prev_own)| explain(&prev, prev_own, &mem, own));
+        let mut out = vec![Record::Mem { pid, comm: p.comm.clone(), sweep, mem, ledger_rss_kib, drift_kib, explain }];
         out.extend(self.observe(ledger, pid, t));
         out
     }
@@ -81,6 +75,54 @@ impl Reconciler {
     }
 }
 
+fn explain(prev: &MemStat, prev_own: (i64, i64, i64), now: &MemStat, own: (i64, i64, i64)) -> Explain {
+    let delta_pss_kib = now.pss_kib as i64 - prev.pss_kib as i64;
+    let (private, shared, other) = (own.0 - prev_own.0, own.1 - prev_own.1, own.2 - prev_own.2);
+    Explain {
+        delta_pss_kib,
+        delta_uss_kib: now.uss_kib as i64 - prev.uss_kib as i64,
+        faulted_private_kib: private,
+        faulted_shared_kib: shared,
+        released_kib: other,
+        sharing_kib: delta_pss_kib - (private + shared + other),
+    }
+}
+
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem(pss: u64, uss: u64) -> MemStat {
+        MemStat {
+            rss_kib: 0,
+            pss_kib: pss,
+            uss_kib: uss,
+            pss_anon_kib: 0,
+            pss_file_kib: 0,
+            pss_shmem_kib: 0,
+            swap_kib: 0,
+        }
+    }
+
+    #[test]
+    fn a_siblings_exit_shows_as_sharing_not_as_own_growth() {
+        // PSS +5 MiB, nothing of its own moved: all of it is sharing.
+        let e = explain(&mem(10_240, 100), (0, 0, 0), &mem(15_360, 100), (0, 0, 0));
+        assert_eq!((e.delta_pss_kib, e.sharing_kib, e.faulted_private_kib), (5120, 5120, 0));
+    }
+
+    #[test]
+    fn own_faults_and_releases_explain_the_change() {
+        // +8 MiB private faulted, -2 MiB munmapped, +4 MiB faulted into a segment half shared.
+        let e = explain(&mem(0, 0), (0, 0, 0), &mem(8192, 6144), (8192, 4096, -2048));
+        assert_eq!(e.faulted_private_kib, 8192);
+        assert_eq!(e.faulted_shared_kib, 4096);
+        assert_eq!(e.released_kib, -2048);
+        assert_eq!(e.sharing_kib, 8192 - 10_240);
+        assert_eq!(e.delta_uss_kib, 6144);
+    }
 }

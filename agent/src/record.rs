@@ -23,6 +23,21 @@ pub struct MappingStat {
     pub pages: i64,
 }
 
+/// Why a pid's PSS/USS moved between two readings.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Explain {
+    pub delta_pss_kib: i64,
+    pub delta_uss_kib: i64,
+    /// Net KiB its own faults added to private mappings, and to shared ones.
+    pub faulted_private_kib: i64,
+    pub faulted_shared_kib: i64,
+    /// Net KiB of other own causes (negative: munmap, madvise, reclaim).
+    pub released_kib: i64,
+    /// PSS change that its own RSS change does not account for: other processes mapping or
+    /// unmapping pages it shares (a sibling's exit raises it; a new sharer lowers it).
+    pub sharing_kib: i64,
+}
+
 /// Net pages by a cause other than a fault.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Causes {
@@ -98,6 +113,9 @@ pub enum Record {
         /// RSS by the eBPF ledger (the rss_stat counters), and its difference from smaps Rss.
         ledger_rss_kib: Option<i64>,
         drift_kib: Option<i64>,
+        /// What moved PSS/USS since this pid's previous reading (absent on the first).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        explain: Option<Explain>,
     },
     Leak {
         pid: u32,

@@ -27,11 +27,7 @@ pub fn spawn(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Bytes>, stop: Arc<Atom
             let mut batch = BatchBuilder::default();
             loop {
                 let stopping = stop.load(Ordering::Acquire);
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
+                let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, POLL.as_millis() as i32) };
                 while let Some(item) = ring.next() {

@@ -24,11 +24,30 @@ pub fn read(pid: u32) -> Option<MemStat> {
     mem_stat(&rollup.memory_map_rollup)
 }
 
-/// One sweep over `pids`, serially, on the blocking pool.
-pub async fn sweep(pids: Vec<u32>) -> Vec<(u32, MemStat)> {
-    tokio::task::spawn_blocking(move || pids.into_iter().filter_map(|p| read(p).map(|m| (p, m))).collect())
-        .await
-        .unwrap_or_default()
+/// Pids read per blocking task.
+const CHUNK: usize = 32;
+
+/// One sweep over `pids` on the blocking pool, in chunks spread over `spread`, two chunks in
+/// flight at most: a big tree does not turn into a burst of page-table walks.
+pub async fn sweep(pids: Vec<u32>, spread: std::time::Duration) -> Vec<(u32, MemStat)> {
+    let chunks: Vec<Vec<u32>> = pids.chunks(CHUNK).map(<[u32]>::to_vec).collect();
+    let pause = spread / chunks.len().max(1) as u32;
+    let mut out = Vec::with_capacity(pids.len());
+    let mut in_flight = std::collections::VecDeque::new();
+    for chunk in chunks {
+        if in_flight.len() == 2 {
+            let done: tokio::task::JoinHandle<Vec<(u32, MemStat)>> = in_flight.pop_front().expect("two in flight");
+            out.extend(done.await.unwrap_or_default());
+            tokio::time::sleep(pause).await;
+        }
+        in_flight.push_back(tokio::task::spawn_blocking(move || {
+            chunk.into_iter().filter_map(|p| read(p).map(|m| (p, m))).collect()
+        }));
+    }
+    for h in in_flight {
+        out.extend(h.await.unwrap_or_default());
+    }
+    out
 }
 
 #[cfg(test)]

@@ -69,10 +69,7 @@ fn sudo_ids() -> Option<(libc::uid_t, libc::gid_t)> {
 pub fn spawn_gated(argv: &[String]) -> Result<Gated, AgentError> {
     let path = resolve(&argv[0])?;
     let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| AgentError::CommandNotFound(argv[0].clone()))?;
-    let cargs: Vec<CString> = argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
-        .collect();
+    let cargs: Vec<CString> = argv.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let ids = sudo_ids();
@@ -105,11 +102,7 @@ pub fn spawn_gated(argv: &[String]) -> Result<Gated, AgentError> {
     }
     drop(gate_r);
     drop(err_w);
-    Ok(Gated {
-        pid: pid as u32,
-        gate: gate_w,
-        exec_err: err_r,
-    })
+    Ok(Gated { pid: pid as u32, gate: gate_w, exec_err: err_r })
 }
 
 impl Gated {
@@ -157,10 +150,7 @@ mod tests {
     #[test]
     fn resolves_like_a_shell() {
         assert!(resolve("sh").unwrap().ends_with("sh"));
-        assert!(matches!(
-            resolve("no-such-command-xyz"),
-            Err(AgentError::CommandNotFound(_))
-        ));
+        assert!(matches!(resolve("no-such-command-xyz"), Err(AgentError::CommandNotFound(_))));
         let plain = std::env::temp_dir().join(format!("agent-spawn-test-{}", std::process::id()));
         std::fs::write(&plain, "x").unwrap();
         std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -39,9 +39,7 @@ pub struct Format {
 
 impl Format {
     pub fn read(root: &Path, category: &str, name: &str) -> Option<Format> {
-        fs::read_to_string(root.join("events").join(category).join(name).join("format"))
-            .ok()
-            .map(|t| Format::parse(&t))
+        fs::read_to_string(root.join("events").join(category).join(name).join("format")).ok().map(|t| Format::parse(&t))
     }
 
     /// Parse the `field:TYPE NAME;\toffset:N;\tsize:N;\tsigned:N;` lines.
@@ -54,9 +52,8 @@ impl Format {
             };
             let mut parts = rest.split(';');
             let decl = parts.next().unwrap_or("").trim();
-            let Some(offset) = parts
-                .find_map(|p| p.trim().strip_prefix("offset:"))
-                .and_then(|o| o.trim().parse::<u32>().ok())
+            let Some(offset) =
+                parts.find_map(|p| p.trim().strip_prefix("offset:")).and_then(|o| o.trim().parse::<u32>().ok())
             else {
                 continue;
             };

@@ -27,12 +27,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Params {
-        Params {
-            window_s: 300.0,
-            min_rate_kib_s: 32.0,
-            min_span_s: 20.0,
-            min_growth_kib: 1024.0,
-        }
+        Params { window_s: 300.0, min_rate_kib_s: 32.0, min_span_s: 20.0, min_growth_kib: 1024.0 }
     }
 }
 
@@ -110,10 +105,7 @@ pub fn assess(samples: &[Sample], metric: Metric, p: &Params) -> Option<Trend> {
     for k in 0..3 {
         let (t0, t1) = (first.t + span * k as f64 / 3.0, first.t + span * (k + 1) as f64 / 3.0);
         let at = |t: f64| {
-            let s = samples
-                .iter()
-                .min_by(|a, b| (a.t - t).abs().total_cmp(&(b.t - t).abs()))
-                .expect("non-empty");
+            let s = samples.iter().min_by(|a, b| (a.t - t).abs().total_cmp(&(b.t - t).abs())).expect("non-empty");
             metric.of(s)
         };
         if at(t1) - at(t0) < 0.25 * rate * (t1 - t0) {
@@ -133,15 +125,7 @@ pub fn assess(samples: &[Sample], metric: Metric, p: &Params) -> Option<Trend> {
         return None;
     }
     let confidence = (monotonic * own_share * (span / 60.0).min(1.0).max(0.5) * 100.0).round() / 100.0;
-    Some(Trend {
-        metric,
-        rate_kib_s: rate,
-        span_s: span,
-        growth_kib: growth,
-        monotonic,
-        own_share,
-        confidence,
-    })
+    Some(Trend { metric, rate_kib_s: rate, span_s: span, growth_kib: growth, monotonic, own_share, confidence })
 }
 
 /// The verdict state of one pid: its recent readings and what was last reported.
@@ -209,12 +193,7 @@ mod tests {
         (0..=(secs / 2.0) as usize)
             .map(|i| {
                 let t = i as f64 * 2.0;
-                Sample {
-                    t,
-                    uss_kib: f(t),
-                    pss_kib: f(t),
-                    own_kib: f(t),
-                }
+                Sample { t, uss_kib: f(t), pss_kib: f(t), own_kib: f(t) }
             })
             .collect()
     }
@@ -233,11 +212,7 @@ mod tests {
     }
 
     fn assert_rate(t: &Trend, want: f64) {
-        assert!(
-            (t.rate_kib_s - want).abs() <= want * 0.10,
-            "rate {} vs {want}",
-            t.rate_kib_s
-        );
+        assert!((t.rate_kib_s - want).abs() <= want * 0.10, "rate {} vs {want}", t.rate_kib_s);
     }
 
     #[test]
@@ -280,9 +255,7 @@ mod tests {
     #[test]
     fn a_fill_that_plateaus_is_not_a_leak() {
         // 128 MiB over 8 s, then flat.
-        let (_, first) = run(&series(200.0, |t| {
-            10_000.0 + 131_072.0 * ((t - 60.0) / 8.0).clamp(0.0, 1.0)
-        }));
+        let (_, first) = run(&series(200.0, |t| 10_000.0 + 131_072.0 * ((t - 60.0) / 8.0).clamp(0.0, 1.0)));
         assert!(first.is_none(), "{first:?}");
     }
 
@@ -293,12 +266,7 @@ mod tests {
             .map(|i| {
                 let t = i as f64 * 2.0;
                 let v = 40_000.0 + if i % 2 == 0 { 0.0 } else { 8192.0 };
-                Sample {
-                    t,
-                    uss_kib: v,
-                    pss_kib: v,
-                    own_kib: 8192.0 * i as f64,
-                }
+                Sample { t, uss_kib: v, pss_kib: v, own_kib: 8192.0 * i as f64 }
             })
             .collect();
         assert!(run(&s).1.is_none());
@@ -307,9 +275,7 @@ mod tests {
     #[test]
     fn noise_is_not_a_leak() {
         // Deterministic pseudo-noise of ±2 MiB around a flat line.
-        let (_, first) = run(&series(300.0, |t| {
-            60_000.0 + 2048.0 * ((t * 12.9898).sin() * 43758.5453).fract()
-        }));
+        let (_, first) = run(&series(300.0, |t| 60_000.0 + 2048.0 * ((t * 12.9898).sin() * 43758.5453).fract()));
         assert!(first.is_none(), "{first:?}");
     }
 
@@ -319,12 +285,7 @@ mod tests {
         let s: Vec<Sample> = (0..60)
             .map(|i| {
                 let t = i as f64 * 2.0;
-                Sample {
-                    t,
-                    uss_kib: 1000.0,
-                    pss_kib: 20_000.0 + 400.0 * t,
-                    own_kib: 500.0,
-                }
+                Sample { t, uss_kib: 1000.0, pss_kib: 20_000.0 + 400.0 * t, own_kib: 500.0 }
             })
             .collect();
         assert!(run(&s).1.is_none());
@@ -336,12 +297,7 @@ mod tests {
         let s: Vec<Sample> = (0..40)
             .map(|i| {
                 let t = i as f64 * 2.0;
-                Sample {
-                    t,
-                    uss_kib: 900.0,
-                    pss_kib: 5000.0 + 256.0 * t,
-                    own_kib: 512.0 * t,
-                }
+                Sample { t, uss_kib: 900.0, pss_kib: 5000.0 + 256.0 * t, own_kib: 512.0 * t }
             })
             .collect();
         let (flag, _) = run(&s);
@@ -358,22 +314,8 @@ mod tests {
         for i in 0..150 {
             let t = i as f64 * 2.0;
             // 1 MiB/s, then 3 MiB/s from t=150.
-            let v = if t < 150.0 {
-                1024.0 * t
-            } else {
-                1024.0 * 150.0 + 3072.0 * (t - 150.0)
-            };
-            if d.observe(
-                Sample {
-                    t,
-                    uss_kib: v,
-                    pss_kib: v,
-                    own_kib: v,
-                },
-                &p,
-            )
-            .is_some()
-            {
+            let v = if t < 150.0 { 1024.0 * t } else { 1024.0 * 150.0 + 3072.0 * (t - 150.0) };
+            if d.observe(Sample { t, uss_kib: v, pss_kib: v, own_kib: v }, &p).is_some() {
                 reports += 1;
             }
         }

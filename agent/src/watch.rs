@@ -99,21 +99,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
     };
 
     let mut out = Output::new(args.format, start);
-    out.emit(
-        Record::Start {
-            targets,
-            hooks: loaded.hooks.clone(),
-            missing_hooks: loaded.missing.clone(),
-        },
-        None,
-    );
+    out.emit(Record::Start { targets, hooks: loaded.hooks.clone(), missing_hooks: loaded.missing.clone() }, None);
     out.flush();
 
-    let params = Params {
-        window_s: args.leak_window,
-        min_rate_kib_s: args.leak_min_rate,
-        ..Params::default()
-    };
+    let params = Params { window_s: args.leak_window, min_rate_kib_s: args.leak_min_rate, ..Params::default() };
     let session = Session {
         args,
         start,
@@ -126,10 +115,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
         lost_seen: 0,
         decode_errors: 0,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let code = rt.block_on(session.pipeline(ring));
     // Dropping `loaded.ebpf` detaches every program.
     drop(loaded);
@@ -141,9 +127,7 @@ impl Session {
         let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = ring::spawn(ring, tx, stop.clone());
-        let mut child_exit = self
-            .child
-            .map(|pid| tokio::task::spawn_blocking(move || spawn::wait_exit_code(pid)));
+        let mut child_exit = self.child.map(|pid| tokio::task::spawn_blocking(move || spawn::wait_exit_code(pid)));
         let mut exit_code = None;
 
         let mut tick = tokio::time::interval(Duration::from_secs_f64(self.args.interval));
@@ -188,7 +172,8 @@ impl Session {
                         }
                     }
                     let tx = mem_tx.clone();
-                    tokio::spawn(async move { let _ = tx.send((sweeps, t, smaps::sweep(read).await)).await; });
+                    let spread = Duration::from_secs_f64(self.args.smaps_interval / 2.0);
+                    tokio::spawn(async move { let _ = tx.send((sweeps, t, smaps::sweep(read, spread).await)).await; });
                 }
                 Some((sweep, t, samples)) = mem_rx.recv() => {
                     sweeping = false;
@@ -216,16 +201,10 @@ impl Session {
         }
         self.close_interval(ticks + 1, last_tick.elapsed().as_secs_f64());
         if self.decode_errors > 0 {
-            log::warn!(
-                "{} ring records could not be decoded and were dropped",
-                self.decode_errors
-            );
+            log::warn!("{} ring records could not be decoded and were dropped", self.decode_errors);
         }
         if self.ledger.unseeded_dropped > 0 {
-            log::info!(
-                "{} first counter changes had no seed and were not attributed",
-                self.ledger.unseeded_dropped
-            );
+            log::info!("{} first counter changes had no seed and were not attributed", self.ledger.unseeded_dropped);
         }
         let mut procs = self.ledger.summary();
         for p in &mut procs {
@@ -282,10 +261,7 @@ impl Session {
         // A process whose exit record was lost (ring overflow) is noticed here.
         for pid in self.ledger.live_pids() {
             if !procinfo::exists(pid as i32) {
-                if let Some(r) = self.ledger.on_exit(&agent_common::ProcEvent {
-                    pid,
-                    ..Default::default()
-                }) {
+                if let Some(r) = self.ledger.on_exit(&agent_common::ProcEvent { pid, ..Default::default() }) {
                     self.out.emit(r, None);
                 }
             }
@@ -301,22 +277,12 @@ impl Session {
         }
         let lost = self.kmaps.counters()[counter::LOST as usize];
         if lost > self.lost_seen {
-            self.out.emit(
-                Record::Lost {
-                    events: lost - self.lost_seen,
-                },
-                None,
-            );
+            self.out.emit(Record::Lost { events: lost - self.lost_seen }, None);
             self.lost_seen = lost;
         }
         // Forget the kernel state of processes that exited before the previous tick: their
         // teardown events have arrived by now.
-        let newly: Vec<u32> = self
-            .ledger
-            .exited()
-            .map(|p| p.pid)
-            .filter(|pid| !self.exits.contains_key(pid))
-            .collect();
+        let newly: Vec<u32> = self.ledger.exited().map(|p| p.pid).filter(|pid| !self.exits.contains_key(pid)).collect();
         for pid in newly {
             self.exits.insert(pid, tick);
         }

@@ -77,16 +77,7 @@ pub fn set_name(name: &str) {
 pub fn map(len: usize, shared: bool) -> *mut u8 {
     let flags = libc::MAP_ANONYMOUS | if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
     // SAFETY: anonymous mapping, checked below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            -1,
-            0,
-        )
-    };
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
     assert!(p != libc::MAP_FAILED, "mmap {len}: {}", std::io::Error::last_os_error());
     unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
     p.cast()
@@ -199,16 +190,7 @@ pub fn run(w: Workload) -> i32 {
             let len = c.mib * MIB;
             let flags = libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_POPULATE;
             // SAFETY: anonymous mapping, checked below.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    flags,
-                    -1,
-                    0,
-                )
-            };
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
             assert!(p != libc::MAP_FAILED);
             hold(c.hold);
         }
@@ -260,14 +242,7 @@ pub fn run(w: Workload) -> i32 {
             // SAFETY: read-only private file mapping of a file we just wrote, checked below.
             let p = unsafe {
                 use std::os::fd::AsRawFd;
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ,
-                    libc::MAP_PRIVATE,
-                    f.as_raw_fd(),
-                    0,
-                )
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0)
             };
             assert!(p != libc::MAP_FAILED);
             let mut sum = 0u64;
@@ -303,9 +278,7 @@ fn leakmix(total: Duration) {
     let shm_child = shm.clone();
     let kids = vec![
         fork_child("leaker", move || {
-            paced(start, total, Duration::from_millis(125), |_| {
-                touch(map(chunk, false), chunk, Duration::ZERO)
-            })
+            paced(start, total, Duration::from_millis(125), |_| touch(map(chunk, false), chunk, Duration::ZERO))
         }),
         fork_child("churner", move || {
             let n = 8 * MIB;

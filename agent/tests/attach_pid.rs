@@ -11,16 +11,8 @@ fn watch_p_on_an_already_running_tree() {
         return;
     }
     let mib = 32;
-    let mut wl = start_workload(&[
-        "shared",
-        "--mib",
-        &mib.to_string(),
-        "--fractions",
-        "1,0.5",
-        "--wait-stdin",
-        "--hold",
-        "0.5",
-    ]);
+    let mut wl =
+        start_workload(&["shared", "--mib", &mib.to_string(), "--fractions", "1,0.5", "--wait-stdin", "--hold", "0.5"]);
     let root = wl.id();
     // Let the children exist before the agent starts.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -29,22 +21,9 @@ fn watch_p_on_an_already_running_tree() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let kids = children_of(root);
-    let mut agent = Running::start(&[
-        "watch",
-        "-p",
-        &root.to_string(),
-        "--format",
-        "json",
-        "--interval",
-        "0.5",
-    ]);
+    let mut agent = Running::start(&["watch", "-p", &root.to_string(), "--format", "json", "--interval", "0.5"]);
     let start = agent.wait_for("start", Duration::from_secs(20));
-    let targets: Vec<u64> = start["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let targets: Vec<u64> = start["targets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(targets.contains(&(root as u64)), "{start}");
     for k in &kids {
         assert!(targets.contains(&(*k as u64)), "child {k} is a target: {start}");

@@ -12,15 +12,7 @@ fn pss_of_the_segment_mappers_adds_up_to_its_resident_size() {
     // Child 0 writes all of it, child 1 half: every page is resident once, shared by 1 or 2.
     let (recs, code) = watch_workload(
         &["--smaps-interval", "0.3"],
-        &[
-            "shared",
-            "--mib",
-            &mib.to_string(),
-            "--fractions",
-            "1,0.5,0",
-            "--hold",
-            "2.5",
-        ],
+        &["shared", "--mib", &mib.to_string(), "--fractions", "1,0.5,0", "--hold", "2.5"],
     );
     assert_eq!(code, 0);
     let mut sweeps: std::collections::BTreeMap<u64, Vec<&Value>> = Default::default();
@@ -40,8 +32,5 @@ fn pss_of_the_segment_mappers_adds_up_to_its_resident_size() {
         .map(|r| r["uss_kib"].as_i64().unwrap())
         .max()
         .unwrap();
-    assert!(
-        m0 < mib * 1024 * 3 / 4,
-        "writer 0's USS excludes the pages shared with writer 1: {m0}"
-    );
+    assert!(m0 < mib * 1024 * 3 / 4, "writer 0's USS excludes the pages shared with writer 1: {m0}");
 }

@@ -11,10 +11,7 @@ fn file_pages_land_in_the_named_file_mapping() {
     let mib = 16;
     let path = std::env::temp_dir().join(format!("agent-test-file-{}", std::process::id()));
     let path_s = path.to_str().unwrap();
-    let (recs, code) = watch_workload(
-        &[],
-        &["file", "--mib", &mib.to_string(), "--path", path_s, "--hold", "0.2"],
-    );
+    let (recs, code) = watch_workload(&[], &["file", "--mib", &mib.to_string(), "--path", path_s, "--hold", "0.2"]);
     let _ = std::fs::remove_file(&path);
     assert_eq!(code, 0);
     let p = proc_by_comm(&recs, "wl-file");
@@ -33,10 +30,7 @@ fn map_populate_pages_go_to_the_syscall_not_to_a_fault() {
     let p = proc_by_comm(&recs, "wl-populate");
     let want = mib * MIB_PAGES as i64;
     let faulted_anon = p["pages"]["anon"].as_i64().unwrap();
-    assert!(
-        faulted_anon < want / 10,
-        "MAP_POPULATE pages are not fault pages: {faulted_anon}"
-    );
+    assert!(faulted_anon < want / 10, "MAP_POPULATE pages are not fault pages: {faulted_anon}");
     let by_syscall = p["causes"]["syscall"].as_i64().unwrap();
     assert_within("pages added inside the mmap syscall", by_syscall, want, 5.0);
     let exit = p["causes"]["exit"].as_i64().unwrap();

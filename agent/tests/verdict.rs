@@ -8,50 +8,23 @@ fn only_the_growers_are_flagged_with_their_rates() {
     if !ebpf_available("leak_verdicts") {
         return;
     }
-    let (recs, code) = watch_workload(
-        &["--smaps-interval", "1", "--fail-on-leak"],
-        &["leakmix", "--duration", "40"],
-    );
+    let (recs, code) = watch_workload(&["--smaps-interval", "1", "--fail-on-leak"], &["leakmix", "--duration", "40"]);
     assert_eq!(code, 3, "--fail-on-leak exits 3 when a leak was flagged");
     let leaks = of_type(&recs, "leak");
     let flagged: std::collections::BTreeSet<&str> = leaks.iter().map(|l| l["comm"].as_str().unwrap()).collect();
     assert_eq!(flagged, ["leaker", "shm-grower"].into_iter().collect(), "{leaks:?}");
     let last = |comm: &str| *leaks.iter().filter(|l| l["comm"] == comm).last().unwrap();
-    let first_ts = |comm: &str| {
-        leaks.iter().find(|l| l["comm"] == comm).unwrap()["ts"]
-            .as_f64()
-            .unwrap()
-    };
+    let first_ts = |comm: &str| leaks.iter().find(|l| l["comm"] == comm).unwrap()["ts"].as_f64().unwrap();
 
     let l = last("leaker");
-    assert_within(
-        "leaker rate KiB/s",
-        l["rate_kib_s"].as_f64().unwrap() as i64,
-        2048,
-        25.0,
-    );
+    assert_within("leaker rate KiB/s", l["rate_kib_s"].as_f64().unwrap() as i64, 2048, 25.0);
     assert_eq!(l["metric"], "uss");
-    assert!(
-        l["mapping"].as_str().unwrap().starts_with("anon@") && l["shared"] == false,
-        "{l}"
-    );
-    assert!(
-        first_ts("leaker") < 35.0,
-        "flagged within 30 s of its start: {}",
-        first_ts("leaker")
-    );
+    assert!(l["mapping"].as_str().unwrap().starts_with("anon@") && l["shared"] == false, "{l}");
+    assert!(first_ts("leaker") < 35.0, "flagged within 30 s of its start: {}", first_ts("leaker"));
 
     let s = last("shm-grower");
-    assert_within(
-        "shm grower rate KiB/s",
-        s["rate_kib_s"].as_f64().unwrap() as i64,
-        1024,
-        25.0,
-    );
-    assert!(
-        s["mapping"].as_str().unwrap().starts_with("/dev/shm/agent-leakmix-") && s["shared"] == true,
-        "{s}"
-    );
+    assert_within("shm grower rate KiB/s", s["rate_kib_s"].as_f64().unwrap() as i64, 1024, 25.0);
+    assert!(s["mapping"].as_str().unwrap().starts_with("/dev/shm/agent-leakmix-") && s["shared"] == true, "{s}");
 
     // The summary marks exactly those two.
     let procs = summary(&recs)["procs"].as_array().unwrap();

@@ -38,11 +38,7 @@ fn run_bare() -> Result<f64> {
 }
 
 fn run_floor() -> Result<f64> {
-    let mut floor = Command::new(agent())
-        .arg("floor")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut floor = Command::new(agent()).arg("floor").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
     BufReader::new(floor.stdout.take().unwrap()).read_line(&mut line)?;
     if !line.starts_with("attached:") {
@@ -66,14 +62,7 @@ fn run_agent() -> Result<f64> {
     let lost: u64 = stdout
         .lines()
         .filter(|l| l.contains("\"type\":\"summary\""))
-        .filter_map(|l| {
-            l.split("\"lost_events\":")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        .filter_map(|l| l.split("\"lost_events\":").nth(1)?.split(',').next()?.parse::<u64>().ok())
         .sum();
     if lost > 0 {
         eprintln!("bench: the agent lost {lost} events in this run");
@@ -88,32 +77,11 @@ fn median(v: &[f64]) -> f64 {
 }
 
 pub fn run() -> Result<()> {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut vs: Vec<(Variant, fn() -> Result<f64>)> = vec![
-        (
-            Variant {
-                name: "bare",
-                times: vec![],
-            },
-            run_bare,
-        ),
-        (
-            Variant {
-                name: "floor",
-                times: vec![],
-            },
-            run_floor,
-        ),
-        (
-            Variant {
-                name: "agent",
-                times: vec![],
-            },
-            run_agent,
-        ),
+        (Variant { name: "bare", times: vec![] }, run_bare),
+        (Variant { name: "floor", times: vec![] }, run_floor),
+        (Variant { name: "agent", times: vec![] }, run_agent),
     ];
     for round in 0..rounds {
         // Rotate the order each round so no variant always runs first.
@@ -125,12 +93,7 @@ pub fn run() -> Result<()> {
             v.times.push(t);
         }
     }
-    let med = |name: &str| {
-        vs.iter()
-            .find(|(v, _)| v.name == name)
-            .map(|(v, _)| median(&v.times))
-            .unwrap()
-    };
+    let med = |name: &str| vs.iter().find(|(v, _)| v.name == name).map(|(v, _)| median(&v.times)).unwrap();
     let (bare, floor) = (med("bare"), med("floor"));
     let machine = format!(
         "{} on {}, {} CPUs, {}",

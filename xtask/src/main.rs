@@ -53,9 +53,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Test { args } => {
             // The root integration tests load the same kernel hooks: one test at a time.
             let mut c = cargo();
-            c.args(["test", "--workspace", "--exclude", "agent-ebpf", "--"])
-                .arg("--test-threads=1")
-                .args(&args);
+            c.args(["test", "--workspace", "--exclude", "agent-ebpf", "--"]).arg("--test-threads=1").args(&args);
             status(c, "cargo test")
         }
         Cmd::Bench => {
@@ -95,18 +93,11 @@ pub fn cargo() -> Command {
 }
 
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace")
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
 pub fn status(mut c: Command, what: &str) -> Result<()> {

@@ -21,10 +21,7 @@ fn ensure_rust_src() -> Result<()> {
         .context("rustup is needed to run the nightly toolchain")?;
     if sysroot.status.success() {
         let root = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-        if std::path::Path::new(&root)
-            .join("lib/rustlib/src/rust/library/core")
-            .is_dir()
-        {
+        if std::path::Path::new(&root).join("lib/rustlib/src/rust/library/core").is_dir() {
             return Ok(());
         }
         eprintln!("xtask setup: adding rust-src to the nightly toolchain");
@@ -34,15 +31,7 @@ fn ensure_rust_src() -> Result<()> {
     }
     eprintln!("xtask setup: installing the nightly toolchain with rust-src");
     let mut c = Command::new("rustup");
-    c.args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]);
+    c.args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]);
     status(c, "rustup toolchain install nightly")
 }
 

@@ -93,10 +93,7 @@ pub fn mapping_pages(p: &Value, prefix: &str) -> (i64, bool) {
 
 pub fn assert_within(what: &str, got: i64, want: i64, pct: f64) {
     let tol = (want as f64 * pct / 100.0).max(2.0);
-    assert!(
-        (got - want).abs() as f64 <= tol,
-        "{what}: got {got}, want {want} ± {pct}% ({tol:.0})"
-    );
+    assert!((got - want).abs() as f64 <= tol, "{what}: got {got}, want {want} ± {pct}% ({tol:.0})");
 }
 
 /// A running agent whose stdout we read line by line.
@@ -123,11 +120,7 @@ impl Running {
                 }
             }
         });
-        Running {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
+        Running { child, lines: rx, seen: Vec::new() }
     }
 
     /// Read records until one of type `ty` arrives.
@@ -135,10 +128,7 @@ impl Running {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {ty} record within {timeout:?}"));
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no {ty} record within {timeout:?}"));
             let v = parse(&line).remove(0);
             self.seen.push(v.clone());
             if v["type"] == ty {
@@ -171,12 +161,7 @@ impl Running {
 
 /// A workload started outside the agent (for `watch -p`), waiting for bytes on stdin.
 pub fn start_workload(args: &[&str]) -> Child {
-    Command::new(agent())
-        .arg("workload")
-        .args(args)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn workload")
+    Command::new(agent()).arg("workload").args(args).stdin(Stdio::piped()).spawn().expect("spawn workload")
 }
 
 pub fn go(child: &mut Child, n: usize) {
