@@ -158,7 +158,9 @@ pub mod counter {
     pub const MAP_FULL: u32 = 1;
     /// Remote (curr=0) rss changes of an mm whose owner was never learned.
     pub const UNOWNED: u32 = 2;
-    pub const N: u32 = 3;
+    /// Records put in the ring buffer.
+    pub const SUBMITTED: u32 = 3;
+    pub const N: u32 = 4;
 }
 
 /// Map and global names, shared so neither side spells them twice.

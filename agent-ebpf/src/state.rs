@@ -181,9 +181,7 @@ pub fn submit_flags() -> u64 {
 #[inline(always)]
 pub fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
     let e = EVENTS.reserve::<T>(0);
-    if e.is_none() {
-        count(counter::LOST);
-    }
+    count(if e.is_none() { counter::LOST } else { counter::SUBMITTED });
     e
 }
 

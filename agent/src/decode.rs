@@ -162,3 +162,37 @@ mod tests {
         assert!(records(Bytes::from_static(&[1, 0])).next().unwrap().is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any bytes: an event or an error, never a panic. Run long with PROPTEST_CASES.
+        #[test]
+        fn decode_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&buf);
+        }
+
+        /// A valid header kind followed by random bytes of any length.
+        #[test]
+        fn decode_known_kinds_with_random_bodies(kind in 0u32..8, body in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let mut buf = kind.to_le_bytes().to_vec();
+            buf.extend(body);
+            match decode(&buf) {
+                Ok(_) => prop_assert!((1..=5).contains(&kind)),
+                Err(DecodeError::UnknownKind(k)) => prop_assert_eq!(k, kind),
+                Err(DecodeError::Truncated { need, got, .. }) => prop_assert!(got < need),
+            }
+        }
+
+        /// Random batches: iteration ends, never panics.
+        #[test]
+        fn batches_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let n = records(Bytes::from(buf)).count();
+            prop_assert!(n <= 400);
+        }
+    }
+}

@@ -79,7 +79,7 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
         Record::Lost { events } => {
             format!("{t} !! lost {events} events: the ring buffer was full, counts in this interval are low")
         }
-        Record::Summary { duration_s, lost_events, procs } => {
+        Record::Summary { duration_s, lost_events, procs, .. } => {
             let mut s = format!("\nsummary after {duration_s:.1}s, {lost_events} events lost\n");
             let _ = writeln!(
                 s,
@@ -185,6 +185,8 @@ mod tests {
             &Record::Summary {
                 duration_s: 2.0,
                 lost_events: 0,
+                events_submitted: 0,
+                events_received: 0,
                 procs: vec![ProcSummary {
                     pid: 7,
                     comm: "writer".into(),

@@ -80,6 +80,9 @@ pub const HOOKS: &[Hook] = &[
 
 /// Test hook: `AGENT_TEST_MISSING_TRACEPOINT=cat:name` pretends that tracepoint does not exist.
 const SIMULATE_MISSING: &str = "AGENT_TEST_MISSING_TRACEPOINT";
+/// Test hook: `AGENT_RING_BYTES=N` sizes the ring buffer (a power of two, at least a page), to
+/// force overflow and check that every lost record is counted.
+const RING_BYTES: &str = "AGENT_RING_BYTES";
 
 pub struct Loaded {
     pub ebpf: Ebpf,
@@ -125,6 +128,9 @@ pub fn load(noop: bool) -> Result<Loaded, AgentError> {
         }
     }
     let mut loader = EbpfLoader::new();
+    if let Some(bytes) = std::env::var(RING_BYTES).ok().and_then(|v| v.parse::<u32>().ok()) {
+        loader.map_max_entries(agent_common::names::EVENTS, bytes);
+    }
     for (g, v) in &globals {
         loader.override_global(g, v, true);
     }

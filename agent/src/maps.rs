@@ -270,3 +270,61 @@ mod tests {
         assert_eq!(m.lookup(0x7f0020000000).unwrap().name.as_ref(), "/usr/lib/libc.so.6");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use procfs::FromBufRead;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const PAGES: u64 = 64;
+    const P: u64 = 0x1000;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Map(u64, u64, u8),
+        Unmap(u64, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..PAGES, 1..16u64, 0..4u8).prop_map(|(s, n, name)| Op::Map(s, n, name)),
+            (0..PAGES, 1..16u64).prop_map(|(s, n)| Op::Unmap(s, n)),
+        ]
+    }
+
+    proptest! {
+        /// Named (file) mappings against a page-by-page model: every lookup agrees.
+        #[test]
+        fn interval_map_matches_a_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut m = MappingMap::default();
+            let mut model: Vec<Option<u8>> = vec![None; (PAGES + 16) as usize];
+            for op in ops {
+                match op {
+                    Op::Map(s, n, name) => {
+                        m.map(s * P, (s + n) * P, MappingId { name: format!("f{name}").into(), shared: false }, false);
+                        for pg in s..s + n { model[pg as usize] = Some(name); }
+                    }
+                    Op::Unmap(s, n) => {
+                        m.unmap(s * P, (s + n) * P);
+                        for pg in s..s + n { model[pg as usize] = None; }
+                    }
+                }
+            }
+            for (pg, want) in model.iter().enumerate() {
+                let got = m.lookup(pg as u64 * P + 7).map(|id| id.name.to_string());
+                prop_assert_eq!(got, want.map(|n| format!("f{n}")), "page {}", pg);
+            }
+        }
+
+        /// Arbitrary text as /proc/PID/maps: parsed or refused, never a panic.
+        #[test]
+        fn maps_parser_never_panics(text in "\\PC{0,300}") {
+            if let Ok(maps) = procfs::process::MemoryMaps::from_buf_read(text.as_bytes()) {
+                let m = MappingMap::from_proc_maps(maps.iter());
+                let _ = m.lookup(0x1000);
+            }
+        }
+    }
+}

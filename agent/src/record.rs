@@ -134,6 +134,9 @@ pub enum Record {
     Summary {
         duration_s: f64,
         lost_events: u64,
+        /// Records the kernel put in the ring buffer, and records the agent read from it.
+        events_submitted: u64,
+        events_received: u64,
         procs: Vec<ProcSummary>,
     },
 }

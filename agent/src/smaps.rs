@@ -113,3 +113,33 @@ Locked:                0 kB
         assert!(read(u32::MAX / 2).is_none());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use procfs::FromBufRead;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Arbitrary text as smaps_rollup: parsed or refused, never a panic.
+        #[test]
+        fn rollup_parser_never_panics(text in "\\PC{0,400}") {
+            if let Ok(m) = procfs::process::SmapsRollup::from_buf_read(text.as_bytes()) {
+                let _ = mem_stat(&m.memory_map_rollup);
+            }
+        }
+
+        /// Rollup-shaped text with random keys and numbers.
+        #[test]
+        fn rollup_shaped_text(lines in proptest::collection::vec(("[A-Za-z_]{1,14}", 0u64..u64::MAX / 2048), 0..30)) {
+            let mut text = String::from("00400000-7fff00000000 ---p 00000000 00:00 0   [rollup]\n");
+            for (k, v) in &lines {
+                text += &format!("{k}: {v} kB\n");
+            }
+            if let Ok(m) = procfs::process::SmapsRollup::from_buf_read(text.as_bytes()) {
+                let _ = mem_stat(&m.memory_map_rollup);
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use tokio::{
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::mpsc,
 };
 
@@ -50,6 +50,8 @@ struct Session {
     exits: HashMap<u32, u64>,
     lost_seen: u64,
     decode_errors: u64,
+    /// Records read from the ring (decoded or not).
+    received: u64,
 }
 
 pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
@@ -65,6 +67,12 @@ pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
         spawn::resolve(&args.cmd[0])?;
     }
     let start = Instant::now();
+    // Signals are ours from here on: a SIGTERM while loading still gets a summary.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let signals = {
+        let _ctx = rt.enter();
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+    };
     let mut loaded = loader::load(false)?;
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
     let mut kmaps = KernelMaps::take(&mut loaded.ebpf)?;
@@ -114,16 +122,16 @@ pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
         exits: HashMap::new(),
         lost_seen: 0,
         decode_errors: 0,
+        received: 0,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let code = rt.block_on(session.pipeline(ring));
+    let code = rt.block_on(session.pipeline(ring, signals));
     // Dropping `loaded.ebpf` detaches every program.
     drop(loaded);
     code
 }
 
 impl Session {
-    async fn pipeline(mut self, ring: RingBuf<MapData>) -> anyhow::Result<i32> {
+    async fn pipeline(mut self, ring: RingBuf<MapData>, signals: (Signal, Signal)) -> anyhow::Result<i32> {
         let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = ring::spawn(ring, tx, stop.clone());
@@ -138,8 +146,7 @@ impl Session {
         let (mem_tx, mut mem_rx) = mpsc::channel(2);
         let mut sweeping = false;
         let mut sweeps = 0u64;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
+        let (mut sigint, mut sigterm) = signals;
         let mut ticks = 0u64;
         let mut last_tick = Instant::now();
         let deadline = self.args.duration.map(|d| self.start + Duration::from_secs_f64(d));
@@ -216,6 +223,8 @@ impl Session {
         let summary = Record::Summary {
             duration_s: (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             lost_events: self.lost_seen,
+            events_received: self.received,
+            events_submitted: self.kmaps.counters()[counter::SUBMITTED as usize],
             procs,
         };
         self.out.emit(summary, None);
@@ -233,6 +242,7 @@ impl Session {
 
     fn on_batch(&mut self, batch: Bytes) {
         for ev in records(batch) {
+            self.received += 1;
             let rec = match ev {
                 Ok(Event::Rss(e)) => {
                     self.ledger.on_rss(&e);

@@ -30,13 +30,23 @@ pub enum Workload {
     /// read() --mib from /dev/zero into a fresh anonymous buffer: kernel-mode faults.
     Read(Common),
     /// The fault storm of `cargo xtask bench`: --passes times, map --mib of private anon (THP
-    /// off), write one byte per page, unmap. Prints `storm_s WALL cpu_s CPU` for the fault loop
+    /// off), write one byte per page, unmap. Prints `storm_s WALL cpu_s CPU` on stderr for the fault loop
     /// (CPU: the process's user+sys time, which includes the eBPF programs run in its faults).
     Storm {
         #[arg(long, default_value_t = 1024)]
         mib: usize,
         #[arg(long, default_value_t = 2)]
         passes: usize,
+    },
+    /// Start --threads short-lived threads, each touching one page, a few at a time.
+    Threads {
+        #[arg(long, default_value_t = 2000)]
+        threads: usize,
+    },
+    /// Sleep (a quiet target for `watch -p` and signal tests).
+    Sleep {
+        #[arg(long, default_value_t = 30.0)]
+        secs: f64,
     },
     /// The leak-verdict scenario: a leaker (2 MiB/s private), a churner (alloc/free loop), a
     /// filler (one 128 MiB fill at mid-run), a holder (64 MiB, stable), and a grower of a
@@ -227,7 +237,26 @@ pub fn run(w: Workload) -> i32 {
                 let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
                 tv(ru.ru_utime) + tv(ru.ru_stime)
             };
-            println!("storm_s {:.6} cpu_s {cpu:.6}", t.elapsed().as_secs_f64());
+            eprintln!("storm_s {:.6} cpu_s {cpu:.6}", t.elapsed().as_secs_f64());
+        }
+        Workload::Threads { threads } => {
+            set_name("wl-threads");
+            for batch in (0..threads).collect::<Vec<_>>().chunks(16) {
+                let hs: Vec<_> = batch
+                    .iter()
+                    .map(|_| {
+                        std::thread::spawn(|| {
+                            let p = map(page_size(), false);
+                            touch(p, page_size(), Duration::ZERO);
+                        })
+                    })
+                    .collect();
+                hs.into_iter().for_each(|h| h.join().expect("thread"));
+            }
+        }
+        Workload::Sleep { secs } => {
+            set_name("wl-sleep");
+            hold(secs);
         }
         Workload::Leakmix { duration } => {
             set_name("wl-leakmix");

@@ -21,7 +21,7 @@ fn agent() -> std::path::PathBuf {
     workspace_root().join("target/release/agent")
 }
 
-/// The storm prints `storm_s SECONDS` (its fault loop's wall time) on stdout.
+/// The storm prints `storm_s SECONDS ...` (its fault loop's wall time) on stderr.
 fn storm_seconds(stdout: &str) -> Result<f64> {
     stdout
         .lines()
@@ -34,7 +34,7 @@ fn storm_seconds(stdout: &str) -> Result<f64> {
 
 fn run_bare() -> Result<f64> {
     let out = Command::new(agent()).args(["workload", "storm"]).output()?;
-    storm_seconds(&String::from_utf8_lossy(&out.stdout))
+    storm_seconds(&String::from_utf8_lossy(&out.stderr))
 }
 
 fn run_floor() -> Result<f64> {
@@ -56,7 +56,6 @@ fn run_agent() -> Result<f64> {
         .args(["watch", "--format", "json", "--"])
         .arg(agent())
         .args(["workload", "storm"])
-        .stderr(Stdio::inherit())
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lost: u64 = stdout
@@ -67,7 +66,7 @@ fn run_agent() -> Result<f64> {
     if lost > 0 {
         eprintln!("bench: the agent lost {lost} events in this run");
     }
-    storm_seconds(&stdout)
+    storm_seconds(&String::from_utf8_lossy(&out.stderr))
 }
 
 fn median(v: &[f64]) -> f64 {
