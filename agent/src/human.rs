@@ -79,8 +79,13 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
         Record::Lost { events } => {
             format!("{t} !! lost {events} events: the ring buffer was full, counts in this interval are low")
         }
-        Record::Summary { duration_s, lost_events, procs, .. } => {
-            let mut s = format!("\nsummary after {duration_s:.1}s, {lost_events} events lost\n");
+        Record::Summary { duration_s, lost_events, procs, agent, .. } => {
+            let mut s = format!(
+                "\nsummary after {duration_s:.1}s, {lost_events} events lost; agent used {:.2}s CPU ({:.1}%), {} peak RSS\n",
+                agent.cpu_s,
+                agent.cpu_per_s * 100.0,
+                size_kib(agent.max_rss_kib as i64)
+            );
             let _ = writeln!(
                 s,
                 "    PID COMM             FAULTS  FAULTED(ANON/FILE/SHMEM)          PEAK USS  LAST PSS  TOP MAPPING"
@@ -187,6 +192,7 @@ mod tests {
                 lost_events: 0,
                 events_submitted: 0,
                 events_received: 0,
+                agent: Default::default(),
                 procs: vec![ProcSummary {
                     pid: 7,
                     comm: "writer".into(),

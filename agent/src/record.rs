@@ -23,6 +23,18 @@ pub struct MappingStat {
     pub pages: i64,
 }
 
+/// The agent's own cost over the run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct AgentCost {
+    /// User + system CPU seconds, and per second of watching.
+    pub cpu_s: f64,
+    pub cpu_per_s: f64,
+    pub max_rss_kib: u64,
+    /// smaps_rollup reads and the wall time they took in all.
+    pub smaps_reads: u64,
+    pub smaps_read_s: f64,
+}
+
 /// Why a pid's PSS/USS moved between two readings.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Explain {
@@ -137,6 +149,8 @@ pub enum Record {
         /// Records the kernel put in the ring buffer, and records the agent read from it.
         events_submitted: u64,
         events_received: u64,
+        /// What watching cost the agent itself.
+        agent: AgentCost,
         procs: Vec<ProcSummary>,
     },
 }

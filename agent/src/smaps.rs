@@ -1,5 +1,7 @@
 //! The smaps sampler: `/proc/PID/smaps_rollup` through procfs, turned into RSS/PSS/USS. Reads run
 //! on tokio's blocking pool; a process that exits mid-read is skipped quietly.
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use procfs::process::{MemoryMaps, Process};
 
 use crate::record::MemStat;
@@ -19,9 +21,16 @@ pub fn mem_stat(rollup: &MemoryMaps) -> Option<MemStat> {
     })
 }
 
+/// smaps_rollup reads done, and their total wall time in nanoseconds.
+pub static READS: AtomicU64 = AtomicU64::new(0);
+pub static READ_NS: AtomicU64 = AtomicU64::new(0);
+
 pub fn read(pid: u32) -> Option<MemStat> {
-    let rollup = Process::new(pid as i32).ok()?.smaps_rollup().ok()?;
-    mem_stat(&rollup.memory_map_rollup)
+    let t = std::time::Instant::now();
+    let rollup = Process::new(pid as i32).ok().and_then(|p| p.smaps_rollup().ok());
+    READS.fetch_add(1, Ordering::Relaxed);
+    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    mem_stat(&rollup?.memory_map_rollup)
 }
 
 /// Pids read per blocking task.

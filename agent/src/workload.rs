@@ -37,6 +37,9 @@ pub enum Workload {
         mib: usize,
         #[arg(long, default_value_t = 2)]
         passes: usize,
+        /// Run this many storms at once, each in its own child process.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
     },
     /// Start --threads short-lived threads, each touching one page, a few at a time.
     Threads {
@@ -47,6 +50,19 @@ pub enum Workload {
     Sleep {
         #[arg(long, default_value_t = 30.0)]
         secs: f64,
+    },
+    /// The seed's shape, scaled: a parent maps a --segment-mib MAP_SHARED segment and forks
+    /// --procs children; each writes its own slice, and --growers of them keep adding private
+    /// memory at 512 KiB/s, until --duration.
+    Scale {
+        #[arg(long, default_value_t = 600)]
+        procs: usize,
+        #[arg(long, default_value_t = 2048)]
+        segment_mib: usize,
+        #[arg(long, default_value_t = 3)]
+        growers: usize,
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
     },
     /// The leak-verdict scenario: a leaker (2 MiB/s private), a churner (alloc/free loop), a
     /// filler (one 128 MiB fill at mid-run), a holder (64 MiB, stable), and a grower of a
@@ -220,24 +236,37 @@ pub fn run(w: Workload) -> i32 {
             }
             hold(c.hold);
         }
-        Workload::Storm { mib, passes } => {
+        Workload::Storm { mib, passes, parallel } => {
             set_name("wl-storm");
             let len = mib * MIB;
+            let storm = move || {
+                for _ in 0..passes {
+                    let p = map(len, false);
+                    touch(p, len, Duration::ZERO);
+                    // SAFETY: unmapping what we mapped.
+                    unsafe { libc::munmap(p.cast(), len) };
+                }
+            };
             let t = Instant::now();
-            for _ in 0..passes {
-                let p = map(len, false);
-                touch(p, len, Duration::ZERO);
-                // SAFETY: unmapping what we mapped.
-                unsafe { libc::munmap(p.cast(), len) };
+            if parallel > 1 {
+                let kids: Vec<i32> = (0..parallel).map(|i| fork_child(&format!("wl-storm-{i}"), storm)).collect();
+                wait_all(&kids);
+            } else {
+                storm();
             }
+            let who = if parallel > 1 { libc::RUSAGE_CHILDREN } else { libc::RUSAGE_SELF };
             // SAFETY: getrusage into a zeroed struct.
             let cpu = unsafe {
                 let mut ru: libc::rusage = std::mem::zeroed();
-                libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+                libc::getrusage(who, &mut ru);
                 let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
                 tv(ru.ru_utime) + tv(ru.ru_stime)
             };
-            eprintln!("storm_s {:.6} cpu_s {cpu:.6}", t.elapsed().as_secs_f64());
+            eprintln!(
+                "storm_s {:.6} cpu_s {cpu:.6} faults {}",
+                t.elapsed().as_secs_f64(),
+                parallel * passes * len / page_size()
+            );
         }
         Workload::Threads { threads } => {
             set_name("wl-threads");
@@ -257,6 +286,10 @@ pub fn run(w: Workload) -> i32 {
         Workload::Sleep { secs } => {
             set_name("wl-sleep");
             hold(secs);
+        }
+        Workload::Scale { procs, segment_mib, growers, duration } => {
+            set_name("wl-scale");
+            scale(procs, segment_mib * MIB, growers, Duration::from_secs_f64(duration));
         }
         Workload::Leakmix { duration } => {
             set_name("wl-leakmix");
@@ -363,4 +396,27 @@ fn leakmix(total: Duration) {
     ];
     wait_all(&kids);
     let _ = std::fs::remove_file(&shm);
+}
+
+fn scale(procs: usize, len: usize, growers: usize, total: Duration) {
+    let start = Instant::now();
+    let seg = map(len, true) as usize;
+    let slice = (len / procs.max(1)) / page_size() * page_size();
+    let kids: Vec<i32> = (0..procs)
+        .map(|i| {
+            let name = if i < growers { format!("grower-{i}") } else { format!("member-{i}") };
+            fork_child(&name, move || {
+                touch((seg + i * slice) as *mut u8, slice, Duration::ZERO);
+                if i < growers {
+                    let chunk = 64 * 1024;
+                    paced(start, total, Duration::from_millis(125), |_| {
+                        touch(map(chunk, false), chunk, Duration::ZERO)
+                    });
+                } else {
+                    std::thread::sleep(total.saturating_sub(start.elapsed()));
+                }
+            })
+        })
+        .collect();
+    wait_all(&kids);
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask setup|build|test|demo`: everything a fresh machine needs, in one place.
 mod bench;
+mod bench_scale;
 mod setup;
 
 use std::process::{Command, ExitCode};
