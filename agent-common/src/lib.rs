@@ -110,6 +110,10 @@ pub struct RssEvent {
     pub addr: u64,
     /// Syscall number for `SYSCALL`, fault error code for faults.
     pub aux: u64,
+    /// With `--stacks`: the user stack of a fault that added pages, an id in the `STACKS` map;
+    /// negative when none was taken (-1: not asked; other: the helper's error).
+    pub stack_id: i32,
+    pub _pad2: u32,
 }
 
 /// Syscall numbers (x86_64) of the calls that change mappings.
@@ -160,7 +164,9 @@ pub mod counter {
     pub const UNOWNED: u32 = 2;
     /// Records put in the ring buffer.
     pub const SUBMITTED: u32 = 3;
-    pub const N: u32 = 4;
+    /// `bpf_get_stackid` failures (hash collisions in a full map, unreadable stacks).
+    pub const STACK_ERRORS: u32 = 4;
+    pub const N: u32 = 5;
 }
 
 /// Map and global names, shared so neither side spells them twice.
@@ -171,6 +177,7 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const MM_OWNER: &str = "MM_OWNER";
     pub const LAST_SIZE: &str = "LAST_SIZE";
+    pub const STACKS: &str = "STACKS";
 }
 
 /// Key of `LAST_SIZE`: (mm_id, member).
@@ -205,7 +212,8 @@ mod tests {
 
     #[test]
     fn rss_layout() {
-        assert_eq!(size_of::<RssEvent>(), 72);
+        assert_eq!(size_of::<RssEvent>(), 80);
+        assert_eq!(offset_of!(RssEvent, stack_id), 72);
         assert_eq!(offset_of!(RssEvent, mm_id), 24);
         assert_eq!(offset_of!(RssEvent, member), 28);
         assert_eq!(offset_of!(RssEvent, cause), 32);

@@ -2,11 +2,15 @@
 //! what the task was doing (fault at an address, a syscall, exit) so userspace gets
 //! "pid P added N pages at address A" instead of a fault count.
 use agent_common::{cause, counter, last_size_key, nr, rss_flags, EventHeader, EventKind, RssEvent};
-use aya_ebpf::{bindings::BPF_NOEXIST, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    macros::tracepoint,
+    programs::{tracing::StackIdContext, TracePointContext},
+};
 
 use crate::state::{
-    count, is_watched, now, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER, RSS_MM_ID,
-    RSS_SIZE, TASKS,
+    count, g, is_watched, now, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER,
+    RSS_MM_ID, RSS_SIZE, STACKS, STACKS_ON, TASKS,
 };
 
 #[tracepoint]
@@ -71,7 +75,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                     }
                     flags |= rss_flags::NEW_MM_FIRST;
                 }
-                return emit(mm_id, member, size, 0, tid, cause::NEW_MM, 0, 0, flags);
+                return emit(&ctx, mm_id, member, size, 0, tid, cause::NEW_MM, 0, 0, flags);
             }
         }
         match MM_OWNER.get_ptr(mm_id) {
@@ -99,13 +103,24 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
             }
         }
     };
-    emit(mm_id, member, size, tgid, tid, why, addr, aux, flags | f)
+    emit(&ctx, mm_id, member, size, tgid, tid, why, addr, aux, flags | f)
 }
 
 /// Turn the size into a delta against the last size of (mm, member) and send the record.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn emit(mm_id: u32, member: u32, size: i64, tgid: u32, tid: u32, why: u32, addr: u64, aux: u64, mut flags: u32) -> u32 {
+fn emit(
+    ctx: &TracePointContext,
+    mm_id: u32,
+    member: u32,
+    size: i64,
+    tgid: u32,
+    tid: u32,
+    why: u32,
+    addr: u64,
+    aux: u64,
+    mut flags: u32,
+) -> u32 {
     let key = last_size_key(mm_id, member);
     let delta = match LAST_SIZE.get_ptr_mut(key) {
         Some(prev) => unsafe {
@@ -122,6 +137,18 @@ fn emit(mm_id: u32, member: u32, size: i64, tgid: u32, tid: u32, why: u32, addr:
     if delta == 0 {
         return 0;
     }
+    // With --stacks, the user stack of a fault that added pages: where the memory came from.
+    let stack_id = if delta > 0 && matches!(why, cause::FAULT | cause::KERNEL_FAULT) && g(&STACKS_ON) != 0 {
+        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => id as i32,
+            Err(e) => {
+                count(counter::STACK_ERRORS);
+                e.min(-2)
+            }
+        }
+    } else {
+        -1
+    };
 
     let Some(mut e) = reserve::<RssEvent>() else { return 0 };
     e.write(RssEvent {
@@ -134,6 +161,8 @@ fn emit(mm_id: u32, member: u32, size: i64, tgid: u32, tid: u32, why: u32, addr:
         delta,
         addr,
         aux,
+        stack_id,
+        _pad2: 0,
     });
     e.submit(submit_flags());
     0

@@ -6,7 +6,7 @@ use agent_common::counter;
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::TracePointContext,
 };
 
@@ -29,6 +29,8 @@ global!(EXIT_GROUP_DEAD, 32);
 global!(SYS_ID, 8);
 global!(SYS_ARGS, 16);
 global!(SYS_RET, 16);
+// 1: take the user stack of faults that add pages (`--stacks`).
+global!(STACKS_ON, 0);
 // Ring fill level (bytes) past which a submit wakes the reader; below it the reader polls.
 global!(WAKEUP_BYTES, 1 << 20);
 
@@ -131,6 +133,10 @@ pub static MM_OWNER: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 /// (mm_id, member) -> last counter size seen, to turn sizes into deltas.
 #[map]
 pub static LAST_SIZE: HashMap<u64, i64> = HashMap::with_max_entries(262144, 0);
+
+/// User stacks of page-adding faults, with `--stacks` (ids are hashes of the frames).
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::N, 0);

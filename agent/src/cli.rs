@@ -54,6 +54,15 @@ pub struct WatchArgs {
     /// Exit 3 if any leak was flagged (for CI pipelines that run a service under the agent).
     #[arg(long)]
     pub fail_on_leak: bool,
+    /// Record the user stack of every fault that adds pages, and show where memory came from.
+    #[arg(long)]
+    pub stacks: bool,
+    /// Write folded stacks (`comm;frame;frame pages`) of faulted pages to FILE (implies --stacks).
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<std::path::PathBuf>,
+    /// Write an SVG flamegraph of faulted pages to FILE (implies --stacks).
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<std::path::PathBuf>,
     /// The command to spawn and watch (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,

@@ -107,6 +107,8 @@ mod tests {
             delta: 4096,
             addr: 0x1000,
             aux: 6,
+            stack_id: -1,
+            _pad2: 0,
         }
     }
 
@@ -135,7 +137,7 @@ mod tests {
         assert!(matches!(decode(&[]), Err(DecodeError::Truncated { what: "header", .. })));
         assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::Truncated { .. })));
         let full = bytes_of(&rss());
-        for cut in [24, 40, 71] {
+        for cut in [24, 40, 71, 79] {
             assert!(matches!(decode(&full[..cut]), Err(DecodeError::Truncated { what: "rss event", .. })));
         }
         let mut unknown = full.clone();

@@ -16,6 +16,19 @@ pub fn size_kib(kib: i64) -> String {
     }
 }
 
+/// The top stack under a leak line, indented, leaf first.
+fn stack_lines(st: Option<&crate::record::StackStat>, page_kib: i64) -> String {
+    let Some(st) = st else { return String::new() };
+    let mut s = format!("\n{:>17}top stack, +{}:", "", size_kib(st.pages * page_kib));
+    for f in st.frames.iter().take(12) {
+        let _ = write!(s, "\n{:>19}{f}", "");
+    }
+    if st.frames.len() > 12 {
+        let _ = write!(s, "\n{:>19}... {} more frames", "", st.frames.len() - 12);
+    }
+    s
+}
+
 /// Highlight leak lines when stdout is a terminal.
 static COLOR: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::io::IsTerminal::is_terminal(&std::io::stdout()));
@@ -62,7 +75,7 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
             )
         }
         Record::Mem { .. } => return None,
-        Record::Leak { pid, comm, rate_kib_s, window_s, growth_kib, metric, mapping, shared, confidence } => {
+        Record::Leak { pid, comm, rate_kib_s, window_s, growth_kib, metric, mapping, shared, confidence, stacks } => {
             let (on, off) = if *COLOR { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
             format!(
                 "{on}{t} {pid:>7} {comm:<15.15} LEAK {}/s of {} for {window_s:.0}s (+{}) into {mapping} ({}), confidence {confidence:.2}{off}",
@@ -74,18 +87,22 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
                     (true, _) => "shared",
                     _ => "private",
                 },
-            )
+            ) + &stack_lines(stacks.first(), page_kib)
         }
         Record::Lost { events } => {
             format!("{t} !! lost {events} events: the ring buffer was full, counts in this interval are low")
         }
-        Record::Summary { duration_s, lost_events, procs, agent, .. } => {
+        Record::Summary { duration_s, lost_events, procs, agent, stacks, .. } => {
             let mut s = format!(
                 "\nsummary after {duration_s:.1}s, {lost_events} events lost; agent used {:.2}s CPU ({:.1}%), {} peak RSS\n",
                 agent.cpu_s,
                 agent.cpu_per_s * 100.0,
                 size_kib(agent.max_rss_kib as i64)
             );
+            if let Some(st) = stacks {
+                let d: Vec<String> = st.depths.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let _ = writeln!(s, "stack depths (frames: stacks) {}; {} stacks not taken", d.join(", "), st.errors);
+            }
             let _ = writeln!(
                 s,
                 "    PID COMM             FAULTS  FAULTED(ANON/FILE/SHMEM)          PEAK USS  LAST PSS  TOP MAPPING"
@@ -193,6 +210,7 @@ mod tests {
                 events_submitted: 0,
                 events_received: 0,
                 agent: Default::default(),
+                stacks: None,
                 procs: vec![ProcSummary {
                     pid: 7,
                     comm: "writer".into(),
@@ -205,6 +223,7 @@ mod tests {
                     mappings: vec![],
                     leak: true,
                     leak_rate_kib_s: Some(2048.0),
+                    stacks: vec![],
                 }],
             },
             None,

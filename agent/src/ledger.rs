@@ -54,6 +54,9 @@ pub struct Proc {
     mapping_rate: HashMap<MappingId, f64>,
     /// The rss ledger changed since the last smaps reading.
     pub dirty: bool,
+    /// With --stacks: pages added per user stack id, and ids not yet resolved.
+    pub stacks: HashMap<i32, i64>,
+    new_stacks: Vec<i32>,
 }
 
 impl Proc {
@@ -75,6 +78,8 @@ impl Proc {
             peak_uss_kib: 0,
             mapping_rate: HashMap::new(),
             dirty: true,
+            stacks: HashMap::new(),
+            new_stacks: Vec::new(),
         }
     }
 
@@ -130,6 +135,15 @@ impl Proc {
         let other: i64 = self.total.other.iter().chain(self.interval.other.iter()).sum();
         let kib = |pages: i64| pages * page / 1024;
         (kib(private), kib(shared), kib(other))
+    }
+
+    pub fn maps(&self) -> &MappingMap {
+        &self.maps
+    }
+
+    /// Stack ids seen since the last call, to resolve while the mappings are current.
+    pub fn take_new_stacks(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.new_stacks)
     }
 
     /// The mapping growing fastest now, else the one that grew most overall.
@@ -265,6 +279,13 @@ impl Ledger {
                 s.pages += pages;
                 if e.flags & rss_flags::FIRST_OF_FAULT != 0 {
                     s.faults += 1;
+                }
+                if e.stack_id >= 0 {
+                    let n = p.stacks.entry(e.stack_id).or_default();
+                    if *n == 0 {
+                        p.new_stacks.push(e.stack_id);
+                    }
+                    *n += pages;
                 }
             }
             c => p.interval.other[(c as usize).min(5)] += pages,
@@ -412,6 +433,7 @@ impl Ledger {
                 mappings: p.total.top(TOP_MAPPINGS),
                 leak: false,
                 leak_rate_kib_s: None,
+                stacks: Vec::new(),
             })
             .collect()
     }

@@ -28,6 +28,8 @@ fn rss(member: u32, cause: u32, flags: u32, size: i64, delta: i64, addr: u64) ->
         delta,
         addr,
         aux: 0,
+        stack_id: -1,
+        _pad2: 0,
     }
 }
 

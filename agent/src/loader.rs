@@ -98,7 +98,7 @@ fn simulated_missing(h: &Hook) -> bool {
 
 /// Mount tracefs if needed, read the formats, load the object and attach every hook it can.
 /// `noop` attaches the do-nothing program to the same tracepoints instead (the cost floor).
-pub fn load(noop: bool) -> Result<Loaded, AgentError> {
+pub fn load(noop: bool, stacks: bool) -> Result<Loaded, AgentError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(AgentError::NotRoot);
@@ -128,6 +128,8 @@ pub fn load(noop: bool) -> Result<Loaded, AgentError> {
         }
     }
     let mut loader = EbpfLoader::new();
+    let stacks_on = u32::from(stacks);
+    loader.override_global("STACKS_ON", &stacks_on, true);
     if let Some(bytes) = std::env::var(RING_BYTES).ok().and_then(|v| v.parse::<u32>().ok()) {
         loader.map_max_entries(agent_common::names::EVENTS, bytes);
     }

@@ -16,6 +16,7 @@ mod record;
 mod ring;
 mod smaps;
 mod spawn;
+mod stacks;
 mod tracefs;
 mod verdict;
 mod watch;
@@ -36,7 +37,7 @@ fn main() {
             }
         },
         cli::Cmd::Demo(args) => demo::run(args),
-        cli::Cmd::Floor => match loader::load(true) {
+        cli::Cmd::Floor => match loader::load(true, false) {
             Ok(loaded) => {
                 println!("attached: {}", loaded.hooks.join(","));
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());

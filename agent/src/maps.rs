@@ -18,6 +18,15 @@ struct Region {
     id: MappingId,
     /// Anonymous regions merge with a neighbour like the kernel merges VMAs.
     anon: bool,
+    /// File offset of the region's start, for a file mapping (symbolizing its addresses).
+    file_off: Option<u64>,
+}
+
+impl Region {
+    /// The part of this region from `at` on (for a split): its file offset moves along.
+    fn tail(&self, start: u64, at: u64) -> Region {
+        Region { file_off: self.file_off.map(|o| o + (at - start)), ..self.clone() }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -61,9 +70,16 @@ impl MappingMap {
                 MMapPath::Other(o) => (format!("[{o}]").into(), false),
                 MMapPath::Anonymous | MMapPath::Rollup => (anon_name(start, shared), true),
             };
-            m.regions.insert(start, Region { end, id: MappingId { name, shared }, anon });
+            let file_off = matches!(map.pathname, MMapPath::Path(_)).then_some(map.offset).filter(|_| !anon);
+            m.regions.insert(start, Region { end, id: MappingId { name, shared }, anon, file_off });
         }
         m
+    }
+
+    /// For a code address: the mapping's name and, for a file mapping, the file offset.
+    pub fn resolve(&self, addr: u64) -> Option<(&MappingId, Option<u64>)> {
+        let (&s, r) = self.regions.range(..=addr).next_back()?;
+        (addr < r.end).then(|| (&r.id, r.file_off.map(|o| o + (addr - s))))
     }
 
     pub fn lookup(&self, addr: u64) -> Option<&MappingId> {
@@ -88,7 +104,7 @@ impl MappingMap {
                 let r = r.clone();
                 self.regions.get_mut(&s).expect("present").end = start;
                 if r.end > end {
-                    self.regions.insert(end, Region { end: r.end, ..r });
+                    self.regions.insert(end, r.tail(s, end));
                 }
             }
         }
@@ -96,7 +112,7 @@ impl MappingMap {
         for s in inside {
             let r = self.regions.remove(&s).expect("present");
             if r.end > end {
-                self.regions.insert(end, Region { end: r.end, ..r });
+                self.regions.insert(end, r.tail(s, end));
             }
         }
     }
@@ -126,7 +142,7 @@ impl MappingMap {
                 end = r.end;
             }
         }
-        self.regions.insert(start, Region { end, id, anon });
+        self.regions.insert(start, Region { end, id, anon, file_off: None });
     }
 
     /// Move [old, old+old_len) to new (mremap); grows or shrinks to new_len.
@@ -268,6 +284,8 @@ mod tests {
         assert!(seg.shared);
         assert_eq!(m.lookup(0x7f0010000000).unwrap().name.as_ref(), "anon@0x7f0010000000");
         assert_eq!(m.lookup(0x7f0020000000).unwrap().name.as_ref(), "/usr/lib/libc.so.6");
+        assert_eq!(m.resolve(0x7f0020000010).unwrap().1, Some(0x10));
+        assert_eq!(m.resolve(0x7f0010000010).unwrap().1, None, "anon has no file offset");
     }
 }
 

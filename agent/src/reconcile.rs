@@ -67,6 +67,7 @@ impl Reconciler {
             mapping: mapping.as_ref().map_or_else(|| "?".into(), |m| m.name.to_string()),
             shared: mapping.is_some_and(|m| m.shared),
             confidence: trend.confidence,
+            stacks: Vec::new(),
         })
     }
 

@@ -23,6 +23,21 @@ pub struct MappingStat {
     pub pages: i64,
 }
 
+/// A user stack and the pages its faults added.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StackStat {
+    pub pages: i64,
+    /// Leaf first: `fn (file:line)`, or `module+0xoffset` when it cannot be named.
+    pub frames: Vec<String>,
+}
+
+/// Stack depth distribution (frames per stack: shallow stacks mean missing frame pointers).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct StackSummary {
+    pub depths: std::collections::BTreeMap<&'static str, u64>,
+    pub errors: u64,
+}
+
 /// The agent's own cost over the run.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct AgentCost {
@@ -90,6 +105,9 @@ pub struct ProcSummary {
     /// A leak was flagged for this pid; its last rate.
     pub leak: bool,
     pub leak_rate_kib_s: Option<f64>,
+    /// With --stacks, for flagged pids and the biggest faulters: their top stacks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<StackStat>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -139,6 +157,9 @@ pub enum Record {
         mapping: String,
         shared: bool,
         confidence: f64,
+        /// With --stacks: the stacks that added the most pages to this pid.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        stacks: Vec<StackStat>,
     },
     Lost {
         events: u64,
@@ -151,6 +172,9 @@ pub enum Record {
         events_received: u64,
         /// What watching cost the agent itself.
         agent: AgentCost,
+        /// With --stacks: how deep the recorded stacks were, and the ones that could not be taken.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stacks: Option<StackSummary>,
         procs: Vec<ProcSummary>,
     },
 }

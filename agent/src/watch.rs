@@ -30,6 +30,7 @@ use crate::{
     reconcile::Reconciler,
     record::{AgentCost, Record},
     ring, smaps, spawn,
+    stacks::{self, Stacks},
     verdict::Params,
 };
 
@@ -43,6 +44,8 @@ struct Session {
     kmaps: KernelMaps,
     ledger: Ledger,
     reconciler: Reconciler,
+    /// With --stacks: the stack resolver.
+    stacks: Option<Stacks>,
     out: Output,
     /// The spawned command, whose exit status becomes ours.
     child: Option<u32>,
@@ -54,7 +57,8 @@ struct Session {
     received: u64,
 }
 
-pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
+pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
+    args.stacks |= args.folded.is_some() || args.flamegraph.is_some();
     if args.pid.is_none() && args.cmd.is_empty() {
         anyhow::bail!("nothing to watch: give `-p PID` or `-- CMD ARGS`");
     }
@@ -73,9 +77,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
         let _ctx = rt.enter();
         (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
     };
-    let mut loaded = loader::load(false)?;
+    let mut loaded = loader::load(false, args.stacks)?;
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
     let mut kmaps = KernelMaps::take(&mut loaded.ebpf)?;
+    let stacks = if args.stacks { Some(Stacks::take(&mut loaded.ebpf)?) } else { None };
     let mut ledger = Ledger::new();
 
     let (targets, child) = match args.pid {
@@ -117,6 +122,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
         kmaps,
         ledger,
         reconciler: Reconciler::new(params),
+        stacks,
         out,
         child,
         exits: HashMap::new(),
@@ -175,7 +181,7 @@ impl Session {
                             p.dirty = false;
                             read.push(pid);
                         } else if let Some(r) = self.reconciler.carry_forward(&self.ledger, pid, t) {
-                            self.out.emit(r, None);
+                            self.emit_verdict(r);
                         }
                     }
                     let tx = mem_tx.clone();
@@ -186,7 +192,7 @@ impl Session {
                     sweeping = false;
                     for (pid, mem) in samples {
                         for r in self.reconciler.on_mem(&mut self.ledger, pid, sweep, t, mem) {
-                            self.out.emit(r, None);
+                            self.emit_verdict(r);
                         }
                     }
                 }
@@ -220,12 +226,19 @@ impl Session {
                 p.leak_rate_kib_s = Some((t.rate_kib_s * 100.0).round() / 100.0);
             }
         }
+        let mut stack_summary = None;
+        if let Some(st) = self.stacks.as_mut() {
+            st.fill_summary(&mut procs, &self.ledger, 5);
+            stack_summary = Some(st.summary(self.kmaps.counters()[counter::STACK_ERRORS as usize]));
+            write_stack_files(st, &self.ledger, &self.args);
+        }
         let summary = Record::Summary {
             duration_s: (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             lost_events: self.lost_seen,
             events_received: self.received,
             events_submitted: self.kmaps.counters()[counter::SUBMITTED as usize],
             agent: own_cost(self.start.elapsed().as_secs_f64()),
+            stacks: stack_summary,
             procs,
         };
         self.out.emit(summary, None);
@@ -239,6 +252,14 @@ impl Session {
             return Ok(3);
         }
         Ok(code)
+    }
+
+    /// A record from the reconciler: leak records get their top stacks.
+    fn emit_verdict(&mut self, mut r: Record) {
+        if let Some(st) = self.stacks.as_mut() {
+            st.fill_leak(&mut r, &self.ledger);
+        }
+        self.out.emit(r, None);
     }
 
     fn on_batch(&mut self, batch: Bytes) {
@@ -276,6 +297,9 @@ impl Session {
                     self.out.emit(r, None);
                 }
             }
+        }
+        if let Some(st) = self.stacks.as_mut() {
+            st.resolve_new(&mut self.ledger);
         }
         let faults = self.kmaps.faults();
         let interval_s = (dt * 1000.0).round() / 1000.0;
@@ -324,5 +348,27 @@ fn own_cost(elapsed_s: f64) -> AgentCost {
         max_rss_kib: ru.ru_maxrss as u64,
         smaps_reads: smaps::READS.load(std::sync::atomic::Ordering::Relaxed),
         smaps_read_s: r3(smaps::READ_NS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9),
+    }
+}
+
+/// `--folded FILE` and `--flamegraph FILE.svg`: faulted pages by stack. A file that cannot be
+/// written is reported, not fatal: the summary still goes out.
+fn write_stack_files(st: &mut Stacks, ledger: &Ledger, args: &WatchArgs) {
+    if args.folded.is_none() && args.flamegraph.is_none() {
+        return;
+    }
+    let lines = st.folded(ledger);
+    if let Some(path) = &args.folded {
+        if let Err(e) = std::fs::write(path, lines.join("\n") + "\n") {
+            log::error!("cannot write folded stacks to {}: {e}", path.display());
+        }
+    }
+    if let Some(path) = &args.flamegraph {
+        let r = std::fs::File::create(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|f| stacks::flamegraph(&lines, "Pages faulted in, by user stack", std::io::BufWriter::new(f)));
+        if let Err(e) = r {
+            log::error!("cannot write the flamegraph to {}: {e:#}", path.display());
+        }
     }
 }

@@ -46,6 +46,8 @@ pub enum Workload {
         #[arg(long, default_value_t = 2000)]
         threads: usize,
     },
+    /// Known stacks: `grow_cache` writes 3x --mib, `grow_index` writes --mib (frame pointers on).
+    Stacks(Common),
     /// Sleep (a quiet target for `watch -p` and signal tests).
     Sleep {
         #[arg(long, default_value_t = 30.0)]
@@ -283,6 +285,13 @@ pub fn run(w: Workload) -> i32 {
                 hs.into_iter().for_each(|h| h.join().expect("thread"));
             }
         }
+        Workload::Stacks(c) => {
+            set_name("wl-stacks");
+            wait_go(&c);
+            std::hint::black_box(grow_cache(c.mib));
+            std::hint::black_box(grow_index(c.mib));
+            hold(c.hold);
+        }
         Workload::Sleep { secs } => {
             set_name("wl-sleep");
             hold(secs);
@@ -419,4 +428,20 @@ fn scale(procs: usize, len: usize, growers: usize, total: Duration) {
         })
         .collect();
     wait_all(&kids);
+}
+
+#[inline(never)]
+fn grow_cache(mib: usize) -> *mut u8 {
+    let n = 3 * mib * MIB;
+    let p = map(n, false);
+    touch(p, n, Duration::ZERO);
+    p
+}
+
+#[inline(never)]
+fn grow_index(mib: usize) -> *mut u8 {
+    let n = mib * MIB;
+    let p = map(n, false);
+    touch(p, n, Duration::ZERO);
+    p
 }

@@ -1,0 +1,224 @@
+//! `--stacks`: the user stacks of page-adding faults, symbolized.
+//!
+//! The kernel keeps stacks in a stack-trace map and sends their ids with each fault's pages.
+//! Here each (pid, stack id) is turned into frames while the pid's mappings are known: an
+//! address becomes (module, file offset) through our own copy of its maps, so a process that
+//! exited or exec'd since is still resolved; blazesym then symbolizes the file offsets in the
+//! module's ELF. A frame that cannot be named shows as `module+0xoffset`, never a bare
+//! `[unknown]`.
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use agent_common::names;
+use aya::{
+    maps::{MapData, StackTraceMap},
+    Ebpf,
+};
+use blazesym::symbolize::{
+    source::{Elf, Source},
+    Input, Symbolized, Symbolizer,
+};
+
+use crate::{maps::MappingMap, record::StackStat};
+
+pub type Frames = Arc<[String]>;
+
+/// Stack depth histogram buckets: 1, 2-4, 5-8, 9-16, 17+ frames.
+pub const DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-8", "9-16", "17+"];
+
+pub struct Stacks {
+    map: StackTraceMap<MapData>,
+    resolved: HashMap<(u32, i32), Frames>,
+    symbols: HashMap<(Arc<str>, u64), String>,
+    symbolizer: Symbolizer,
+    pub depths: [u64; 5],
+    /// Stacks the map no longer had when we asked (should not happen: entries are never freed).
+    pub missing: u64,
+}
+
+impl Stacks {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Stacks> {
+        let map = ebpf.take_map(names::STACKS).ok_or_else(|| anyhow::anyhow!("STACKS map missing"))?;
+        Ok(Stacks {
+            map: StackTraceMap::try_from(map)?,
+            resolved: HashMap::new(),
+            symbols: HashMap::new(),
+            symbolizer: Symbolizer::new(),
+            depths: [0; 5],
+            missing: 0,
+        })
+    }
+
+    /// The frames (leaf first) of stack `id` of `pid`, resolved through `maps` now if not yet.
+    pub fn resolve(&mut self, pid: u32, id: i32, maps: &MappingMap) -> Frames {
+        if let Some(f) = self.resolved.get(&(pid, id)) {
+            return f.clone();
+        }
+        let ips: Vec<u64> = match self.map.get(&(id as u32), 0) {
+            Ok(st) => st.frames().iter().map(|f| f.ip).collect(),
+            Err(_) => {
+                self.missing += 1;
+                Vec::new()
+            }
+        };
+        let frames: Frames = ips.iter().map(|&ip| self.frame(ip, maps)).collect();
+        let bucket = match frames.len() {
+            0 | 1 => 0,
+            2..=4 => 1,
+            5..=8 => 2,
+            9..=16 => 3,
+            _ => 4,
+        };
+        self.depths[bucket] += 1;
+        self.resolved.insert((pid, id), frames.clone());
+        frames
+    }
+
+    fn frame(&mut self, ip: u64, maps: &MappingMap) -> String {
+        let Some((id, off)) = maps.resolve(ip) else { return format!("[no mapping]+{ip:#x}") };
+        let module = id.name.clone();
+        let Some(off) = off else { return format!("{module}+{ip:#x}") };
+        if let Some(s) = self.symbols.get(&(module.clone(), off)) {
+            return s.clone();
+        }
+        let name = self.symbolize(&module, off).unwrap_or_else(|| format!("{}+{off:#x}", short(&module)));
+        self.symbols.insert((module, off), name.clone());
+        name
+    }
+
+    fn symbolize(&self, module: &str, off: u64) -> Option<String> {
+        let src = Source::Elf(Elf::new(Path::new(module)));
+        let syms = self.symbolizer.symbolize(&src, Input::FileOffset(&[off])).ok()?;
+        match syms.into_iter().next()? {
+            Symbolized::Sym(sym) => Some(match &sym.code_info {
+                Some(ci) => match ci.line {
+                    Some(line) => format!("{} ({}:{line})", sym.name, Path::new(&ci.file).display()),
+                    None => format!("{} ({})", sym.name, Path::new(&ci.file).display()),
+                },
+                None => sym.name.to_string(),
+            }),
+            Symbolized::Unknown(_) => None,
+        }
+    }
+
+    /// The `n` stacks of `pid` that added the most pages.
+    pub fn top(&mut self, pid: u32, by_stack: &HashMap<i32, i64>, maps: &MappingMap, n: usize) -> Vec<StackStat> {
+        let mut v: Vec<(i32, i64)> = by_stack.iter().map(|(&id, &p)| (id, p)).filter(|&(_, p)| p > 0).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter()
+            .take(n)
+            .map(|(id, pages)| StackStat { pages, frames: self.resolve(pid, id, maps).to_vec() })
+            .collect()
+    }
+}
+
+/// A module's file name, for unnamed frames.
+fn short(module: &str) -> &str {
+    module.rsplit('/').next().unwrap_or(module)
+}
+
+/// Folded stacks (`comm;root;...;leaf pages`), the input of flamegraph tools.
+pub fn folded_line(comm: &str, frames: &[String], pages: i64) -> String {
+    let mut s = comm.replace(';', ":");
+    for f in frames.iter().rev() {
+        s.push(';');
+        s.push_str(&f.replace(';', ":"));
+    }
+    format!("{s} {pages}")
+}
+
+/// Render folded lines as an SVG flamegraph of pages.
+pub fn flamegraph(lines: &[String], title: &str, out: impl std::io::Write) -> anyhow::Result<()> {
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = title.to_string();
+    opts.count_name = "pages".to_string();
+    inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_lines_are_root_first_and_escape_semicolons() {
+        let frames = vec!["leaf".to_string(), "mid;x".to_string(), "main".to_string()];
+        assert_eq!(folded_line("app", &frames, 42), "app;main;mid:x;leaf 42");
+    }
+
+    #[test]
+    fn flamegraph_is_svg_with_the_names() {
+        let lines = vec!["app;main;grow_cache 300".to_string(), "app;main;grow_index 100".to_string()];
+        let mut svg = Vec::new();
+        flamegraph(&lines, "pages", &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{}", &svg[..100]);
+        assert!(svg.contains("grow_cache") && svg.contains("grow_index"));
+    }
+
+    #[test]
+    fn symbolizes_a_function_of_this_test_binary() {
+        // Our own binary: the file offset of a function's address, through /proc/self/maps.
+        let maps = crate::procinfo::maps(std::process::id()).unwrap();
+        let addr = folded_line as usize as u64;
+        let (id, off) = maps.resolve(addr).unwrap();
+        let sym = Symbolizer::new();
+        let src = Source::Elf(Elf::new(Path::new(id.name.as_ref())));
+        let s = sym.symbolize(&src, Input::FileOffset(&[off.unwrap()])).unwrap();
+        let name = s[0].as_sym().map(|s| s.name.to_string()).unwrap_or_default();
+        assert!(name.contains("folded_line"), "{name}");
+    }
+}
+
+/// Glue between the ledger and the stack resolver, for the watch loop.
+impl Stacks {
+    /// Resolve the stacks seen since the last call, while each pid's mappings are current.
+    pub fn resolve_new(&mut self, ledger: &mut crate::ledger::Ledger) {
+        for p in ledger.procs.values_mut() {
+            for id in p.take_new_stacks() {
+                self.resolve(p.pid, id, p.maps());
+            }
+        }
+    }
+
+    /// Put the pid's top stacks into a leak record.
+    pub fn fill_leak(&mut self, rec: &mut crate::record::Record, ledger: &crate::ledger::Ledger) {
+        if let crate::record::Record::Leak { pid, stacks, .. } = rec {
+            if let Some(p) = ledger.procs.get(pid) {
+                *stacks = self.top(*pid, &p.stacks, p.maps(), 3);
+            }
+        }
+    }
+
+    /// Top stacks for the summary: flagged pids and the `n` biggest faulters.
+    pub fn fill_summary(&mut self, procs: &mut [crate::record::ProcSummary], ledger: &crate::ledger::Ledger, n: usize) {
+        let mut by_pages: Vec<(i64, u32)> = procs.iter().map(|p| (p.pages.total(), p.pid)).collect();
+        by_pages.sort_unstable_by(|a, b| b.cmp(a));
+        let big: Vec<u32> = by_pages.iter().take(n).map(|&(_, pid)| pid).collect();
+        for s in procs.iter_mut().filter(|s| s.leak || big.contains(&s.pid)) {
+            if let Some(p) = ledger.procs.get(&s.pid) {
+                s.stacks = self.top(s.pid, &p.stacks, p.maps(), 3);
+            }
+        }
+    }
+
+    pub fn summary(&self, errors: u64) -> crate::record::StackSummary {
+        crate::record::StackSummary { depths: DEPTH_BUCKETS.iter().copied().zip(self.depths).collect(), errors }
+    }
+
+    /// Folded lines of every pid's pages by stack.
+    pub fn folded(&mut self, ledger: &crate::ledger::Ledger) -> Vec<String> {
+        let mut pids: Vec<&u32> = ledger.procs.keys().collect();
+        pids.sort_unstable();
+        let mut out = Vec::new();
+        for pid in pids {
+            let p = &ledger.procs[pid];
+            let mut ids: Vec<(&i32, &i64)> = p.stacks.iter().filter(|(_, &n)| n > 0).collect();
+            ids.sort_unstable();
+            for (&id, &pages) in ids {
+                let frames = self.resolve(p.pid, id, p.maps());
+                out.push(folded_line(&p.comm, &frames, pages));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,49 @@
+//! `--stacks`: the user stacks of faults, symbolized, in the summary, folded and as a flamegraph.
+mod common;
+use common::*;
+
+#[test]
+fn top_stacks_name_the_functions_that_faulted_the_pages() {
+    if !ebpf_available("stacks") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("agent-stacks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (folded, svg) = (dir.join("pages.folded"), dir.join("pages.svg"));
+    let mib = 8;
+    let (recs, code) = watch_workload(
+        &["--folded", folded.to_str().unwrap(), "--flamegraph", svg.to_str().unwrap()],
+        &["stacks", "--mib", &mib.to_string(), "--hold", "0.2"],
+    );
+    assert_eq!(code, 0);
+    // The process exited before the summary: its stacks are still symbolized.
+    let p = proc_by_comm(&recs, "wl-stacks");
+    let stacks = p["stacks"].as_array().unwrap_or_else(|| panic!("no stacks: {p}"));
+    let has = |s: &serde_json::Value, f: &str| {
+        s["frames"].as_array().unwrap().iter().any(|x| x.as_str().unwrap().contains(f))
+    };
+    let n = mib * MIB_PAGES as i64;
+    assert!(has(&stacks[0], "grow_cache"), "top stack: {}", stacks[0]);
+    assert_within("grow_cache pages", stacks[0]["pages"].as_i64().unwrap(), 3 * n, 5.0);
+    assert!(has(&stacks[1], "grow_index"), "second stack: {}", stacks[1]);
+    assert_within("grow_index pages", stacks[1]["pages"].as_i64().unwrap(), n, 5.0);
+    let depths = &summary(&recs)["stacks"]["depths"];
+    assert!(depths.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>() >= 2, "{depths}");
+
+    // Folded: `comm;frames... pages`, every line parses, grow_cache's pages are there.
+    let text = std::fs::read_to_string(&folded).unwrap();
+    let mut cache_pages = 0;
+    for line in text.lines() {
+        let (stack, pages) = line.rsplit_once(' ').unwrap_or_else(|| panic!("folded line: {line}"));
+        let pages: i64 = pages.parse().unwrap_or_else(|_| panic!("folded count: {line}"));
+        if stack.starts_with("wl-stacks;") && stack.contains("grow_cache") {
+            cache_pages += pages;
+        }
+    }
+    assert_within("folded grow_cache pages", cache_pages, 3 * n, 5.0);
+    // The flamegraph is an SVG document naming the functions.
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"), "not an SVG document");
+    assert!(svg.contains("grow_cache") && svg.contains("grow_index"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
