@@ -52,8 +52,18 @@ fn run_floor() -> Result<f64> {
 }
 
 fn run_agent() -> Result<f64> {
+    run_agent_with(&[])
+}
+
+fn run_agent_stacks() -> Result<f64> {
+    run_agent_with(&["--stacks"])
+}
+
+fn run_agent_with(extra: &[&str]) -> Result<f64> {
     let out = Command::new(agent())
-        .args(["watch", "--format", "json", "--"])
+        .args(["watch", "--format", "json"])
+        .args(extra)
+        .arg("--")
         .arg(agent())
         .args(["workload", "storm"])
         .output()?;
@@ -81,6 +91,7 @@ pub fn run() -> Result<()> {
         (Variant { name: "bare", times: vec![] }, run_bare),
         (Variant { name: "floor", times: vec![] }, run_floor),
         (Variant { name: "agent", times: vec![] }, run_agent),
+        (Variant { name: "agent --stacks", times: vec![] }, run_agent_stacks),
     ];
     for round in 0..rounds {
         // Rotate the order each round so no variant always runs first.
@@ -88,7 +99,7 @@ pub fn run() -> Result<()> {
         for i in 0..n {
             let (v, f) = &mut vs[(i + round) % n];
             let t = f().with_context(|| format!("variant {}", v.name))?;
-            eprintln!("bench: round {} {:<6} {t:.3}s", round + 1, v.name);
+            eprintln!("bench: round {} {:<14} {t:.3}s", round + 1, v.name);
             v.times.push(t);
         }
     }
@@ -147,6 +158,7 @@ pub fn run() -> Result<()> {
             s.lost,
         );
     }
+    rest += &format!("\nfault-storm agent --stacks/agent: {:.2}\n", med("agent --stacks") / med("agent"));
     let line = format!("fault-storm agent/floor: {:.2}", med("agent") / floor);
     println!("{table}{rest}\n{line}");
     let doc = format!("# Benchmarks\n\nWritten by `cargo xtask bench`.\n\n## Fault storm\n\n{table}{rest}\n`{line}`\n");
