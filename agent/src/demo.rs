@@ -8,7 +8,7 @@ use crate::workload::{fork_child, map, set_name, touch, wait_all, MIB};
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// How long the demo runs, in seconds.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 30.0)]
     pub duration: f64,
     /// Size of the shared segment in MiB.
     #[arg(long, default_value_t = 256)]

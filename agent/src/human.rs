@@ -100,7 +100,7 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
                 size_kib(agent.max_rss_kib as i64)
             );
             if let Some(st) = stacks {
-                let d: Vec<String> = st.depths.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let d: Vec<String> = st.depths.iter().map(|b| format!("{}: {}", b.frames, b.stacks)).collect();
                 let _ = writeln!(s, "stack depths (frames: stacks) {}; {} stacks not taken", d.join(", "), st.errors);
             }
             let _ = writeln!(

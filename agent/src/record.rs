@@ -34,8 +34,15 @@ pub struct StackStat {
 /// Stack depth distribution (frames per stack: shallow stacks mean missing frame pointers).
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct StackSummary {
-    pub depths: std::collections::BTreeMap<&'static str, u64>,
+    /// Stacks per depth bucket, shallowest first.
+    pub depths: Vec<DepthBucket>,
     pub errors: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct DepthBucket {
+    pub frames: &'static str,
+    pub stacks: u64,
 }
 
 /// The agent's own cost over the run.

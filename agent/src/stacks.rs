@@ -202,7 +202,12 @@ impl Stacks {
     }
 
     pub fn summary(&self, errors: u64) -> crate::record::StackSummary {
-        crate::record::StackSummary { depths: DEPTH_BUCKETS.iter().copied().zip(self.depths).collect(), errors }
+        let depths = DEPTH_BUCKETS
+            .iter()
+            .zip(self.depths)
+            .map(|(&frames, stacks)| crate::record::DepthBucket { frames, stacks })
+            .collect();
+        crate::record::StackSummary { depths, errors }
     }
 
     /// Folded lines of every pid's pages by stack.

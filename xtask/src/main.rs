@@ -29,7 +29,8 @@ enum Cmd {
     },
     /// The fault-storm benchmark: bare vs floor (noop programs) vs agent; writes BENCHMARKS.md.
     Bench,
-    /// Build release and run `agent watch -- agent demo` (extra arguments go to `agent demo`).
+    /// Build release and run `agent watch --stacks -- agent demo` (extra arguments go to
+    /// `agent demo`).
     Demo {
         #[arg(last = true)]
         args: Vec<String>,
@@ -75,7 +76,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 c.arg(&agent);
                 c
             };
-            c.args(["watch", "--"]).arg(&agent).arg("demo").args(&args);
+            c.args(["watch", "--stacks", "--"]).arg(&agent).arg("demo").args(&args);
             status(c, "agent watch -- agent demo")
         }
     }
