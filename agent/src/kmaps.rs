@@ -53,6 +53,14 @@ impl KernelMaps {
         out
     }
 
+    /// Read and drop the fault counter of a process that exited, before its pid number can
+    /// be reused.
+    pub fn take_faults(&mut self, pid: u32) -> Option<u64> {
+        let n = self.faults.get(&pid, 0).ok().map(|v| v.iter().sum());
+        let _ = self.faults.remove(&pid);
+        n
+    }
+
     /// Forget a process that exited: its fault counter and its mms' state.
     pub fn forget(&mut self, pid: u32, mm_ids: &[u32]) {
         let _ = self.faults.remove(&pid);

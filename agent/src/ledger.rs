@@ -137,6 +137,12 @@ impl Proc {
         (kib(private), kib(shared), kib(other))
     }
 
+    /// The kernel's last fault count of this process, taken at its exit.
+    pub fn final_faults(&mut self, n: u64) {
+        self.interval.faults += n.saturating_sub(self.kernel_faults);
+        self.kernel_faults = n;
+    }
+
     pub fn maps(&self) -> &MappingMap {
         &self.maps
     }
@@ -319,6 +325,7 @@ impl Ledger {
     }
 
     pub fn on_fork(&mut self, e: &ProcEvent) -> Record {
+        debug_assert!(self.procs.get(&e.pid).is_none_or(|p| !p.alive), "a live pid forked again");
         let maps = self.procs.get(&e.ppid).map(|p| p.maps.clone()).unwrap_or_default();
         let comm = comm_str(&e.comm);
         // The kernel tracked the child's counters from zero (fork copy), so no seed is needed.
@@ -406,36 +413,42 @@ impl Ledger {
         out
     }
 
-    /// Processes that exited, for the caller to forget in the kernel maps; they stay in the
-    /// ledger for the summary.
-    pub fn exited(&self) -> impl Iterator<Item = &Proc> {
-        self.procs.values().filter(|p| !p.alive)
+    /// Take a dead process out of the ledger (its pid number is being reused, or too many dead
+    /// ones are kept): its summary entry.
+    pub fn retire(&mut self, pid: u32) -> Option<ProcSummary> {
+        if self.procs.get(&pid).is_none_or(|p| p.alive) {
+            return None;
+        }
+        self.procs.remove(&pid).map(|p| summarize(&p))
     }
 
     pub fn summary(&self) -> Vec<ProcSummary> {
         let mut v: Vec<&Proc> = self.procs.values().collect();
         v.sort_by_key(|p| p.pid);
-        v.into_iter()
-            .map(|p| ProcSummary {
-                pid: p.pid,
-                comm: p.comm.clone(),
-                faults: p.total.faults,
-                pages: p.total.pages(),
-                other_pages: p.total.other.iter().sum(),
-                causes: Causes {
-                    syscall: p.total.other[cause::SYSCALL as usize],
-                    exit: p.total.other[cause::EXIT as usize],
-                    remote: p.total.other[cause::REMOTE as usize],
-                    other: p.total.other[cause::OTHER as usize],
-                },
-                peak_uss_kib: p.peak_uss_kib,
-                last_pss_kib: p.mem.as_ref().map_or(0, |m| m.pss_kib),
-                mappings: p.total.top(TOP_MAPPINGS),
-                leak: false,
-                leak_rate_kib_s: None,
-                stacks: Vec::new(),
-            })
-            .collect()
+        v.into_iter().map(summarize).collect()
+    }
+}
+
+/// The summary entry of one process.
+fn summarize(p: &Proc) -> ProcSummary {
+    ProcSummary {
+        pid: p.pid,
+        comm: p.comm.clone(),
+        faults: p.total.faults,
+        pages: p.total.pages(),
+        other_pages: p.total.other.iter().sum(),
+        causes: Causes {
+            syscall: p.total.other[cause::SYSCALL as usize],
+            exit: p.total.other[cause::EXIT as usize],
+            remote: p.total.other[cause::REMOTE as usize],
+            other: p.total.other[cause::OTHER as usize],
+        },
+        peak_uss_kib: p.peak_uss_kib,
+        last_pss_kib: p.mem.as_ref().map_or(0, |m| m.pss_kib),
+        mappings: p.total.top(TOP_MAPPINGS),
+        leak: false,
+        leak_rate_kib_s: None,
+        stacks: Vec::new(),
     }
 }
 

@@ -71,6 +71,12 @@ impl Reconciler {
         })
     }
 
+    /// Drop the state of a pid whose process is gone for good; its verdict, if any.
+    pub fn retire(&mut self, pid: u32) -> Option<Trend> {
+        self.last.remove(&pid);
+        self.detectors.remove(&pid)?.flagged
+    }
+
     pub fn flagged(&self, pid: u32) -> Option<Trend> {
         self.detectors.get(&pid)?.flagged
     }

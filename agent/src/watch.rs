@@ -28,12 +28,16 @@ use crate::{
     output::Output,
     procinfo,
     reconcile::Reconciler,
-    record::{AgentCost, Record},
+    record::{AgentCost, ProcSummary, Record},
     ring, smaps, spawn,
     stacks::{self, Stacks},
     verdict::Params,
 };
 
+/// Dead processes kept in the ledger (with their maps, for stacks) before they are reduced to
+/// their summary entry; and summary entries kept in all.
+const MAX_DEAD: usize = 1024;
+const MAX_RETIRED: usize = 100_000;
 /// Every this many sweeps, all pids are re-read; in between only those whose ledger moved.
 const FULL_SWEEP_EVERY: u64 = 5;
 
@@ -51,6 +55,13 @@ struct Session {
     child: Option<u32>,
     /// pid -> tick at which its exit was seen, until its kernel state is forgotten.
     exits: HashMap<u32, u64>,
+    /// The last interval closed.
+    tick: u64,
+    /// Dead processes still in the ledger, oldest exit first.
+    dead: std::collections::VecDeque<u32>,
+    /// Summaries of processes taken out of the ledger (pid reused, or too many dead kept).
+    retired: Vec<ProcSummary>,
+    retired_dropped: u64,
     lost_seen: u64,
     decode_errors: u64,
     /// Records read from the ring (decoded or not).
@@ -126,6 +137,10 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
         out,
         child,
         exits: HashMap::new(),
+        tick: 0,
+        dead: Default::default(),
+        retired: Vec::new(),
+        retired_dropped: 0,
         lost_seen: 0,
         decode_errors: 0,
         received: 0,
@@ -220,6 +235,12 @@ impl Session {
             log::info!("{} first counter changes had no seed and were not attributed", self.ledger.unseeded_dropped);
         }
         let mut procs = self.ledger.summary();
+        if self.retired_dropped > 0 {
+            log::warn!(
+                "{} exited processes were left out of the summary (more than {MAX_RETIRED})",
+                self.retired_dropped
+            );
+        }
         for p in &mut procs {
             if let Some(t) = self.reconciler.flagged(p.pid) {
                 p.leak = true;
@@ -239,7 +260,10 @@ impl Session {
             events_submitted: self.kmaps.counters()[counter::SUBMITTED as usize],
             agent: own_cost(self.start.elapsed().as_secs_f64()),
             stacks: stack_summary,
-            procs,
+            procs: {
+                procs.append(&mut self.retired);
+                procs
+            },
         };
         self.out.emit(summary, None);
         self.out.flush();
@@ -262,6 +286,31 @@ impl Session {
         self.out.emit(r, None);
     }
 
+    fn on_exit(&mut self, e: &agent_common::ProcEvent) -> Option<Record> {
+        let r = self.ledger.on_exit(e)?;
+        if let (Some(n), Some(p)) = (self.kmaps.take_faults(e.pid), self.ledger.procs.get_mut(&e.pid)) {
+            p.final_faults(n);
+        }
+        self.dead.push_back(e.pid);
+        self.exits.insert(e.pid, self.tick);
+        Some(r)
+    }
+
+    /// Take a dead process out of the ledger, keeping its summary entry (bounded).
+    fn retire(&mut self, pid: u32) {
+        let Some(mut s) = self.ledger.retire(pid) else { return };
+        self.dead.retain(|&p| p != pid);
+        if let Some(t) = self.reconciler.retire(pid) {
+            s.leak = true;
+            s.leak_rate_kib_s = Some((t.rate_kib_s * 100.0).round() / 100.0);
+        }
+        if self.retired.len() < MAX_RETIRED {
+            self.retired.push(s);
+        } else {
+            self.retired_dropped += 1;
+        }
+    }
+
     fn on_batch(&mut self, batch: Bytes) {
         for ev in records(batch) {
             self.received += 1;
@@ -274,9 +323,13 @@ impl Session {
                     self.ledger.on_syscall(&e);
                     None
                 }
-                Ok(Event::Fork(e)) => Some(self.ledger.on_fork(&e)),
+                Ok(Event::Fork(e)) => {
+                    // A pid number used again: the old process keeps its own summary entry.
+                    self.retire(e.pid);
+                    Some(self.ledger.on_fork(&e))
+                }
                 Ok(Event::Exec(e)) => Some(self.ledger.on_exec(&e)),
-                Ok(Event::Exit(e)) => self.ledger.on_exit(&e),
+                Ok(Event::Exit(e)) => self.on_exit(&e),
                 Err(e) => {
                     self.decode_errors += 1;
                     log::debug!("undecodable record: {e}");
@@ -293,7 +346,7 @@ impl Session {
         // A process whose exit record was lost (ring overflow) is noticed here.
         for pid in self.ledger.live_pids() {
             if !procinfo::exists(pid as i32) {
-                if let Some(r) = self.ledger.on_exit(&agent_common::ProcEvent { pid, ..Default::default() }) {
+                if let Some(r) = self.on_exit(&agent_common::ProcEvent { pid, ..Default::default() }) {
                     self.out.emit(r, None);
                 }
             }
@@ -315,17 +368,22 @@ impl Session {
             self.out.emit(Record::Lost { events: lost - self.lost_seen }, None);
             self.lost_seen = lost;
         }
-        // Forget the kernel state of processes that exited before the previous tick: their
-        // teardown events have arrived by now.
-        let newly: Vec<u32> = self.ledger.exited().map(|p| p.pid).filter(|pid| !self.exits.contains_key(pid)).collect();
-        for pid in newly {
-            self.exits.insert(pid, tick);
+        // Forget the kernel state of processes whose exit was seen before the previous tick:
+        // their teardown events have arrived by now.
+        self.tick = tick;
+        let due: Vec<u32> = self.exits.iter().filter(|&(_, &at)| at + 1 < tick).map(|(&pid, _)| pid).collect();
+        for pid in due {
+            self.exits.remove(&pid);
+            let mm_ids = self.ledger.procs.get(&pid).map(|p| p.mm_ids()).unwrap_or_default();
+            self.kmaps.forget(pid, &mm_ids);
         }
-        for (&pid, &at) in &self.exits {
-            if at + 1 == tick {
-                let mm_ids = self.ledger.procs.get(&pid).map(|p| p.mm_ids()).unwrap_or_default();
-                self.kmaps.forget(pid, &mm_ids);
+        // A tree that forks a process per request must not grow the agent without bound.
+        while self.dead.len() > MAX_DEAD {
+            let Some(pid) = self.dead.front().copied() else { break };
+            if self.exits.contains_key(&pid) {
+                break; // its kernel state is not forgotten yet
             }
+            self.retire(pid);
         }
         self.out.flush();
     }

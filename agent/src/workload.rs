@@ -48,6 +48,11 @@ pub enum Workload {
     },
     /// Known stacks: `grow_cache` writes 3x --mib, `grow_index` writes --mib (frame pointers on).
     Stacks(Common),
+    /// Fork --n short-lived children one after another, each writing one page.
+    Forks {
+        #[arg(long, default_value_t = 1500)]
+        n: usize,
+    },
     /// Sleep (a quiet target for `watch -p` and signal tests).
     Sleep {
         #[arg(long, default_value_t = 30.0)]
@@ -291,6 +296,14 @@ pub fn run(w: Workload) -> i32 {
             std::hint::black_box(grow_cache(c.mib));
             std::hint::black_box(grow_index(c.mib));
             hold(c.hold);
+        }
+        Workload::Forks { n } => {
+            set_name("wl-forks");
+            for i in 0..n {
+                let kid =
+                    fork_child(&format!("wl-fork-{i}"), || touch(map(page_size(), false), page_size(), Duration::ZERO));
+                wait_all(&[kid]);
+            }
         }
         Workload::Sleep { secs } => {
             set_name("wl-sleep");

@@ -45,3 +45,26 @@ fn a_process_outside_the_tree_never_appears() {
         assert!(tree.contains(&p["pid"].as_u64().unwrap()), "{p}");
     }
 }
+
+#[test]
+fn a_fork_storm_keeps_every_process_in_the_summary() {
+    if !ebpf_available("fork_storm") {
+        return;
+    }
+    // More short-lived children than the agent keeps in full (1024): the oldest are reduced
+    // to their summary entries, none is lost.
+    let n = 1500;
+    let (recs, code) = watch_workload(&[], &["forks", "--n", &n.to_string()]);
+    assert_eq!(code, 0);
+    let forks: Vec<u64> =
+        of_type(&recs, "proc").iter().filter(|r| r["event"] == "fork").map(|r| r["pid"].as_u64().unwrap()).collect();
+    assert_eq!(forks.len(), n);
+    let procs = summary(&recs)["procs"].as_array().unwrap();
+    assert_eq!(procs.len(), n + 1, "every process in the summary");
+    let mut pids: Vec<u64> = procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), n + 1, "no process twice");
+    let children = procs.iter().filter(|p| p["comm"].as_str().unwrap().starts_with("wl-fork-")).count();
+    assert_eq!(children, n, "each child under its own name");
+}
