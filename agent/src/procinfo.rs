@@ -21,6 +21,18 @@ pub fn comm(pid: u32) -> Option<String> {
     Some(c.trim_end_matches('\n').to_string())
 }
 
+/// CPU seconds (user + system) and peak RSS in KiB of `who` (RUSAGE_SELF, RUSAGE_CHILDREN).
+pub fn rusage(who: i32) -> (f64, u64) {
+    // SAFETY: getrusage into a zeroed struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
+}
+
 pub fn exists(pid: i32) -> bool {
     pid > 0 && std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
 }

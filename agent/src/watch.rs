@@ -391,19 +391,12 @@ impl Session {
 
 /// The agent's CPU time and peak RSS so far (getrusage), and its smaps reading cost.
 fn own_cost(elapsed_s: f64) -> AgentCost {
-    // SAFETY: getrusage into a zeroed struct.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let cpu_s = tv(ru.ru_utime) + tv(ru.ru_stime);
+    let (cpu_s, max_rss_kib) = procinfo::rusage(libc::RUSAGE_SELF);
     let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
     AgentCost {
         cpu_s: r3(cpu_s),
         cpu_per_s: r3(cpu_s / elapsed_s.max(1e-3)),
-        max_rss_kib: ru.ru_maxrss as u64,
+        max_rss_kib,
         smaps_reads: smaps::READS.load(std::sync::atomic::Ordering::Relaxed),
         smaps_read_s: r3(smaps::READ_NS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9),
     }

@@ -262,13 +262,7 @@ pub fn run(w: Workload) -> i32 {
                 storm();
             }
             let who = if parallel > 1 { libc::RUSAGE_CHILDREN } else { libc::RUSAGE_SELF };
-            // SAFETY: getrusage into a zeroed struct.
-            let cpu = unsafe {
-                let mut ru: libc::rusage = std::mem::zeroed();
-                libc::getrusage(who, &mut ru);
-                let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-                tv(ru.ru_utime) + tv(ru.ru_stime)
-            };
+            let (cpu, _) = crate::procinfo::rusage(who);
             eprintln!(
                 "storm_s {:.6} cpu_s {cpu:.6} faults {}",
                 t.elapsed().as_secs_f64(),
