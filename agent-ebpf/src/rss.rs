@@ -4,13 +4,15 @@
 use agent_common::{cause, counter, last_size_key, nr, rss_flags, EventHeader, EventKind, RssEvent};
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::bpf_get_stack,
     macros::tracepoint,
     programs::{tracing::StackIdContext, TracePointContext},
+    EbpfContext as _,
 };
 
 use crate::state::{
-    count, g, is_watched, now, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER,
-    RSS_MM_ID, RSS_SIZE, STACKS, STACKS_ON, TASKS,
+    count, g, is_watched, now, pid_tgid, reserve, submit_flags, Raw, TaskSlot, LAST_SIZE, MM_OWNER, RSS_CURR,
+    RSS_MEMBER, RSS_MM_ID, RSS_SIZE, STACKS, STACKS_ON, TASKS,
 };
 
 #[tracepoint]
@@ -23,12 +25,14 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let size = raw.u64_at(&RSS_SIZE) as i64;
 
     let mut flags = 0;
+    let mut slot_ptr: Option<*mut TaskSlot> = None;
     let (tgid, why, addr, aux, f) = if curr == 1 {
         // A task with a slot belongs to a watched process: skip the watched-set lookup.
         let slot = TASKS.get_ptr_mut(tid);
         if slot.is_none() && !is_watched(cur_tgid) {
             return 0;
         }
+        slot_ptr = slot;
         let register_owner = || {
             if MM_OWNER.get_ptr(mm_id).is_none() {
                 // First owner wins: a vfork child briefly shares its parent's mm.
@@ -75,7 +79,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                     }
                     flags |= rss_flags::NEW_MM_FIRST;
                 }
-                return emit(&ctx, mm_id, member, size, 0, tid, cause::NEW_MM, 0, 0, flags);
+                return emit(&ctx, None, mm_id, member, size, 0, tid, cause::NEW_MM, 0, 0, flags);
             }
         }
         match MM_OWNER.get_ptr(mm_id) {
@@ -103,7 +107,38 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
             }
         }
     };
-    emit(&ctx, mm_id, member, size, tgid, tid, why, addr, aux, flags | f)
+    emit(&ctx, slot_ptr, mm_id, member, size, tgid, tid, why, addr, aux, flags | f)
+}
+
+const PAGE: u64 = 4096;
+
+/// The full user stack's id in STACKS, or the helper's error (counted).
+#[inline(always)]
+fn stack_id(ctx: &TracePointContext) -> i32 {
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            count(counter::STACK_ERRORS);
+            e.min(-2)
+        }
+    }
+}
+
+/// A fault on the page next to the task's previous one, with the same top four user frames,
+/// is the same run of code: reuse its stack id. Otherwise take the whole stack.
+#[inline(always)]
+fn stack_of_run(ctx: &TracePointContext, slot: &mut TaskSlot, addr: u64) -> i32 {
+    let mut top = [0u64; 4];
+    let n = unsafe { bpf_get_stack(ctx.as_ptr(), top.as_mut_ptr().cast(), 32, BPF_F_USER_STACK as u64) };
+    let neighbour = addr.wrapping_sub(slot.last_addr).wrapping_add(PAGE) <= 2 * PAGE;
+    slot.last_addr = addr;
+    if n > 0 && neighbour && slot.last_stack >= 0 && top == slot.last_top {
+        return slot.last_stack as i32;
+    }
+    let id = stack_id(ctx);
+    slot.last_top = top;
+    slot.last_stack = id as i64;
+    id
 }
 
 /// Turn the size into a delta against the last size of (mm, member) and send the record.
@@ -111,6 +146,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
 #[allow(clippy::too_many_arguments)]
 fn emit(
     ctx: &TracePointContext,
+    slot: Option<*mut TaskSlot>,
     mm_id: u32,
     member: u32,
     size: i64,
@@ -139,12 +175,9 @@ fn emit(
     }
     // With --stacks, the user stack of a fault that added pages: where the memory came from.
     let stack_id = if delta > 0 && matches!(why, cause::FAULT | cause::KERNEL_FAULT) && g(&STACKS_ON) != 0 {
-        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-            Ok(id) => id as i32,
-            Err(e) => {
-                count(counter::STACK_ERRORS);
-                e.min(-2)
-            }
+        match slot {
+            Some(slot) => stack_of_run(ctx, unsafe { &mut *slot }, addr),
+            None => stack_id(ctx),
         }
     } else {
         -1

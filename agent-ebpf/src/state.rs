@@ -96,6 +96,12 @@ pub struct TaskSlot {
     pub owner_mm: u32,
     /// The mm this task is building in a fork/exec syscall, once reset.
     pub new_mm: u32,
+    /// With --stacks: the last fault's address, its top four user frames and its stack id, so
+    /// a run of faults on neighbouring pages from the same code reuses the id instead of
+    /// walking and hashing the whole stack again.
+    pub last_addr: u64,
+    pub last_top: [u64; 4],
+    pub last_stack: i64,
 }
 
 impl TaskSlot {
@@ -108,6 +114,9 @@ impl TaskSlot {
         fault_fresh: 0,
         owner_mm: 0,
         new_mm: 0,
+        last_addr: 0,
+        last_top: [0; 4],
+        last_stack: -1,
     };
 }
 

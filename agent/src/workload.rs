@@ -46,7 +46,8 @@ pub enum Workload {
         #[arg(long, default_value_t = 2000)]
         threads: usize,
     },
-    /// Known stacks: `grow_cache` writes 3x --mib, `grow_index` writes --mib (frame pointers on).
+    /// Known stacks: `grow_cache` writes 3x --mib, then `grow_index` the next --mib of the same
+    /// mapping (frame pointers on).
     Stacks(Common),
     /// Fork --n short-lived children one after another, each writing one page.
     Forks {
@@ -287,8 +288,11 @@ pub fn run(w: Workload) -> i32 {
         Workload::Stacks(c) => {
             set_name("wl-stacks");
             wait_go(&c);
-            std::hint::black_box(grow_cache(c.mib));
-            std::hint::black_box(grow_index(c.mib));
+            // One mapping: grow_index writes the pages right after grow_cache's, so a stack cache
+            // keyed on neighbouring pages must still tell the two apart.
+            let p = map(4 * c.mib * MIB, false);
+            std::hint::black_box(grow_cache(p, c.mib));
+            std::hint::black_box(grow_index(unsafe { p.add(3 * c.mib * MIB) }, c.mib));
             hold(c.hold);
         }
         Workload::Forks { n } => {
@@ -438,17 +442,13 @@ fn scale(procs: usize, len: usize, growers: usize, total: Duration) {
 }
 
 #[inline(never)]
-fn grow_cache(mib: usize) -> *mut u8 {
-    let n = 3 * mib * MIB;
-    let p = map(n, false);
-    touch(p, n, Duration::ZERO);
+fn grow_cache(p: *mut u8, mib: usize) -> *mut u8 {
+    touch(p, 3 * mib * MIB, Duration::ZERO);
     p
 }
 
 #[inline(never)]
-fn grow_index(mib: usize) -> *mut u8 {
-    let n = mib * MIB;
-    let p = map(n, false);
-    touch(p, n, Duration::ZERO);
+fn grow_index(p: *mut u8, mib: usize) -> *mut u8 {
+    touch(p, mib * MIB, Duration::ZERO);
     p
 }
