@@ -50,6 +50,8 @@ struct Session {
     reconciler: Reconciler,
     /// With --stacks: the stack resolver.
     stacks: Option<Stacks>,
+    /// The loaded programs; dropping them detaches every one.
+    ebpf: Option<aya::Ebpf>,
     out: Output,
     /// The spawned command, whose exit status becomes ours.
     child: Option<u32>,
@@ -123,7 +125,7 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
     };
 
     let mut out = Output::new(args.format, start);
-    out.emit(Record::Start { targets, hooks: loaded.hooks.clone(), missing_hooks: loaded.missing.clone() }, None);
+    out.emit(Record::Start { targets, hooks: loaded.hooks, missing_hooks: loaded.missing }, None);
     out.flush();
 
     let params = Params { window_s: args.leak_window, min_rate_kib_s: args.leak_min_rate, ..Params::default() };
@@ -134,6 +136,7 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
         ledger,
         reconciler: Reconciler::new(params),
         stacks,
+        ebpf: Some(loaded.ebpf),
         out,
         child,
         exits: HashMap::new(),
@@ -146,8 +149,6 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
         received: 0,
     };
     let code = rt.block_on(session.pipeline(ring, signals));
-    // Dropping `loaded.ebpf` detaches every program.
-    drop(loaded);
     code
 }
 
@@ -219,9 +220,11 @@ impl Session {
             }
         }
 
-        // The exit teardown of the last processes is still on its way: give it one poll, then
-        // stop the reader and drain what it read.
+        // The exit teardown of the last processes is still on its way: give it one poll. Then
+        // detach every program (the maps we hold stay), so that nothing is submitted after the
+        // final drain and the summary's counts add up, and drain what is left.
         tokio::time::sleep(ring::POLL * 3).await;
+        drop(self.ebpf.take());
         stop.store(true, Ordering::Release);
         let _ = tokio::task::spawn_blocking(move || reader.join()).await;
         while let Ok(batch) = rx.try_recv() {

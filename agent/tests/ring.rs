@@ -44,3 +44,20 @@ fn the_default_ring_keeps_up_with_a_fault_storm() {
     let (pages, _) = mapping_pages(p, "anon@");
     assert_within("storm pages", pages, 2 * 512 * MIB_PAGES as i64, 1.0);
 }
+
+#[test]
+fn stopping_while_the_tree_still_faults_accounts_for_every_record() {
+    if !ebpf_available("ring_stop_accounting") {
+        return;
+    }
+    // --duration stops the agent mid-storm: the programs are detached before the last drain,
+    // so what the kernel submitted is exactly what the agent read.
+    let (recs, _) = watch_workload(&["--duration", "2"], &["storm", "--mib", "256", "--passes", "1000"]);
+    let target = of_type(&recs, "start")[0]["targets"][0].as_u64().unwrap();
+    // SAFETY: ending the storm the agent left running.
+    unsafe { libc::kill(target as i32, libc::SIGKILL) };
+    let s = summary(&recs);
+    assert!(s["events_submitted"].as_u64().unwrap() > 100_000, "{s}");
+    assert_eq!(s["events_received"], s["events_submitted"], "{s}");
+    assert_eq!(s["lost_events"], 0);
+}
