@@ -52,10 +52,8 @@ fn stopping_while_the_tree_still_faults_accounts_for_every_record() {
     }
     // --duration stops the agent mid-storm: the programs are detached before the last drain,
     // so what the kernel submitted is exactly what the agent read.
-    let (recs, _) = watch_workload(&["--duration", "2"], &["storm", "--mib", "256", "--passes", "1000"]);
-    let target = of_type(&recs, "start")[0]["targets"][0].as_u64().unwrap();
-    // SAFETY: ending the storm the agent left running.
-    unsafe { libc::kill(target as i32, libc::SIGKILL) };
+    // (The storm outlives the agent by a few seconds and holds its stdout open until then.)
+    let (recs, _) = watch_workload(&["--duration", "1.5"], &["storm", "--mib", "256", "--passes", "30"]);
     let s = summary(&recs);
     assert!(s["events_submitted"].as_u64().unwrap() > 100_000, "{s}");
     assert_eq!(s["events_received"], s["events_submitted"], "{s}");
