@@ -135,40 +135,6 @@ pub fn flamegraph(lines: &[String], title: &str, out: impl std::io::Write) -> an
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn folded_lines_are_root_first_and_escape_semicolons() {
-        let frames = vec!["leaf".to_string(), "mid;x".to_string(), "main".to_string()];
-        assert_eq!(folded_line("app", &frames, 42), "app;main;mid:x;leaf 42");
-    }
-
-    #[test]
-    fn flamegraph_is_svg_with_the_names() {
-        let lines = vec!["app;main;grow_cache 300".to_string(), "app;main;grow_index 100".to_string()];
-        let mut svg = Vec::new();
-        flamegraph(&lines, "pages", &mut svg).unwrap();
-        let svg = String::from_utf8(svg).unwrap();
-        assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{}", &svg[..100]);
-        assert!(svg.contains("grow_cache") && svg.contains("grow_index"));
-    }
-
-    #[test]
-    fn symbolizes_a_function_of_this_test_binary() {
-        // Our own binary: the file offset of a function's address, through /proc/self/maps.
-        let maps = crate::procinfo::maps(std::process::id()).unwrap();
-        let addr = folded_line as usize as u64;
-        let (id, off) = maps.resolve(addr).unwrap();
-        let sym = Symbolizer::new();
-        let src = Source::Elf(Elf::new(Path::new(id.name.as_ref())));
-        let s = sym.symbolize(&src, Input::FileOffset(&[off.unwrap()])).unwrap();
-        let name = s[0].as_sym().map(|s| s.name.to_string()).unwrap_or_default();
-        assert!(name.contains("folded_line"), "{name}");
-    }
-}
-
 /// Glue between the ledger and the stack resolver, for the watch loop.
 impl Stacks {
     /// Resolve the stacks seen since the last call, while each pid's mappings are current.
@@ -225,5 +191,39 @@ impl Stacks {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_lines_are_root_first_and_escape_semicolons() {
+        let frames = vec!["leaf".to_string(), "mid;x".to_string(), "main".to_string()];
+        assert_eq!(folded_line("app", &frames, 42), "app;main;mid:x;leaf 42");
+    }
+
+    #[test]
+    fn flamegraph_is_svg_with_the_names() {
+        let lines = vec!["app;main;grow_cache 300".to_string(), "app;main;grow_index 100".to_string()];
+        let mut svg = Vec::new();
+        flamegraph(&lines, "pages", &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{}", &svg[..100]);
+        assert!(svg.contains("grow_cache") && svg.contains("grow_index"));
+    }
+
+    #[test]
+    fn symbolizes_a_function_of_this_test_binary() {
+        // Our own binary: the file offset of a function's address, through /proc/self/maps.
+        let maps = crate::procinfo::maps(std::process::id()).unwrap();
+        let addr = folded_line as *const () as usize as u64;
+        let (id, off) = maps.resolve(addr).unwrap();
+        let sym = Symbolizer::new();
+        let src = Source::Elf(Elf::new(Path::new(id.name.as_ref())));
+        let s = sym.symbolize(&src, Input::FileOffset(&[off.unwrap()])).unwrap();
+        let name = s[0].as_sym().map(|s| s.name.to_string()).unwrap_or_default();
+        assert!(name.contains("folded_line"), "{name}");
     }
 }

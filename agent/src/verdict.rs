@@ -135,7 +135,7 @@ pub fn assess(samples: &[Sample], metric: Metric, p: &Params) -> Option<Trend> {
     if own_share < 0.5 {
         return None;
     }
-    let confidence = (monotonic * own_share * (span / 60.0).min(1.0).max(0.5) * 100.0).round() / 100.0;
+    let confidence = (monotonic * own_share * (span / 60.0).clamp(0.5, 1.0) * 100.0).round() / 100.0;
     Some(Trend { metric, rate_kib_s: rate, span_s: span, growth_kib: growth, monotonic, own_share, confidence })
 }
 

@@ -148,8 +148,7 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
         decode_errors: 0,
         received: 0,
     };
-    let code = rt.block_on(session.pipeline(ring, signals));
-    code
+    rt.block_on(session.pipeline(ring, signals))
 }
 
 impl Session {

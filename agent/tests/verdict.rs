@@ -13,7 +13,7 @@ fn only_the_growers_are_flagged_with_their_rates() {
     let leaks = of_type(&recs, "leak");
     let flagged: std::collections::BTreeSet<&str> = leaks.iter().map(|l| l["comm"].as_str().unwrap()).collect();
     assert_eq!(flagged, ["leaker", "shm-grower"].into_iter().collect(), "{leaks:?}");
-    let last = |comm: &str| *leaks.iter().filter(|l| l["comm"] == comm).last().unwrap();
+    let last = |comm: &str| *leaks.iter().rfind(|l| l["comm"] == comm).unwrap();
     let first_ts = |comm: &str| leaks.iter().find(|l| l["comm"] == comm).unwrap()["ts"].as_f64().unwrap();
 
     let l = last("leaker");

@@ -87,7 +87,8 @@ fn median(v: &[f64]) -> f64 {
 
 pub fn run() -> Result<()> {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let mut vs: Vec<(Variant, fn() -> Result<f64>)> = vec![
+    type Run = fn() -> Result<f64>;
+    let mut vs: Vec<(Variant, Run)> = vec![
         (Variant { name: "bare", times: vec![] }, run_bare),
         (Variant { name: "floor", times: vec![] }, run_floor),
         (Variant { name: "agent", times: vec![] }, run_agent),
