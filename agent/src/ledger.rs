@@ -419,7 +419,11 @@ impl Ledger {
         if self.procs.get(&pid).is_none_or(|p| p.alive) {
             return None;
         }
-        self.procs.remove(&pid).map(|p| summarize(&p))
+        let mut p = self.procs.remove(&pid)?;
+        // What it did since the last interval closed counts too.
+        let last = std::mem::take(&mut p.interval);
+        p.total.merge(&last);
+        Some(summarize(&p))
     }
 
     pub fn summary(&self) -> Vec<ProcSummary> {

@@ -48,6 +48,11 @@ impl Stacks {
         })
     }
 
+    /// Forget what was resolved for `pid` (its process is gone; the number may come back).
+    pub fn forget_pid(&mut self, pid: u32) {
+        self.resolved.retain(|&(p, _), _| p != pid);
+    }
+
     /// The frames (leaf first) of stack `id` of `pid`, resolved through `maps` now if not yet.
     pub fn resolve(&mut self, pid: u32, id: i32, maps: &MappingMap) -> Frames {
         if let Some(f) = self.resolved.get(&(pid, id)) {

@@ -302,6 +302,9 @@ impl Session {
     fn retire(&mut self, pid: u32) {
         let Some(mut s) = self.ledger.retire(pid) else { return };
         self.dead.retain(|&p| p != pid);
+        if let Some(st) = self.stacks.as_mut() {
+            st.forget_pid(pid);
+        }
         if let Some(t) = self.reconciler.retire(pid) {
             s.leak = true;
             s.leak_rate_kib_s = Some((t.rate_kib_s * 100.0).round() / 100.0);

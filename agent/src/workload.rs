@@ -54,6 +54,10 @@ pub enum Workload {
         #[arg(long, default_value_t = 1500)]
         n: usize,
     },
+    /// Pid reuse: a child writes 1 MiB and exits, then (root: through
+    /// /proc/sys/kernel/ns_last_pid) a second child gets the same pid and writes 2 MiB. Prints
+    /// `reused PID` or `not-reused A B` on stderr.
+    Reuse,
     /// Sleep (a quiet target for `watch -p` and signal tests).
     Sleep {
         #[arg(long, default_value_t = 30.0)]
@@ -301,6 +305,20 @@ pub fn run(w: Workload) -> i32 {
                 let kid =
                     fork_child(&format!("wl-fork-{i}"), || touch(map(page_size(), false), page_size(), Duration::ZERO));
                 wait_all(&[kid]);
+            }
+        }
+        Workload::Reuse => {
+            set_name("wl-reuse");
+            let a = fork_child("wl-reuse-a", || touch(map(MIB, false), MIB, Duration::ZERO));
+            wait_all(&[a]);
+            // The next pid handed out is ns_last_pid + 1 (if nothing else forks in between).
+            let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", (a - 1).to_string());
+            let b = fork_child("wl-reuse-b", || touch(map(2 * MIB, false), 2 * MIB, Duration::ZERO));
+            wait_all(&[b]);
+            if a == b {
+                eprintln!("reused {a}");
+            } else {
+                eprintln!("not-reused {a} {b}");
             }
         }
         Workload::Sleep { secs } => {

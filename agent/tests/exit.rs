@@ -78,3 +78,36 @@ fn sigkill_leaves_nothing_attached() {
     let left = wait_gone();
     assert!(left.is_empty(), "programs left attached after SIGKILL: {left:?}");
 }
+
+#[test]
+fn a_reused_pid_is_a_new_process() {
+    if !ebpf_available("pid_reuse") {
+        return;
+    }
+    for attempt in 0..5 {
+        let out = std::process::Command::new(agent())
+            .args(["watch", "--format", "json", "--interval", "0.5", "--"])
+            .arg(agent())
+            .args(["workload", "reuse"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let Some(pid) = stderr.lines().find_map(|l| l.strip_prefix("reused ")) else {
+            eprintln!("attempt {attempt}: the pid was not reused ({stderr}), trying again");
+            continue;
+        };
+        let pid: u64 = pid.trim().parse().unwrap();
+        let recs = parse(&String::from_utf8(out.stdout).unwrap());
+        let entries: Vec<_> =
+            summary(&recs)["procs"].as_array().unwrap().iter().filter(|p| p["pid"] == pid).cloned().collect();
+        assert_eq!(entries.len(), 2, "two processes had pid {pid}: {entries:?}");
+        let by =
+            |comm: &str| entries.iter().find(|p| p["comm"] == comm).unwrap_or_else(|| panic!("{comm}: {entries:?}"));
+        let (a, _) = mapping_pages(by("wl-reuse-a"), "anon@");
+        let (b, _) = mapping_pages(by("wl-reuse-b"), "anon@");
+        assert_within("first process's pages", a, MIB_PAGES as i64, 5.0);
+        assert_within("second process's pages", b, 2 * MIB_PAGES as i64, 5.0);
+        return;
+    }
+    panic!("could not get a pid reused in 5 attempts");
+}
