@@ -45,7 +45,8 @@ pub struct EventHeader {
     /// Thread that was running when the record was made.
     pub tid: u32,
     pub _pad: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC); 0 in rss records, where reading the clock would
+    /// cost a third of the program on every fault (userspace orders them by ring position).
     pub ts_ns: u64,
 }
 
@@ -140,6 +141,56 @@ pub struct SyscallEvent {
     pub ret: i64,
 }
 
+/// Per-thread state of a watched task (the `TASKS` map): what it is doing right now, as far as
+/// rss attribution cares, and its fault count. Userspace reads the counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskSlot {
+    /// Syscall in progress, or -1.
+    pub sys_nr: i64,
+    pub args: [u64; 6],
+    /// Address of the fault in progress (valid while `fault_cause != 0`).
+    pub fault_addr: u64,
+    pub fault_err: u64,
+    /// `cause::FAULT`, `cause::KERNEL_FAULT` or 0.
+    pub fault_cause: u32,
+    /// Set at fault entry, cleared by the first rss change that fault makes.
+    pub fault_fresh: u32,
+    /// The mm whose owner this task already registered in MM_OWNER (saves a lookup per event).
+    pub owner_mm: u32,
+    /// The mm this task is building in a fork/exec syscall, once reset.
+    pub new_mm: u32,
+    /// With --stacks: the last fault's address, its top four user frames and its stack id, so
+    /// a run of faults on neighbouring pages from the same code reuses the id instead of
+    /// walking and hashing the whole stack again.
+    pub last_addr: u64,
+    pub last_top: [u64; 4],
+    pub last_stack: i64,
+    /// User faults this task took (added to `FAULTS` when it exits).
+    pub faults: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+impl TaskSlot {
+    pub const IDLE: TaskSlot = TaskSlot {
+        sys_nr: -1,
+        args: [0; 6],
+        fault_addr: 0,
+        fault_err: 0,
+        fault_cause: 0,
+        fault_fresh: 0,
+        owner_mm: 0,
+        new_mm: 0,
+        last_addr: 0,
+        last_top: [0; 4],
+        last_stack: -1,
+        faults: 0,
+        tgid: 0,
+        _pad: 0,
+    };
+}
+
 pub const COMM_LEN: usize = 16;
 
 /// Fork, exec or exit of a watched process.
@@ -178,6 +229,7 @@ pub mod names {
     pub const MM_OWNER: &str = "MM_OWNER";
     pub const LAST_SIZE: &str = "LAST_SIZE";
     pub const STACKS: &str = "STACKS";
+    pub const TASKS: &str = "TASKS";
 }
 
 /// Key of `LAST_SIZE`: (mm_id, member).
@@ -193,6 +245,7 @@ mod pod {
     unsafe impl aya::Pod for RssEvent {}
     unsafe impl aya::Pod for SyscallEvent {}
     unsafe impl aya::Pod for ProcEvent {}
+    unsafe impl aya::Pod for TaskSlot {}
 }
 
 #[cfg(test)]
@@ -234,6 +287,13 @@ mod tests {
         assert_eq!(offset_of!(ProcEvent, pid), 24);
         assert_eq!(offset_of!(ProcEvent, ppid), 28);
         assert_eq!(offset_of!(ProcEvent, comm), 32);
+    }
+
+    #[test]
+    fn task_slot_layout() {
+        assert_eq!(size_of::<TaskSlot>(), 152);
+        assert_eq!(offset_of!(TaskSlot, faults), 136);
+        assert_eq!(offset_of!(TaskSlot, tgid), 144);
     }
 
     #[test]

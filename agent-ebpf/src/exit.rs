@@ -6,7 +6,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     proc_event,
-    state::{field, is_watched, pid_tgid, EXIT_GROUP_DEAD, TASKS, WATCHED},
+    state::{field, is_watched, pid_tgid, EXIT_GROUP_DEAD, FAULTS, TASKS, WATCHED},
 };
 
 #[tracepoint]
@@ -14,6 +14,17 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = pid_tgid();
     if !is_watched(tgid) {
         return 0;
+    }
+    if let Some(slot) = TASKS.get_ptr(tid) {
+        let n = unsafe { (*slot).faults };
+        if n > 0 {
+            match FAULTS.get_ptr_mut(tgid) {
+                Some(total) => unsafe { *total += n },
+                None => {
+                    let _ = FAULTS.insert(tgid, n, 0);
+                }
+            }
+        }
     }
     let _ = TASKS.remove(tid);
     let group_dead = field::<u8>(&ctx, &EXIT_GROUP_DEAD).unwrap_or(0) != 0;

@@ -3,7 +3,7 @@
 use agent_common::cause;
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::state::{is_watched, pid_tgid, task_slot, Raw, FAULTS, PF_ADDR, PF_ERR, TASKS};
+use crate::state::{is_watched, pid_tgid, task_slot, Raw, PF_ADDR, PF_ERR, TASKS};
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
@@ -18,14 +18,10 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
         },
         None => return 0,
     };
-    match FAULTS.get_ptr_mut(tgid) {
-        Some(n) => unsafe { *n += 1 },
-        None => {
-            let _ = FAULTS.insert(tgid, 1, 0);
-        }
-    }
     let Some(raw) = Raw::read(&ctx) else { return 0 };
     let slot = unsafe { &mut *slot };
+    // Counted in the slot (already at hand); added to FAULTS when the thread exits.
+    slot.faults += 1;
     // A user-mode fault means no syscall is in progress in this task.
     slot.sys_nr = -1;
     slot.fault_addr = raw.u64_at(&PF_ADDR);

@@ -2,7 +2,7 @@
 //!
 //! Tracepoint field offsets are globals that userspace overwrites before load with the values it
 //! read from tracefs `format` files; the defaults are this kernel's layout.
-use agent_common::counter;
+use agent_common::{counter, TaskSlot};
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
@@ -45,14 +45,24 @@ pub fn field<T>(ctx: &TracePointContext, off: &'static u32) -> Option<T> {
     unsafe { ctx.read_at::<T>(g(off)).ok() }
 }
 
-/// The first 32 bytes of a tracepoint record, read with one helper call instead of one per
-/// field; fields are then picked at their load-time offsets (8-byte words, 4-byte halves).
+/// The first 32 bytes of a tracepoint record, read once instead of one helper call per field; fields are then picked at their load-time offsets (8-byte words, 4-byte halves).
 pub struct Raw([u64; 4]);
 
 impl Raw {
     #[inline(always)]
     pub fn read(ctx: &TracePointContext) -> Option<Raw> {
-        unsafe { ctx.read_at::<[u64; 4]>(0).ok().map(Raw) }
+        // Direct loads from the tracepoint record (the verifier allows constant, aligned
+        // offsets into it, past the 8-byte common header): cheaper than a helper call. Every
+        // field we read is past the header.
+        let p = aya_ebpf::EbpfContext::as_ptr(ctx) as *const u64;
+        unsafe {
+            Some(Raw([
+                0,
+                core::ptr::read_volatile(p.add(1)),
+                core::ptr::read_volatile(p.add(2)),
+                core::ptr::read_volatile(p.add(3)),
+            ]))
+        }
     }
 
     #[inline(always)]
@@ -78,48 +88,6 @@ impl Raw {
     }
 }
 
-/// What a task is doing right now, as far as rss attribution cares.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct TaskSlot {
-    /// Syscall in progress, or -1.
-    pub sys_nr: i64,
-    pub args: [u64; 6],
-    /// Address of the fault in progress (valid while `fault_cause != 0`).
-    pub fault_addr: u64,
-    pub fault_err: u64,
-    /// `cause::FAULT`, `cause::KERNEL_FAULT` or 0.
-    pub fault_cause: u32,
-    /// Set at fault entry, cleared by the first rss change that fault makes.
-    pub fault_fresh: u32,
-    /// The mm whose owner this task already registered in MM_OWNER (saves a lookup per event).
-    pub owner_mm: u32,
-    /// The mm this task is building in a fork/exec syscall, once reset.
-    pub new_mm: u32,
-    /// With --stacks: the last fault's address, its top four user frames and its stack id, so
-    /// a run of faults on neighbouring pages from the same code reuses the id instead of
-    /// walking and hashing the whole stack again.
-    pub last_addr: u64,
-    pub last_top: [u64; 4],
-    pub last_stack: i64,
-}
-
-impl TaskSlot {
-    pub const IDLE: TaskSlot = TaskSlot {
-        sys_nr: -1,
-        args: [0; 6],
-        fault_addr: 0,
-        fault_err: 0,
-        fault_cause: 0,
-        fault_fresh: 0,
-        owner_mm: 0,
-        new_mm: 0,
-        last_addr: 0,
-        last_top: [0; 4],
-        last_stack: -1,
-    };
-}
-
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
@@ -131,7 +99,7 @@ pub static WATCHED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static TASKS: HashMap<u32, TaskSlot> = HashMap::with_max_entries(65536, 0);
 
-/// User page faults per watched tgid.
+/// User page faults of watched threads that exited, per tgid (live threads count in TASKS).
 #[map]
 pub static FAULTS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(65536, 0);
 
@@ -174,7 +142,8 @@ pub fn task_slot(tid: u32) -> Option<*mut TaskSlot> {
     if let Some(p) = TASKS.get_ptr_mut(tid) {
         return Some(p);
     }
-    if TASKS.insert(tid, TaskSlot::IDLE, 0).is_err() {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    if TASKS.insert(tid, TaskSlot { tgid, ..TaskSlot::IDLE }, 0).is_err() {
         count(counter::MAP_FULL);
         return None;
     }

@@ -2,7 +2,7 @@
 //! and the per-mm state to forget once a process is gone.
 use std::collections::HashMap as StdHashMap;
 
-use agent_common::{counter, last_size_key, names};
+use agent_common::{counter, last_size_key, names, TaskSlot};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
@@ -14,6 +14,7 @@ pub struct KernelMaps {
     counters: PerCpuArray<MapData, u64>,
     mm_owner: HashMap<MapData, u32, u32>,
     last_size: HashMap<MapData, u64, i64>,
+    tasks: HashMap<MapData, u32, TaskSlot>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T> {
@@ -29,6 +30,7 @@ impl KernelMaps {
             counters: take(ebpf, names::COUNTERS)?,
             mm_owner: take(ebpf, names::MM_OWNER)?,
             last_size: take(ebpf, names::LAST_SIZE)?,
+            tasks: take(ebpf, names::TASKS)?,
         })
     }
 
@@ -37,9 +39,15 @@ impl KernelMaps {
         Ok(())
     }
 
-    /// Cumulative user faults per watched pid (summed over CPUs).
+    /// Cumulative user faults per watched pid: its exited threads' (summed over CPUs) plus its
+    /// live threads' own counts.
     pub fn faults(&self) -> StdHashMap<u32, u64> {
-        self.faults.iter().filter_map(Result::ok).map(|(pid, per_cpu)| (pid, per_cpu.iter().sum())).collect()
+        let mut out: StdHashMap<u32, u64> =
+            self.faults.iter().filter_map(Result::ok).map(|(pid, per_cpu)| (pid, per_cpu.iter().sum())).collect();
+        for (_, slot) in self.tasks.iter().filter_map(Result::ok) {
+            *out.entry(slot.tgid).or_default() += slot.faults;
+        }
+        out
     }
 
     /// Counter values (index `agent_common::counter::*`), summed over CPUs.

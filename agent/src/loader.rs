@@ -78,6 +78,9 @@ pub const HOOKS: &[Hook] = &[
     },
 ];
 
+/// Globals of fields the hot programs read directly from the first 32 bytes of the record.
+const RAW_FIELDS: &[&str] = &["PF_ADDR", "PF_ERR", "RSS_MM_ID", "RSS_CURR", "RSS_MEMBER", "RSS_SIZE"];
+
 /// Test hook: `AGENT_TEST_MISSING_TRACEPOINT=cat:name` pretends that tracepoint does not exist.
 const SIMULATE_MISSING: &str = "AGENT_TEST_MISSING_TRACEPOINT";
 /// Test hook: `AGENT_RING_BYTES=N` sizes the ring buffer (a power of two, at least a page), to
@@ -125,6 +128,15 @@ pub fn load(noop: bool, stacks: bool) -> Result<Loaded, AgentError> {
                 ));
             }
             None => missing.push(format!("{}:{} (not in {})", h.category, h.name, tracepoint_dir(&root, h))),
+        }
+    }
+    // These fields are read straight from the record (bytes 8..32, see agent-ebpf Raw); a
+    // kernel that lays them out elsewhere is refused rather than misread.
+    for (g, off) in &globals {
+        if RAW_FIELDS.contains(g) && !(8..32).contains(off) {
+            return Err(AgentError::Load(format!(
+                "this kernel puts tracepoint field {g} at offset {off}; the agent reads these from bytes 8..32"
+            )));
         }
     }
     let mut loader = EbpfLoader::new();
