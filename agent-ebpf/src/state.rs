@@ -24,7 +24,6 @@ global!(RSS_CURR, 12);
 global!(RSS_MEMBER, 16);
 global!(RSS_SIZE, 24);
 global!(FORK_CHILD_PID, 20);
-global!(EXEC_PID, 12);
 global!(EXIT_GROUP_DEAD, 32);
 global!(SYS_ID, 8);
 global!(SYS_ARGS, 16);

@@ -69,9 +69,9 @@ impl KernelMaps {
         n
     }
 
-    /// Forget a process that exited: its fault counter and its mms' state.
+    /// Forget a process that exited: its watched entry and its mms' state (its fault count was
+    /// taken at exit by `take_faults`).
     pub fn forget(&mut self, pid: u32, mm_ids: &[u32]) {
-        let _ = self.faults.remove(&pid);
         let _ = self.watched.remove(&pid);
         for &mm in mm_ids {
             if self.mm_owner.get(&mm, 0).is_ok_and(|owner| owner == pid) {

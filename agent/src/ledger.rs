@@ -37,8 +37,6 @@ pub struct Proc {
     pub comm: String,
     pub alive: bool,
     maps: MappingMap,
-    /// Times /proc/PID/maps was re-read because the event stream had not told us of a mapping.
-    pub maps_reloads: u64,
     /// Bytes per member at the watch start, for the first (unseeded) kernel delta.
     seed: Option<[i64; 4]>,
     /// The rss ledger: the counters of each mm this process had (a new one at exec).
@@ -67,7 +65,6 @@ impl Proc {
             comm,
             alive: true,
             maps,
-            maps_reloads: 0,
             seed: None,
             mms: Vec::new(),
             cur_mm: None,
@@ -86,7 +83,6 @@ impl Proc {
     /// Re-read /proc/PID/maps. Only rss changes reach a lookup, and the kernel only changes rss
     /// for pages that are mapped, so a miss means our map is behind: re-reading is always right.
     fn reload_maps(&mut self) -> bool {
-        self.maps_reloads += 1;
         match procinfo::maps(self.pid) {
             Some(m) => {
                 self.maps = m;
