@@ -33,6 +33,9 @@ fn stack_lines(st: Option<&crate::record::StackStat>, page_kib: i64) -> String {
 static COLOR: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::io::IsTerminal::is_terminal(&std::io::stdout()));
 
+/// Drift (KiB) below which a mem reading stays folded into the fault lines (or 2% of RSS).
+const DRIFT_SHOWN_KIB: i64 = 1024;
+
 pub const HEADER: &str = "   TIME     PID COMM             FAULTS    +PAGES      ANON      FILE     SHMEM       RSS       PSS       USS  TOP MAPPING";
 
 /// Render one record; `mem` is the pid's latest smaps reading. `None` for records the human
@@ -72,6 +75,18 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
                 kib(pages.anon),
                 kib(pages.file),
                 kib(pages.shmem),
+            )
+        }
+        // The eBPF ledger and smaps disagree beyond timing: worth a line of its own.
+        Record::Mem { pid, comm, mem, ledger_rss_kib: Some(l), drift_kib: Some(d), .. }
+            if d.abs() > DRIFT_SHOWN_KIB.max(mem.rss_kib as i64 / 50) =>
+        {
+            format!(
+                "{t} {pid:>7} {comm:<15.15} !! smaps RSS {} but the eBPF ledger has {} ({}{} unexplained: lost events?)",
+                size_kib(mem.rss_kib as i64),
+                size_kib(*l),
+                if *d > 0 { "+" } else { "" },
+                size_kib(*d),
             )
         }
         Record::Mem { .. } => return None,
@@ -196,12 +211,24 @@ mod tests {
                 ledger_rss_kib: None,
                 drift_kib: None,
                 explain: None,
-                mem,
+                mem: mem.clone(),
             },
             None,
             4
         )
         .is_none());
+        // 40 MiB that the ledger never saw: shown.
+        let drifted = Record::Mem {
+            pid: 1,
+            comm: "x".into(),
+            sweep: 1,
+            ledger_rss_kib: Some(10_240),
+            drift_kib: Some(-40_960),
+            explain: None,
+            mem: MemStat { rss_kib: 51_200, ..mem },
+        };
+        let line = render(1.0, &drifted, None, 4).unwrap();
+        assert!(line.contains("smaps RSS 50.0 MiB but the eBPF ledger has 10.0 MiB (-40.0 MiB unexplained"), "{line}");
         let s = render(
             2.0,
             &Record::Summary {

@@ -12,6 +12,7 @@ use crate::{
     maps::{anon_name, MappingId, MappingMap},
     procinfo,
     record::{Causes, MemStat, ProcSummary, Record},
+    rss_trace::{self, RssTrace},
 };
 
 const MAP_SHARED_TYPE: u64 = 0x03;
@@ -29,6 +30,9 @@ pub struct MmCounters {
     pub mm_id: u32,
     pub rss: [i64; 4],
     known: [bool; 4],
+    /// Its teardown has begun (exit, or the old image at exec): smaps and the ledger are then
+    /// read at different points of a fast release, so no drift is reported against it.
+    torn: bool,
 }
 
 pub struct Proc {
@@ -52,6 +56,8 @@ pub struct Proc {
     mapping_rate: HashMap<MappingId, f64>,
     /// The rss ledger changed since the last smaps reading.
     pub dirty: bool,
+    /// Its recent ledger RSS values, by ring poll.
+    rss_trace: RssTrace,
     /// With --stacks: pages added per user stack id, and ids not yet resolved.
     pub stacks: HashMap<i32, i64>,
     new_stacks: Vec<i32>,
@@ -75,6 +81,7 @@ impl Proc {
             peak_uss_kib: 0,
             mapping_rate: HashMap::new(),
             dirty: true,
+            rss_trace: RssTrace::default(),
             stacks: HashMap::new(),
             new_stacks: Vec::new(),
         }
@@ -93,14 +100,22 @@ impl Proc {
     }
 
     /// The ledger's RSS (file + anon + shmem) of the current mm in KiB, once every member is
-    /// known.
+    /// known and while the mm is not being torn down.
     pub fn ledger_rss_kib(&self) -> Option<i64> {
         let m = [member::FILE, member::ANON, member::SHMEM].map(|m| m as usize);
         let (rss, known) = match self.cur_mm.and_then(|id| self.mms.iter().find(|c| c.mm_id == id)) {
+            Some(c) if c.torn => return None,
             Some(c) => (c.rss, c.known),
             None => (self.seed?, [true; 4]),
         };
         m.iter().all(|&i| known[i]).then(|| m.iter().map(|&i| rss[i]).sum::<i64>() / 1024)
+    }
+
+    /// The ledger's RSS nearest to `smaps_kib` among the values it held from `from` to `to` (ns
+    /// since the watch start), i.e. while that smaps reading was taken.
+    pub fn ledger_rss_near_kib(&self, smaps_kib: i64, from: u64, to: u64) -> Option<i64> {
+        let now = self.ledger_rss_kib()?;
+        Some(rss_trace::nearest(smaps_kib, self.rss_trace.range(from, to).unwrap_or((now, now))))
     }
 
     pub fn mm_ids(&self) -> Vec<u32> {
@@ -178,6 +193,8 @@ pub struct Ledger {
     new_mms: HashMap<u32, [i64; 4]>,
     /// Unseeded first deltas that had no seed and were dropped.
     pub unseeded_dropped: u64,
+    /// The ring poll the records being fed now came from.
+    pub batch_at: rss_trace::Poll,
 }
 
 impl Ledger {
@@ -237,14 +254,15 @@ impl Ledger {
             None => {
                 let c = match (unseeded, p.mms.is_empty(), p.seed) {
                     // The mm the process had when the watch began: /proc/PID/status seeded it.
-                    (true, true, Some(seed)) => MmCounters { mm_id: e.mm_id, rss: seed, known: [true; 4] },
-                    (true, _, _) => MmCounters { mm_id: e.mm_id, rss: [0; 4], known: [false; 4] },
+                    (true, true, Some(seed)) => MmCounters { mm_id: e.mm_id, rss: seed, known: [true; 4], torn: false },
+                    (true, _, _) => MmCounters { mm_id: e.mm_id, rss: [0; 4], known: [false; 4], torn: false },
                     // Created under the watch (fork, exec): the kernel tracked it from zero,
                     // and told us what the copy put in it.
                     (false, _, _) => MmCounters {
                         mm_id: e.mm_id,
                         rss: self.new_mms.remove(&e.mm_id).unwrap_or([0; 4]),
                         known: [true; 4],
+                        torn: false,
                     },
                 };
                 p.mms.push(c);
@@ -254,8 +272,12 @@ impl Ledger {
         let prev = p.mms[idx].rss[m];
         p.mms[idx].rss[m] = e.size;
         p.mms[idx].known[m] = true;
+        p.mms[idx].torn |= e.cause == cause::EXIT;
         if !matches!(e.cause, cause::EXIT | cause::REMOTE) {
             p.cur_mm = Some(e.mm_id);
+        }
+        if let Some(kib) = p.ledger_rss_kib() {
+            p.rss_trace.note(self.batch_at, kib);
         }
         let delta = if unseeded {
             match p.seed {

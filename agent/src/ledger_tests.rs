@@ -135,4 +135,10 @@ fn a_forked_childs_ledger_starts_from_what_the_fork_copy_gave_it() {
     own.mm_id = 77;
     l.on_rss(&own);
     assert_eq!(l.procs[&(PID + 1)].ledger_rss_kib(), Some(116 * 4));
+    // Its exit teardown begins: smaps may still show the pages, so the ledger claims nothing.
+    let mut gone = rss(member::ANON, cause::EXIT, 0, PAGE * 40, -PAGE * 60, 0);
+    gone.hdr.tgid = PID + 1;
+    gone.mm_id = 77;
+    l.on_rss(&gone);
+    assert_eq!(l.procs[&(PID + 1)].ledger_rss_kib(), None);
 }

@@ -14,6 +14,7 @@ mod procinfo;
 mod reconcile;
 mod record;
 mod ring;
+mod rss_trace;
 mod smaps;
 mod spawn;
 mod stacks;

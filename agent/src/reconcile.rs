@@ -21,15 +21,23 @@ impl Reconciler {
         Reconciler { params, detectors: HashMap::new(), last: HashMap::new(), leaks_flagged: 0 }
     }
 
-    /// A fresh smaps reading of `pid` at `t` seconds: its mem record, and a leak record when
-    /// the verdict is new or its rate changed.
-    pub fn on_mem(&mut self, ledger: &mut Ledger, pid: u32, sweep: u64, t: f64, mem: MemStat) -> Vec<Record> {
+    /// A fresh smaps reading of `pid` at `t` seconds, taken between `read_ns.0` and `read_ns.1`
+    /// (ns since the watch start): its mem record, and a leak record when the verdict is new or
+    /// its rate changed.
+    pub fn on_mem(
+        &mut self,
+        ledger: &mut Ledger,
+        pid: u32,
+        sweep: u64,
+        (t, read_ns): (f64, (u64, u64)),
+        mem: MemStat,
+    ) -> Vec<Record> {
         let Some(p) = ledger.procs.get_mut(&pid) else {
             return vec![];
         };
         p.peak_uss_kib = p.peak_uss_kib.max(mem.uss_kib);
         p.mem = Some(mem.clone());
-        let ledger_rss_kib = p.ledger_rss_kib();
+        let ledger_rss_kib = p.ledger_rss_near_kib(mem.rss_kib as i64, read_ns.0, read_ns.1);
         let drift_kib = ledger_rss_kib.map(|l| l - mem.rss_kib as i64);
         let own = p.own_split_kib(ledger.page_size);
         let explain =

@@ -4,11 +4,11 @@
 use std::{
     os::fd::AsRawFd,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -19,23 +19,37 @@ use crate::decode::BatchBuilder;
 
 pub const POLL: Duration = Duration::from_millis(10);
 
-pub fn spawn(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Bytes>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+/// A batch of records and when its poll began and ended reading the ring, in ns since `epoch`.
+pub type Batch = ((u64, u64), Bytes);
+
+/// What the reader shares besides its batches.
+pub struct Shared {
+    pub stop: AtomicBool,
+    /// The start (ns since `epoch`) of the newest poll whose batch is already sent.
+    pub polled_ns: AtomicU64,
+    pub epoch: Instant,
+}
+
+pub fn spawn(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, shared: Arc<Shared>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("ring-reader".into())
         .spawn(move || {
             let fd = ring.as_raw_fd();
             let mut batch = BatchBuilder::default();
             loop {
-                let stopping = stop.load(Ordering::Acquire);
+                let stopping = shared.stop.load(Ordering::Acquire);
                 let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, POLL.as_millis() as i32) };
+                let at = shared.epoch.elapsed().as_nanos() as u64;
                 while let Some(item) = ring.next() {
                     batch.push(&item);
                 }
-                if !batch.is_empty() && tx.blocking_send(batch.take()).is_err() {
+                let end = shared.epoch.elapsed().as_nanos() as u64;
+                if !batch.is_empty() && tx.blocking_send(((at, end), batch.take())).is_err() {
                     return;
                 }
+                shared.polled_ns.store(at, Ordering::Release);
                 if stopping {
                     return;
                 }

@@ -36,27 +36,44 @@ pub fn read(pid: u32) -> Option<MemStat> {
 /// Pids read per blocking task.
 const CHUNK: usize = 32;
 
+/// What a sweep sends back: each chunk's readings as soon as they are taken, with the instants
+/// the chunk's reads began and ended, so that they are compared with what the ledger held in
+/// that window; then `Done`.
+pub enum Swept {
+    Chunk(std::time::Instant, std::time::Instant, Vec<(u32, MemStat)>),
+    Done,
+}
+
 /// One sweep over `pids` on the blocking pool, in chunks spread over `spread`, two chunks in
 /// flight at most: a big tree does not turn into a burst of page-table walks.
-pub async fn sweep(pids: Vec<u32>, spread: std::time::Duration) -> Vec<(u32, MemStat)> {
+pub async fn sweep(pids: Vec<u32>, spread: std::time::Duration, tx: tokio::sync::mpsc::Sender<Swept>) {
     let chunks: Vec<Vec<u32>> = pids.chunks(CHUNK).map(<[u32]>::to_vec).collect();
     let pause = spread / chunks.len().max(1) as u32;
-    let mut out = Vec::with_capacity(pids.len());
     let mut in_flight = std::collections::VecDeque::new();
+    let send = |r: Result<Swept, tokio::task::JoinError>| {
+        let tx = tx.clone();
+        async move {
+            if let Ok(r) = r {
+                let _ = tx.send(r).await;
+            }
+        }
+    };
     for chunk in chunks {
         if in_flight.len() == 2 {
-            let done: tokio::task::JoinHandle<Vec<(u32, MemStat)>> = in_flight.pop_front().expect("two in flight");
-            out.extend(done.await.unwrap_or_default());
+            let done: tokio::task::JoinHandle<Swept> = in_flight.pop_front().expect("two in flight");
+            send(done.await).await;
             tokio::time::sleep(pause).await;
         }
         in_flight.push_back(tokio::task::spawn_blocking(move || {
-            chunk.into_iter().filter_map(|p| read(p).map(|m| (p, m))).collect()
+            let t = std::time::Instant::now();
+            let read = chunk.into_iter().filter_map(|p| read(p).map(|m| (p, m))).collect();
+            Swept::Chunk(t, std::time::Instant::now(), read)
         }));
     }
     for h in in_flight {
-        out.extend(h.await.unwrap_or_default());
+        send(h.await).await;
     }
-    out
+    let _ = tx.send(Swept::Done).await;
 }
 
 #[cfg(test)]

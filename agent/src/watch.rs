@@ -1,9 +1,9 @@
 //! `agent watch`: load and attach, pick the targets, then run the pipeline
 //! ring reader -> decode -> ledger (attribution) -> output, with the smaps sampler beside it.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -28,7 +28,7 @@ use crate::{
     output::Output,
     procinfo,
     reconcile::Reconciler,
-    record::{AgentCost, ProcSummary, Record},
+    record::{AgentCost, MemStat, ProcSummary, Record},
     ring, smaps, spawn,
     stacks::{self, Stacks},
     verdict::Params,
@@ -40,6 +40,17 @@ const MAX_DEAD: usize = 1024;
 const MAX_RETIRED: usize = 100_000;
 /// Every this many sweeps, all pids are re-read; in between only those whose ledger moved.
 const FULL_SWEEP_EVERY: u64 = 5;
+
+/// smaps readings of one chunk, taken from `from` to `to` (ns since the watch start).
+struct Chunk {
+    sweep: u64,
+    from: u64,
+    to: u64,
+    samples: Vec<(u32, MemStat)>,
+}
+
+/// A record submitted during a read reaches a poll that began at most this long after it.
+const READ_SLACK_NS: u64 = 2 * ring::POLL.as_nanos() as u64;
 
 /// What the pipeline needs once the targets are in the watched set.
 struct Session {
@@ -153,9 +164,10 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
 
 impl Session {
     async fn pipeline(mut self, ring: RingBuf<MapData>, signals: (Signal, Signal)) -> anyhow::Result<i32> {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = ring::spawn(ring, tx, stop.clone());
+        let (tx, mut rx) = mpsc::channel::<ring::Batch>(1024);
+        let shared =
+            Arc::new(ring::Shared { stop: AtomicBool::new(false), polled_ns: AtomicU64::new(0), epoch: self.start });
+        let reader = ring::spawn(ring, tx, shared.clone());
         let mut child_exit = self.child.map(|pid| tokio::task::spawn_blocking(move || spawn::wait_exit_code(pid)));
         let mut exit_code = None;
 
@@ -164,7 +176,12 @@ impl Session {
         tick.tick().await;
         let mut smaps_tick = tokio::time::interval(Duration::from_secs_f64(self.args.smaps_interval));
         smaps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mem_tx, mut mem_rx) = mpsc::channel(2);
+        let (mem_tx, mut mem_rx) = mpsc::channel(8);
+        // smaps readings wait here until the ring has been read past the window they were
+        // taken in; a timer checks.
+        let mut pending = VecDeque::new();
+        let mut settle = tokio::time::interval(ring::POLL);
+        settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweeping = false;
         let mut sweeps = 0u64;
         let (mut sigint, mut sigterm) = signals;
@@ -174,7 +191,7 @@ impl Session {
 
         loop {
             tokio::select! {
-                Some(batch) = rx.recv() => self.on_batch(batch),
+                Some((at, batch)) = rx.recv() => self.on_batch(at, batch),
                 _ = tick.tick() => {
                     ticks += 1;
                     let dt = last_tick.elapsed().as_secs_f64();
@@ -201,15 +218,20 @@ impl Session {
                     }
                     let tx = mem_tx.clone();
                     let spread = Duration::from_secs_f64(self.args.smaps_interval / 2.0);
-                    tokio::spawn(async move { let _ = tx.send((sweeps, t, smaps::sweep(read, spread).await)).await; });
+                    tokio::spawn(smaps::sweep(read, spread, tx));
                 }
-                Some((sweep, t, samples)) = mem_rx.recv() => {
-                    sweeping = false;
-                    for (pid, mem) in samples {
-                        for r in self.reconciler.on_mem(&mut self.ledger, pid, sweep, t, mem) {
-                            self.emit_verdict(r);
-                        }
+                Some(swept) = mem_rx.recv() => match swept {
+                    smaps::Swept::Chunk(from, to, samples) => {
+                        let ns = |i: Instant| i.saturating_duration_since(self.start).as_nanos() as u64;
+                        pending.push_back(Chunk { sweep: sweeps, from: ns(from), to: ns(to), samples });
                     }
+                    smaps::Swept::Done => sweeping = false,
+                },
+                _ = settle.tick(), if !pending.is_empty() => {
+                    while let Ok((at, batch)) = rx.try_recv() {
+                        self.on_batch(at, batch);
+                    }
+                    self.settle(&mut pending, shared.polled_ns.load(Ordering::Acquire));
                 }
                 Some(code) = async { match child_exit.as_mut() { Some(h) => h.await.ok(), None => None } }, if exit_code.is_none() => {
                     exit_code = Some(code);
@@ -224,11 +246,12 @@ impl Session {
         // final drain and the summary's counts add up, and drain what is left.
         tokio::time::sleep(ring::POLL * 3).await;
         drop(self.ebpf.take());
-        stop.store(true, Ordering::Release);
+        shared.stop.store(true, Ordering::Release);
         let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-        while let Ok(batch) = rx.try_recv() {
-            self.on_batch(batch);
+        while let Ok((at, batch)) = rx.try_recv() {
+            self.on_batch(at, batch);
         }
+        self.settle(&mut pending, u64::MAX);
         self.close_interval(ticks + 1, last_tick.elapsed().as_secs_f64());
         if self.decode_errors > 0 {
             log::warn!("{} ring records could not be decoded and were dropped", self.decode_errors);
@@ -316,7 +339,22 @@ impl Session {
         }
     }
 
-    fn on_batch(&mut self, batch: Bytes) {
+    /// Readings whose window the ring has been read past (`polled_ns`): compare and judge.
+    fn settle(&mut self, pending: &mut VecDeque<Chunk>, polled_ns: u64) {
+        while let Some(c) = pending.pop_front_if(|c| c.to + READ_SLACK_NS <= polled_ns) {
+            let t = c.from as f64 / 1e9;
+            for (pid, mem) in c.samples {
+                for r in
+                    self.reconciler.on_mem(&mut self.ledger, pid, c.sweep, (t, (c.from, c.to + READ_SLACK_NS)), mem)
+                {
+                    self.emit_verdict(r);
+                }
+            }
+        }
+    }
+
+    fn on_batch(&mut self, at: (u64, u64), batch: Bytes) {
+        self.ledger.batch_at = at;
         for ev in records(batch) {
             self.received += 1;
             let rec = match ev {

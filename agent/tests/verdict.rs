@@ -32,20 +32,16 @@ fn only_the_growers_are_flagged_with_their_rates() {
         let should = matches!(p["comm"].as_str().unwrap(), "leaker" | "shm-grower");
         assert_eq!(p["leak"].as_bool().unwrap(), should, "{p}");
     }
-    // The eBPF ledger agrees with smaps on RSS whenever the process is steady (two equal
-    // readings in a row): while it is changing, the two are taken at different instants.
-    let mut last_rss = std::collections::HashMap::new();
+    // The eBPF ledger agrees with smaps on RSS: each reading is compared with the values the
+    // ledger held while it was taken, so this holds even for the churner, which swings by
+    // 8 MiB every 50 ms, and for the filler while it fills.
     let mut checked = 0;
-    // (Not the churner: it swings by 8 MiB every 50 ms, so two equal readings can still fall
-    // on either side of a swing the ledger is in the middle of.)
-    for m in of_type(&recs, "mem").into_iter().filter(|m| m["comm"] != "churner") {
-        let (pid, rss) = (m["pid"].as_u64().unwrap(), m["rss_kib"].as_i64().unwrap());
-        if last_rss.insert(pid, rss) == Some(rss) {
-            if let Some(d) = m["drift_kib"].as_i64() {
-                checked += 1;
-                assert!(d.abs() <= 256.max(rss / 100), "ledger vs smaps drift: {m}");
-            }
+    for m in of_type(&recs, "mem") {
+        let rss = m["rss_kib"].as_i64().unwrap();
+        if let Some(d) = m["drift_kib"].as_i64() {
+            checked += 1;
+            assert!(d.abs() <= 256.max(rss / 100), "ledger vs smaps drift: {m}");
         }
     }
-    assert!(checked >= 10, "{checked} steady readings checked for drift");
+    assert!(checked >= 100, "{checked} readings checked for drift");
 }

@@ -1,0 +1,101 @@
+//! The ledger's recent RSS values per process, stamped with the ring poll that brought them, so
+//! that an smaps reading is compared with what the ledger held *while it was taken*. A process
+//! that swings by megabytes every few milliseconds otherwise shows a drift that is only timing.
+use std::collections::VecDeque;
+
+/// Entries kept: older than this (ns) is trimmed, and at most `MAX_ENTRIES` per process.
+const KEEP_NS: u64 = 3_000_000_000;
+const MAX_ENTRIES: usize = 256;
+
+/// A ring poll: it began reading the ring at `.0` and ended at `.1` (ns since the watch
+/// start). Its records were submitted before `.1`; any submitted before `.0` is in it or an
+/// earlier poll.
+pub type Poll = (u64, u64);
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    at: Poll,
+    min: i64,
+    max: i64,
+    end: i64,
+}
+
+#[derive(Default, Debug)]
+pub struct RssTrace {
+    entries: VecDeque<Entry>,
+    /// The value at the end of the newest trimmed entry.
+    base: Option<i64>,
+}
+
+impl RssTrace {
+    /// The ledger's RSS became `kib` in the ring poll `at`.
+    pub fn note(&mut self, at: Poll, kib: i64) {
+        match self.entries.back_mut() {
+            Some(e) if e.at == at => {
+                e.min = e.min.min(kib);
+                e.max = e.max.max(kib);
+                e.end = kib;
+            }
+            _ => self.entries.push_back(Entry { at, min: kib, max: kib, end: kib }),
+        }
+        while self.entries.len() > MAX_ENTRIES || self.entries.front().is_some_and(|e| e.at.1 + KEEP_NS < at.0) {
+            self.base = self.entries.pop_front().map(|e| e.end);
+        }
+    }
+
+    /// The lowest and highest values the ledger held from just before `from` to `to` (ns), or
+    /// None when nothing is known of that window (then the current value is all there is):
+    /// the value after the last poll that ended before `from`, and every value of the polls
+    /// that may hold records of the window (ended after `from`, began by `to`).
+    pub fn range(&self, from: u64, to: u64) -> Option<(i64, i64)> {
+        let before = self.entries.iter().rev().find(|e| e.at.1 < from).map(|e| e.end).or(self.base);
+        let inside = self.entries.iter().filter(|e| e.at.1 >= from && e.at.0 <= to);
+        let mut r = before.map(|v| (v, v));
+        for e in inside {
+            r = Some(r.map_or((e.min, e.max), |(lo, hi)| (lo.min(e.min), hi.max(e.max))));
+        }
+        r
+    }
+}
+
+/// The ledger value closest to `smaps_kib` within `lo..=hi`: the drift is what no instant of
+/// the window explains.
+pub fn nearest(smaps_kib: i64, (lo, hi): (i64, i64)) -> i64 {
+    smaps_kib.clamp(lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swing_during_the_read_is_no_drift_a_steady_gap_is() {
+        let mut t = RssTrace::default();
+        t.note((90, 100), 1000);
+        t.note((190, 200), 9000); // +8 MiB during the read
+        t.note((190, 200), 1000); // and back, within the same poll
+        t.note((390, 400), 1000);
+        let r = t.range(150, 250).unwrap();
+        assert_eq!(r, (1000, 9000));
+        assert_eq!(nearest(5000, r), 5000);
+        // Steady from 300 to 350: only the value before counts.
+        assert_eq!(t.range(300, 350), Some((1000, 1000)));
+        assert_eq!(nearest(1400, (1000, 1000)) - 1400, -400);
+    }
+
+    #[test]
+    fn nothing_known_is_none_and_trimming_keeps_the_last_value() {
+        let mut t = RssTrace::default();
+        assert_eq!(t.range(0, 10), None);
+        t.note((0, 1), 5);
+        t.note((KEEP_NS + 10, KEEP_NS + 11), 7);
+        assert_eq!(t.entries.len(), 1);
+        assert_eq!(t.range(2, 3), Some((5, 5)));
+        // A poll that ended after the read began may hold records of it: its values count.
+        assert_eq!(t.range(KEEP_NS + 11, KEEP_NS + 12), Some((5, 7)));
+        for i in 0..1000 {
+            t.note((KEEP_NS + 20 + i, KEEP_NS + 20 + i), i as i64);
+        }
+        assert!(t.entries.len() <= MAX_ENTRIES);
+    }
+}
