@@ -58,6 +58,8 @@ pub struct Proc {
     pub dirty: bool,
     /// Its recent ledger RSS values, by ring poll.
     rss_trace: RssTrace,
+    /// Seen gone without learning its last name (a prctl rename makes no event).
+    comm_at_exit_unknown: bool,
     /// With --stacks: pages added per user stack id, and ids not yet resolved.
     pub stacks: HashMap<i32, i64>,
     new_stacks: Vec<i32>,
@@ -82,6 +84,7 @@ impl Proc {
             mapping_rate: HashMap::new(),
             dirty: true,
             rss_trace: RssTrace::default(),
+            comm_at_exit_unknown: false,
             stacks: HashMap::new(),
             new_stacks: Vec::new(),
         }
@@ -370,6 +373,12 @@ impl Ledger {
     pub fn on_exit(&mut self, e: &ProcEvent) -> Option<Record> {
         let p = self.proc_mut(e.pid);
         if !p.alive {
+            // The liveness check saw it gone first, when /proc no longer had its name: the
+            // kernel's record has the name it exited under.
+            if e.comm[0] != 0 && p.comm_at_exit_unknown {
+                p.comm = comm_str(&e.comm);
+                p.comm_at_exit_unknown = false;
+            }
             return None;
         }
         p.alive = false;
@@ -378,7 +387,7 @@ impl Ledger {
         match procinfo::comm(e.pid) {
             Some(c) => p.comm = c,
             None if e.comm[0] != 0 => p.comm = comm_str(&e.comm),
-            None => {}
+            None => p.comm_at_exit_unknown = true,
         }
         Some(Record::Proc { pid: e.pid, ppid: p.ppid, comm: p.comm.clone(), event: "exit" })
     }

@@ -142,3 +142,15 @@ fn a_forked_childs_ledger_starts_from_what_the_fork_copy_gave_it() {
     l.on_rss(&gone);
     assert_eq!(l.procs[&(PID + 1)].ledger_rss_kib(), None);
 }
+
+#[test]
+fn a_process_seen_gone_before_its_exit_record_gets_the_name_it_exited_under() {
+    let mut l = ledger_with_maps();
+    // The /proc liveness check first: no name to be had.
+    assert!(l.on_exit(&ProcEvent { pid: PID, ..Default::default() }).is_some());
+    // Then the kernel's record, with the name a prctl gave it.
+    let mut comm = [0u8; 16];
+    comm[..7].copy_from_slice(b"renamed");
+    assert!(l.on_exit(&ProcEvent { pid: PID, comm, ..Default::default() }).is_none());
+    assert_eq!(l.procs[&PID].comm, "renamed");
+}

@@ -6,7 +6,16 @@
 //! exited or exec'd since is still resolved; blazesym then symbolizes the file offsets in the
 //! module's ELF. A frame that cannot be named shows as `module+0xoffset`, never a bare
 //! `[unknown]`.
-use std::{collections::HashMap, path::Path, sync::Arc};
+//!
+//! A binary deleted or replaced while the process runs is read through the process's own
+//! mapping of it (`/proc/PID/map_files`), kept open: the path would name another file, or none.
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::Path,
+    sync::Arc,
+};
 
 use agent_common::names;
 use aya::{
@@ -28,8 +37,10 @@ pub const DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-8", "9-16", "17+"];
 pub struct Stacks {
     map: StackTraceMap<MapData>,
     resolved: HashMap<(u32, i32), Frames>,
+    /// Names by (the path we read the ELF from, file offset).
     symbols: HashMap<(Arc<str>, u64), String>,
     symbolizer: Symbolizer,
+    elfs: Elfs,
     pub depths: [u64; 5],
     /// Stacks the map no longer had when we asked (should not happen: entries are never freed).
     pub missing: u64,
@@ -43,6 +54,7 @@ impl Stacks {
             resolved: HashMap::new(),
             symbols: HashMap::new(),
             symbolizer: Symbolizer::new(),
+            elfs: Elfs::default(),
             depths: [0; 5],
             missing: 0,
         })
@@ -51,6 +63,7 @@ impl Stacks {
     /// Forget what was resolved for `pid` (its process is gone; the number may come back).
     pub fn forget_pid(&mut self, pid: u32) {
         self.resolved.retain(|&(p, _), _| p != pid);
+        self.elfs.by_module.retain(|(p, _), _| *p != pid);
     }
 
     /// The frames (leaf first) of stack `id` of `pid`, resolved through `maps` now if not yet.
@@ -65,7 +78,7 @@ impl Stacks {
                 Vec::new()
             }
         };
-        let frames: Frames = ips.iter().map(|&ip| self.frame(ip, maps)).collect();
+        let frames: Frames = ips.iter().map(|&ip| self.frame(pid, ip, maps)).collect();
         let bucket = match frames.len() {
             0 | 1 => 0,
             2..=4 => 1,
@@ -78,15 +91,16 @@ impl Stacks {
         frames
     }
 
-    fn frame(&mut self, ip: u64, maps: &MappingMap) -> String {
+    fn frame(&mut self, pid: u32, ip: u64, maps: &MappingMap) -> String {
         let Some((id, off)) = maps.resolve(ip) else { return format!("[no mapping]+{ip:#x}") };
         let module = id.name.clone();
         let Some(off) = off else { return format!("{module}+{ip:#x}") };
-        if let Some(s) = self.symbols.get(&(module.clone(), off)) {
+        let elf = self.elfs.path_of(pid, &module, ip);
+        if let Some(s) = self.symbols.get(&(elf.clone(), off)) {
             return s.clone();
         }
-        let name = self.symbolize(&module, off).unwrap_or_else(|| format!("{}+{off:#x}", short(&module)));
-        self.symbols.insert((module, off), name.clone());
+        let name = self.symbolize(&elf, off).unwrap_or_else(|| format!("{}+{off:#x}", short(&module)));
+        self.symbols.insert((elf, off), name.clone());
         name
     }
 
@@ -114,6 +128,65 @@ impl Stacks {
             .map(|(id, pages)| StackStat { pages, frames: self.resolve(pid, id, maps).to_vec() })
             .collect()
     }
+}
+
+/// Open ELF files of binaries whose path no longer names them, kept for the agent's lifetime.
+#[derive(Default)]
+struct Elfs {
+    /// (pid, module as its maps name it) -> the path to read it from.
+    by_module: HashMap<(u32, Arc<str>), Arc<str>>,
+    /// (device, inode) -> the open file and its `/proc/self/fd/N` path.
+    open: HashMap<(u64, u64), (File, Arc<str>)>,
+}
+
+/// Deleted or replaced binaries kept open at most.
+const MAX_OPEN_ELFS: usize = 256;
+
+impl Elfs {
+    /// Where to read `module` of `pid` (mapped at `ip`) from: its path while that still names
+    /// the mapped file, else the mapped file itself, opened through the process while it lives.
+    fn path_of(&mut self, pid: u32, module: &Arc<str>, ip: u64) -> Arc<str> {
+        if let Some(p) = self.by_module.get(&(pid, module.clone())) {
+            return p.clone();
+        }
+        let path = self.capture(pid, module, ip).unwrap_or_else(|| module.clone());
+        self.by_module.insert((pid, module.clone()), path.clone());
+        path
+    }
+
+    fn capture(&mut self, pid: u32, module: &str, ip: u64) -> Option<Arc<str>> {
+        let file = map_file(pid, ip)?;
+        let meta = file.metadata().ok()?;
+        let id = (meta.dev(), meta.ino());
+        let same = std::fs::metadata(module).is_ok_and(|m| (m.dev(), m.ino()) == id);
+        if same {
+            return None;
+        }
+        if let Some((_, p)) = self.open.get(&id) {
+            return Some(p.clone());
+        }
+        if self.open.len() >= MAX_OPEN_ELFS {
+            log::debug!("{module} of pid {pid} was replaced or deleted; too many such files open to keep it");
+            return None;
+        }
+        let path: Arc<str> = format!("/proc/self/fd/{}", file.as_raw_fd()).into();
+        self.open.insert(id, (file, path.clone()));
+        Some(path)
+    }
+}
+
+/// The file `pid` has mapped at `ip`, opened through `/proc/PID/map_files`.
+fn map_file(pid: u32, ip: u64) -> Option<File> {
+    let dir = format!("/proc/{pid}/map_files");
+    for e in std::fs::read_dir(&dir).ok()?.flatten() {
+        let name = e.file_name();
+        let (s, t) = name.to_str()?.split_once('-')?;
+        let (s, t) = (u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(t, 16).ok()?);
+        if (s..t).contains(&ip) {
+            return File::open(e.path()).ok();
+        }
+    }
+    None
 }
 
 /// A module's file name, for unnamed frames.
@@ -230,5 +303,19 @@ mod tests {
         let s = sym.symbolize(&src, Input::FileOffset(&[off.unwrap()])).unwrap();
         let name = s[0].as_sym().map(|s| s.name.to_string()).unwrap_or_default();
         assert!(name.contains("folded_line"), "{name}");
+    }
+
+    #[test]
+    fn symbolizes_through_an_open_file() {
+        // What a deleted binary is read through: the process's mapping of it, as an open file.
+        let maps = crate::procinfo::maps(std::process::id()).unwrap();
+        let addr = folded_line as *const () as usize as u64;
+        let (_, off) = maps.resolve(addr).unwrap();
+        let file = map_file(std::process::id(), addr).expect("our own map_files entry");
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let sym = Symbolizer::new();
+        let s = sym.symbolize(&Source::Elf(Elf::new(Path::new(&path))), Input::FileOffset(&[off.unwrap()])).unwrap();
+        let name = s[0].as_sym().map(|s| s.name.to_string()).unwrap_or_default();
+        assert!(name.contains("folded_line"), "{name} {:?}", s[0]);
     }
 }

@@ -48,7 +48,13 @@ pub enum Workload {
     },
     /// Known stacks: `grow_cache` writes 3x --mib, then `grow_index` the next --mib of the same
     /// mapping (frame pointers on).
-    Stacks(Common),
+    Stacks {
+        #[command(flatten)]
+        c: Common,
+        /// Delete our own executable first (a binary deleted or replaced while it runs).
+        #[arg(long)]
+        unlink_exe: bool,
+    },
     /// Fork --n short-lived children one after another, each writing one page.
     Forks {
         #[arg(long, default_value_t = 1500)]
@@ -289,8 +295,11 @@ pub fn run(w: Workload) -> i32 {
                 hs.into_iter().for_each(|h| h.join().expect("thread"));
             }
         }
-        Workload::Stacks(c) => {
+        Workload::Stacks { c, unlink_exe } => {
             set_name("wl-stacks");
+            if unlink_exe {
+                std::fs::remove_file(std::env::current_exe().expect("our path")).expect("delete our executable");
+            }
             wait_go(&c);
             // One mapping: grow_index writes the pages right after grow_cache's, so a stack cache
             // keyed on neighbouring pages must still tell the two apart.

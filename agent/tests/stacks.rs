@@ -48,3 +48,28 @@ fn top_stacks_name_the_functions_that_faulted_the_pages() {
     assert!(svg.contains("grow_cache") && svg.contains("grow_index"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_binary_deleted_while_it_runs_is_still_symbolized() {
+    if !ebpf_available("stacks of a deleted binary") {
+        return;
+    }
+    // A copy of the workload binary that deletes itself before it faults: its path then names
+    // nothing, and the agent must read the ELF the process still maps.
+    let copy = std::env::temp_dir().join(format!("agent-deleted-{}", std::process::id()));
+    std::fs::copy(agent(), &copy).unwrap();
+    let out = std::process::Command::new(agent())
+        .args(["watch", "--format", "json", "--interval", "0.5", "--stacks", "--"])
+        .arg(&copy)
+        .args(["workload", "stacks", "--mib", "4", "--hold", "1.2", "--unlink-exe"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!copy.exists(), "the workload deleted its binary");
+    let recs = parse(&String::from_utf8(out.stdout).unwrap());
+    let p = proc_by_comm(&recs, "wl-stacks");
+    let top = &p["stacks"][0];
+    let frames: Vec<&str> = top["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(frames.iter().any(|f| f.starts_with("agent::workload::grow_cache")), "top stack: {frames:?}");
+}
