@@ -16,6 +16,22 @@ pub fn size_kib(kib: i64) -> String {
     }
 }
 
+/// The kernel's accounting of the leaking mapping, under a leak line.
+fn vma_line(v: Option<&crate::record::VmaStat>) -> String {
+    let Some(v) = v else { return String::new() };
+    format!(
+        "\n{:>17}smaps of that mapping: {} VMA{} of {}, RSS {}, PSS {}, USS {}, swap {}",
+        "",
+        v.vmas,
+        if v.vmas == 1 { "" } else { "s" },
+        size_kib(v.size_kib as i64),
+        size_kib(v.rss_kib as i64),
+        size_kib(v.pss_kib as i64),
+        size_kib(v.uss_kib as i64),
+        size_kib(v.swap_kib as i64),
+    )
+}
+
 /// The top stack under a leak line, indented, leaf first.
 fn stack_lines(st: Option<&crate::record::StackStat>, page_kib: i64) -> String {
     let Some(st) = st else { return String::new() };
@@ -90,7 +106,19 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
             )
         }
         Record::Mem { .. } => return None,
-        Record::Leak { pid, comm, rate_kib_s, window_s, growth_kib, metric, mapping, shared, confidence, stacks } => {
+        Record::Leak {
+            pid,
+            comm,
+            rate_kib_s,
+            window_s,
+            growth_kib,
+            metric,
+            mapping,
+            shared,
+            confidence,
+            smaps_mapping,
+            stacks,
+        } => {
             let (on, off) = if *COLOR { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
             format!(
                 "{on}{t} {pid:>7} {comm:<15.15} LEAK {}/s of {} for {window_s:.0}s (+{}) into {mapping} ({}), confidence {confidence:.2}{off}",
@@ -102,7 +130,8 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
                     (true, _) => "shared",
                     _ => "private",
                 },
-            ) + &stack_lines(stacks.first(), page_kib)
+            ) + &vma_line(smaps_mapping.as_ref())
+                + &stack_lines(stacks.first(), page_kib)
         }
         Record::Lost { events } => {
             format!("{t} !! lost {events} events: the ring buffer was full, counts in this interval are low")

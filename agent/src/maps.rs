@@ -82,6 +82,11 @@ impl MappingMap {
         (addr < r.end).then(|| (&r.id, r.file_off.map(|o| o + (addr - s))))
     }
 
+    /// The address ranges the mapping `id` covers.
+    pub fn ranges_of(&self, id: &MappingId) -> Vec<(u64, u64)> {
+        self.regions.iter().filter(|(_, r)| &r.id == id).map(|(&s, r)| (s, r.end)).collect()
+    }
+
     pub fn lookup(&self, addr: u64) -> Option<&MappingId> {
         let (_, r) = self.regions.range(..=addr).next_back()?;
         (addr < r.end).then_some(&r.id)

@@ -75,6 +75,7 @@ impl Reconciler {
             mapping: mapping.as_ref().map_or_else(|| "?".into(), |m| m.name.to_string()),
             shared: mapping.is_some_and(|m| m.shared),
             confidence: trend.confidence,
+            smaps_mapping: None,
             stacks: Vec::new(),
         })
     }

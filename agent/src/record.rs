@@ -95,6 +95,17 @@ pub struct MemStat {
     pub swap_kib: u64,
 }
 
+/// The kernel's own accounting (full `/proc/PID/smaps`) of the VMAs that hold a mapping.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct VmaStat {
+    pub vmas: u32,
+    pub size_kib: u64,
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+    pub uss_kib: u64,
+    pub swap_kib: u64,
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ProcSummary {
     pub pid: u32,
@@ -164,6 +175,9 @@ pub enum Record {
         mapping: String,
         shared: bool,
         confidence: f64,
+        /// The growing mapping as the full smaps of this pid accounts it (read for this record).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        smaps_mapping: Option<VmaStat>,
         /// With --stacks: the stacks that added the most pages to this pid.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         stacks: Vec<StackStat>,

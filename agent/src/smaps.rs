@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use procfs::process::{MemoryMaps, Process};
 
-use crate::record::MemStat;
+use crate::record::{MemStat, VmaStat};
 
 /// RSS/PSS/USS from a parsed rollup (procfs gives byte values).
 pub fn mem_stat(rollup: &MemoryMaps) -> Option<MemStat> {
@@ -31,6 +31,30 @@ pub fn read(pid: u32) -> Option<MemStat> {
     READS.fetch_add(1, Ordering::Relaxed);
     READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
     mem_stat(&rollup?.memory_map_rollup)
+}
+
+/// The full smaps of `pid`, summed over the VMAs that overlap `ranges`: the kernel's view of
+/// one mapping, read only for a pid whose leak is being reported.
+pub fn read_vmas(pid: u32, ranges: &[(u64, u64)]) -> Option<VmaStat> {
+    let t = std::time::Instant::now();
+    let maps = Process::new(pid as i32).ok().and_then(|p| p.smaps().ok());
+    READS.fetch_add(1, Ordering::Relaxed);
+    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    vma_stat(&maps?, ranges)
+}
+
+pub fn vma_stat(maps: &MemoryMaps, ranges: &[(u64, u64)]) -> Option<VmaStat> {
+    let mut st = VmaStat::default();
+    for m in maps.iter().filter(|m| ranges.iter().any(|&(s, e)| m.address.0 < e && s < m.address.1)) {
+        let kib = |k: &str| m.extension.map.get(k).copied().unwrap_or(0) / 1024;
+        st.vmas += 1;
+        st.size_kib += (m.address.1 - m.address.0) / 1024;
+        st.rss_kib += kib("Rss");
+        st.pss_kib += kib("Pss");
+        st.uss_kib += kib("Private_Clean") + kib("Private_Dirty");
+        st.swap_kib += kib("Swap");
+    }
+    (st.vmas > 0).then_some(st)
 }
 
 /// Pids read per blocking task.
@@ -124,6 +148,37 @@ Locked:                0 kB
                 swap_kib: 16,
             }
         );
+    }
+
+    #[test]
+    fn the_vmas_of_a_mapping_are_summed() {
+        let text = "\
+7f0000000000-7f0000400000 rw-p 00000000 00:00 0                          
+Size:               4096 kB
+Rss:                3072 kB
+Pss:                3072 kB
+Private_Clean:         0 kB
+Private_Dirty:      3072 kB
+Swap:                 64 kB
+7f0000400000-7f0000500000 rw-s 00000000 00:01 7                          /dev/shm/seg
+Size:               1024 kB
+Rss:                1024 kB
+Pss:                 512 kB
+Shared_Dirty:       1024 kB
+Private_Dirty:         0 kB
+7f0000500000-7f0000600000 rw-p 00000000 00:00 0                          
+Size:               1024 kB
+Rss:                1024 kB
+Pss:                1024 kB
+Private_Dirty:      1024 kB
+";
+        let maps = procfs::process::MemoryMaps::from_buf_read(text.as_bytes()).unwrap();
+        // Our anon mapping covers the first VMA and part of the third; the segment is apart.
+        let st = vma_stat(&maps, &[(0x7f0000000000, 0x7f0000400000), (0x7f0000580000, 0x7f0000600000)]).unwrap();
+        assert_eq!(st, VmaStat { vmas: 2, size_kib: 5120, rss_kib: 4096, pss_kib: 4096, uss_kib: 4096, swap_kib: 64 });
+        let seg = vma_stat(&maps, &[(0x7f0000400000, 0x7f0000500000)]).unwrap();
+        assert_eq!((seg.vmas, seg.pss_kib, seg.uss_kib), (1, 512, 0));
+        assert!(vma_stat(&maps, &[(0x1000, 0x2000)]).is_none());
     }
 
     #[test]

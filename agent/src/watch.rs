@@ -25,6 +25,7 @@ use crate::{
     kmaps::KernelMaps,
     ledger::Ledger,
     loader,
+    maps::MappingId,
     output::Output,
     procinfo,
     reconcile::Reconciler,
@@ -68,6 +69,9 @@ struct Session {
     child: Option<u32>,
     /// pid -> tick at which its exit was seen, until its kernel state is forgotten.
     exits: HashMap<u32, u64>,
+    /// Leak records wait here while the full smaps of their pid is read on the blocking pool.
+    evidence: Option<mpsc::UnboundedSender<Record>>,
+    evidence_pending: usize,
     /// The last interval closed.
     tick: u64,
     /// Dead processes still in the ledger, oldest exit first.
@@ -151,6 +155,8 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
         out,
         child,
         exits: HashMap::new(),
+        evidence: None,
+        evidence_pending: 0,
         tick: 0,
         dead: Default::default(),
         retired: Vec::new(),
@@ -177,6 +183,8 @@ impl Session {
         let mut smaps_tick = tokio::time::interval(Duration::from_secs_f64(self.args.smaps_interval));
         smaps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mem_tx, mut mem_rx) = mpsc::channel(8);
+        let (evidence_tx, mut evidence_rx) = mpsc::unbounded_channel();
+        self.evidence = Some(evidence_tx);
         // smaps readings wait here until the ring has been read past the window they were
         // taken in; a timer checks.
         let mut pending = VecDeque::new();
@@ -227,6 +235,10 @@ impl Session {
                     }
                     smaps::Swept::Done => sweeping = false,
                 },
+                Some(r) = evidence_rx.recv() => {
+                    self.evidence_pending -= 1;
+                    self.publish_verdict(r);
+                }
                 _ = settle.tick(), if !pending.is_empty() => {
                     while let Ok((at, batch)) = rx.try_recv() {
                         self.on_batch(at, batch);
@@ -252,6 +264,15 @@ impl Session {
             self.on_batch(at, batch);
         }
         self.settle(&mut pending, u64::MAX);
+        while self.evidence_pending > 0 {
+            match tokio::time::timeout(Duration::from_secs(5), evidence_rx.recv()).await {
+                Ok(Some(r)) => {
+                    self.evidence_pending -= 1;
+                    self.publish_verdict(r);
+                }
+                _ => break,
+            }
+        }
         self.close_interval(ticks + 1, last_tick.elapsed().as_secs_f64());
         if self.decode_errors > 0 {
             log::warn!("{} ring records could not be decoded and were dropped", self.decode_errors);
@@ -303,8 +324,28 @@ impl Session {
         Ok(code)
     }
 
-    /// A record from the reconciler: leak records get their top stacks.
+    /// A record from the reconciler. A leak record first gets the kernel's own accounting of
+    /// its mapping: the pid's full smaps, read on the blocking pool (it walks page tables).
     fn emit_verdict(&mut self, mut r: Record) {
+        if let (Record::Leak { pid, mapping, shared, .. }, Some(tx)) = (&r, &self.evidence) {
+            if let Some(p) = self.ledger.procs.get(pid).filter(|p| p.alive) {
+                let ranges = p.maps().ranges_of(&MappingId { name: mapping.as_str().into(), shared: *shared });
+                let (pid, tx) = (*pid, tx.clone());
+                self.evidence_pending += 1;
+                tokio::task::spawn_blocking(move || {
+                    if let Record::Leak { smaps_mapping, .. } = &mut r {
+                        *smaps_mapping = smaps::read_vmas(pid, &ranges);
+                    }
+                    let _ = tx.send(r);
+                });
+                return;
+            }
+        }
+        self.publish_verdict(r);
+    }
+
+    /// A verdict with its evidence: leak records get their top stacks.
+    fn publish_verdict(&mut self, mut r: Record) {
         if let Some(st) = self.stacks.as_mut() {
             st.fill_leak(&mut r, &self.ledger);
         }

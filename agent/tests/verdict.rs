@@ -21,10 +21,14 @@ fn only_the_growers_are_flagged_with_their_rates() {
     assert_eq!(l["metric"], "uss");
     assert!(l["mapping"].as_str().unwrap().starts_with("anon@") && l["shared"] == false, "{l}");
     assert!(first_ts("leaker") < 35.0, "flagged within 30 s of its start: {}", first_ts("leaker"));
+    // The kernel's own accounting of that mapping (full smaps) holds at least the growth.
+    let vma = |l: &serde_json::Value, k: &str| l["smaps_mapping"][k].as_i64().unwrap_or_else(|| panic!("{l}"));
+    assert!(vma(l, "uss_kib") as f64 >= 0.9 * l["growth_kib"].as_f64().unwrap(), "{l}");
 
     let s = last("shm-grower");
     assert_within("shm grower rate KiB/s", s["rate_kib_s"].as_f64().unwrap() as i64, 1024, 25.0);
     assert!(s["mapping"].as_str().unwrap().starts_with("/dev/shm/agent-leakmix-") && s["shared"] == true, "{s}");
+    assert!(vma(s, "rss_kib") as f64 >= 0.9 * s["growth_kib"].as_f64().unwrap(), "{s}");
 
     // The summary marks exactly those two.
     let procs = summary(&recs)["procs"].as_array().unwrap();
