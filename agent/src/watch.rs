@@ -72,6 +72,8 @@ struct Session {
     /// Leak records wait here while the full smaps of their pid is read on the blocking pool.
     evidence: Option<mpsc::UnboundedSender<Record>>,
     evidence_pending: usize,
+    /// The start of the last ring poll whose batch the ledger has processed (ns since start).
+    processed_ns: u64,
     /// The last interval closed.
     tick: u64,
     /// Dead processes still in the ledger, oldest exit first.
@@ -157,6 +159,7 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
         exits: HashMap::new(),
         evidence: None,
         evidence_pending: 0,
+        processed_ns: 0,
         tick: 0,
         dead: Default::default(),
         retired: Vec::new(),
@@ -240,10 +243,13 @@ impl Session {
                     self.publish_verdict(r);
                 }
                 _ = settle.tick(), if !pending.is_empty() => {
-                    while let Ok((at, batch)) = rx.try_recv() {
-                        self.on_batch(at, batch);
-                    }
-                    self.settle(&mut pending, shared.polled_ns.load(Ordering::Acquire));
+                    // Every record submitted before `done` has been fed to the ledger: the start
+                    // of the last poll we processed, or of the reader's last poll when nothing
+                    // is queued after it (read before looking at the queue: it is stored after
+                    // the poll's batch is sent).
+                    let polled = shared.polled_ns.load(Ordering::Acquire);
+                    let done = if rx.is_empty() { polled.max(self.processed_ns) } else { self.processed_ns };
+                    self.settle(&mut pending, done);
                 }
                 Some(code) = async { match child_exit.as_mut() { Some(h) => h.await.ok(), None => None } }, if exit_code.is_none() => {
                     exit_code = Some(code);
@@ -259,10 +265,12 @@ impl Session {
         tokio::time::sleep(ring::POLL * 3).await;
         drop(self.ebpf.take());
         shared.stop.store(true, Ordering::Release);
-        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-        while let Ok((at, batch)) = rx.try_recv() {
+        // Drain until the reader has made its last poll and hung up: joining it first would
+        // deadlock when it is blocked on a full channel.
+        while let Some((at, batch)) = rx.recv().await {
             self.on_batch(at, batch);
         }
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
         self.settle(&mut pending, u64::MAX);
         while self.evidence_pending > 0 {
             match tokio::time::timeout(Duration::from_secs(5), evidence_rx.recv()).await {
@@ -380,9 +388,9 @@ impl Session {
         }
     }
 
-    /// Readings whose window the ring has been read past (`polled_ns`): compare and judge.
-    fn settle(&mut self, pending: &mut VecDeque<Chunk>, polled_ns: u64) {
-        while let Some(c) = pending.pop_front_if(|c| c.to + READ_SLACK_NS <= polled_ns) {
+    /// Readings whose window the ledger has been fed past (`done_ns`): compare and judge.
+    fn settle(&mut self, pending: &mut VecDeque<Chunk>, done_ns: u64) {
+        while let Some(c) = pending.pop_front_if(|c| c.to + READ_SLACK_NS <= done_ns) {
             let t = c.from as f64 / 1e9;
             for (pid, mem) in c.samples {
                 for r in
@@ -396,6 +404,7 @@ impl Session {
 
     fn on_batch(&mut self, at: (u64, u64), batch: Bytes) {
         self.ledger.batch_at = at;
+        self.processed_ns = at.0;
         for ev in records(batch) {
             self.received += 1;
             let rec = match ev {
