@@ -58,6 +58,8 @@ pub struct Proc {
     pub dirty: bool,
     /// Its recent ledger RSS values, by ring poll.
     rss_trace: RssTrace,
+    /// Own pages so far (see `rss_trace::Own`), kept as the records come.
+    own_pages: rss_trace::Own,
     /// Seen gone without learning its last name (a prctl rename makes no event).
     comm_at_exit_unknown: bool,
     /// With --stacks: pages added per user stack id, and ids not yet resolved.
@@ -85,6 +87,7 @@ impl Proc {
             dirty: true,
             rss_trace: RssTrace::default(),
             comm_at_exit_unknown: false,
+            own_pages: [0; 3],
             stacks: HashMap::new(),
             new_stacks: Vec::new(),
         }
@@ -134,21 +137,11 @@ impl Proc {
     }
 
     /// KiB so far, net: added by own faults into private and into shared mappings, and
-    /// changed by other causes (munmap, madvise, exit teardown, reclaim).
-    pub fn own_split_kib(&self, page: i64) -> (i64, i64, i64) {
-        let (mut private, mut shared) = (0, 0);
-        for a in [&self.total, &self.interval] {
-            for (id, st) in &a.by_mapping {
-                if id.shared {
-                    shared += st.pages;
-                } else {
-                    private += st.pages;
-                }
-            }
-        }
-        let other: i64 = self.total.other.iter().chain(self.interval.other.iter()).sum();
-        let kib = |pages: i64| pages * page / 1024;
-        (kib(private), kib(shared), kib(other))
+    /// changed by other causes (munmap, madvise, exit teardown, reclaim), as the ledger stood
+    /// when an smaps reading of `smaps_kib` RSS was taken between `from` and `to` (ns since
+    /// the watch start).
+    pub fn own_split_near_kib(&self, page: i64, smaps_kib: i64, from: u64, to: u64) -> (i64, i64, i64) {
+        own_kib(self.rss_trace.own_near(from, to, smaps_kib).unwrap_or(self.own_pages), page)
     }
 
     /// The kernel's last fault count of this process, taken at its exit.
@@ -232,6 +225,17 @@ impl Ledger {
     }
 
     pub fn on_rss(&mut self, e: &RssEvent) {
+        self.apply_rss(e);
+        if e.cause != cause::NEW_MM {
+            if let Some(p) = self.procs.get_mut(&e.hdr.tgid) {
+                if let Some(kib) = p.ledger_rss_kib() {
+                    p.rss_trace.note(self.batch_at, kib, p.own_pages);
+                }
+            }
+        }
+    }
+
+    fn apply_rss(&mut self, e: &RssEvent) {
         let page = self.page_size;
         if e.cause == cause::NEW_MM {
             // Sizes a fork copy or an exec gave an mm before its owner ran on it.
@@ -279,9 +283,6 @@ impl Ledger {
         if !matches!(e.cause, cause::EXIT | cause::REMOTE) {
             p.cur_mm = Some(e.mm_id);
         }
-        if let Some(kib) = p.ledger_rss_kib() {
-            p.rss_trace.note(self.batch_at, kib);
-        }
         let delta = if unseeded {
             match p.seed {
                 Some(_) if p.mms.len() == 1 => e.size - prev,
@@ -301,6 +302,7 @@ impl Ledger {
         match e.cause {
             cause::FAULT | cause::KERNEL_FAULT => {
                 let id = p.mapping_of(e.addr);
+                p.own_pages[usize::from(id.shared)] += pages;
                 p.interval.pages[m] += pages;
                 let s = p.interval.by_mapping.entry(id).or_default();
                 s.pages += pages;
@@ -315,7 +317,10 @@ impl Ledger {
                     *n += pages;
                 }
             }
-            c => p.interval.other[(c as usize).min(5)] += pages,
+            c => {
+                p.own_pages[2] += pages;
+                p.interval.other[(c as usize).min(5)] += pages;
+            }
         }
     }
 
@@ -382,12 +387,19 @@ impl Ledger {
             return None;
         }
         p.alive = false;
-        // Its last name: prctl(PR_SET_NAME) makes no event. /proc still has the zombie's leader
-        // name; the exiting thread's own name is the fallback.
-        match procinfo::comm(e.pid) {
-            Some(c) => p.comm = c,
-            None if e.comm[0] != 0 => p.comm = comm_str(&e.comm),
-            None => p.comm_at_exit_unknown = true,
+        // Its last name: prctl(PR_SET_NAME) makes no event. When the last thread out is the
+        // leader, the record has it; else /proc has the zombie leader's name, as long as the
+        // number is not already another process's; the exiting thread's own name is the
+        // fallback.
+        let named = e.comm[0] != 0;
+        if named && e.hdr.tid == e.pid {
+            p.comm = comm_str(&e.comm);
+        } else if let Some(c) = procinfo::zombie_comm(e.pid) {
+            p.comm = c;
+        } else if named {
+            p.comm = comm_str(&e.comm);
+        } else {
+            p.comm_at_exit_unknown = true;
         }
         Some(Record::Proc { pid: e.pid, ppid: p.ppid, comm: p.comm.clone(), event: "exit" })
     }
@@ -496,3 +508,8 @@ fn proc_entry(procs: &mut HashMap<u32, Proc>, pid: u32) -> &mut Proc {
 #[cfg(test)]
 #[path = "ledger_tests.rs"]
 mod tests;
+
+fn own_kib(own: rss_trace::Own, page: i64) -> (i64, i64, i64) {
+    let kib = |pages: i64| pages * page / 1024;
+    (kib(own[0]), kib(own[1]), kib(own[2]))
+}

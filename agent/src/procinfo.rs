@@ -16,6 +16,16 @@ pub fn facts(pid: u32) -> Option<ProcFacts> {
     Some(ProcFacts { ppid: stat.ppid as u32, comm: stat.comm })
 }
 
+/// The name of `pid` if it is a zombie (exited, not yet reaped): the process whose exit we
+/// saw, not a new one that got its number since.
+pub fn zombie_comm(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let state = rest.trim_start().chars().next()?;
+    let comm = head.split_once('(')?.1;
+    matches!(state, 'Z' | 'X').then(|| comm.to_string())
+}
+
 pub fn comm(pid: u32) -> Option<String> {
     let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some(c.trim_end_matches('\n').to_string())
@@ -72,4 +82,29 @@ pub fn tree(root: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_zombie_has_a_name_a_live_process_or_a_free_number_none() {
+        assert_eq!(super::zombie_comm(std::process::id()), None);
+        assert_eq!(super::zombie_comm(0x3fff_fff0), None);
+        // SAFETY: the child only calls _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe { libc::_exit(0) };
+        }
+        // Not reaped yet: a zombie once it has exited.
+        let mut name = None;
+        for _ in 0..200 {
+            name = super::zombie_comm(pid as u32);
+            if name.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        assert!(name.is_some_and(|n| !n.is_empty()));
+    }
 }

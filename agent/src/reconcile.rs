@@ -39,7 +39,7 @@ impl Reconciler {
         p.mem = Some(mem.clone());
         let ledger_rss_kib = p.ledger_rss_near_kib(mem.rss_kib as i64, read_ns.0, read_ns.1);
         let drift_kib = ledger_rss_kib.map(|l| l - mem.rss_kib as i64);
-        let own = p.own_split_kib(ledger.page_size);
+        let own = p.own_split_near_kib(ledger.page_size, mem.rss_kib as i64, read_ns.0, read_ns.1);
         let explain =
             self.last.insert(pid, (mem.clone(), own)).map(|(prev, prev_own)| explain(&prev, prev_own, &mem, own));
         let mut out = vec![Record::Mem { pid, comm: p.comm.clone(), sweep, mem, ledger_rss_kib, drift_kib, explain }];
@@ -91,16 +91,20 @@ impl Reconciler {
     }
 }
 
+/// The PSS/USS change between two readings: the ledger says what the pid's own activity did,
+/// and whatever PSS did that its RSS did not is sharing. RSS and PSS come from the same two
+/// smaps readings, so no clock stands between them.
 fn explain(prev: &MemStat, prev_own: (i64, i64, i64), now: &MemStat, own: (i64, i64, i64)) -> Explain {
-    let delta_pss_kib = now.pss_kib as i64 - prev.pss_kib as i64;
-    let (private, shared, other) = (own.0 - prev_own.0, own.1 - prev_own.1, own.2 - prev_own.2);
+    let d = |a: u64, b: u64| b as i64 - a as i64;
+    let (delta_rss_kib, delta_pss_kib) = (d(prev.rss_kib, now.rss_kib), d(prev.pss_kib, now.pss_kib));
     Explain {
+        delta_rss_kib,
         delta_pss_kib,
-        delta_uss_kib: now.uss_kib as i64 - prev.uss_kib as i64,
-        faulted_private_kib: private,
-        faulted_shared_kib: shared,
-        released_kib: other,
-        sharing_kib: delta_pss_kib - (private + shared + other),
+        delta_uss_kib: d(prev.uss_kib, now.uss_kib),
+        faulted_private_kib: own.0 - prev_own.0,
+        faulted_shared_kib: own.1 - prev_own.1,
+        released_kib: own.2 - prev_own.2,
+        sharing_kib: delta_pss_kib - delta_rss_kib,
     }
 }
 
@@ -112,9 +116,9 @@ fn round2(v: f64) -> f64 {
 mod tests {
     use super::*;
 
-    fn mem(pss: u64, uss: u64) -> MemStat {
+    fn mem(rss: u64, pss: u64, uss: u64) -> MemStat {
         MemStat {
-            rss_kib: 0,
+            rss_kib: rss,
             pss_kib: pss,
             uss_kib: uss,
             pss_anon_kib: 0,
@@ -127,17 +131,19 @@ mod tests {
     #[test]
     fn a_siblings_exit_shows_as_sharing_not_as_own_growth() {
         // PSS +5 MiB, nothing of its own moved: all of it is sharing.
-        let e = explain(&mem(10_240, 100), (0, 0, 0), &mem(15_360, 100), (0, 0, 0));
+        let e = explain(&mem(20_480, 10_240, 100), (0, 0, 0), &mem(20_480, 15_360, 100), (0, 0, 0));
         assert_eq!((e.delta_pss_kib, e.sharing_kib, e.faulted_private_kib), (5120, 5120, 0));
     }
 
     #[test]
     fn own_faults_and_releases_explain_the_change() {
-        // +8 MiB private faulted, -2 MiB munmapped, +4 MiB faulted into a segment half shared.
-        let e = explain(&mem(0, 0), (0, 0, 0), &mem(8192, 6144), (8192, 4096, -2048));
+        // +8 MiB private faulted, -2 MiB munmapped, +4 MiB faulted into a segment shared with
+        // one other process: RSS +10 MiB, PSS +8 MiB, the segment's half missing from PSS.
+        let e = explain(&mem(0, 0, 0), (0, 0, 0), &mem(10_240, 8192, 6144), (8192, 4096, -2048));
         assert_eq!(e.faulted_private_kib, 8192);
         assert_eq!(e.faulted_shared_kib, 4096);
         assert_eq!(e.released_kib, -2048);
+        assert_eq!(e.delta_rss_kib, 10_240);
         assert_eq!(e.sharing_kib, 8192 - 10_240);
         assert_eq!(e.delta_uss_kib, 6144);
     }

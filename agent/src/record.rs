@@ -60,15 +60,19 @@ pub struct AgentCost {
 /// Why a pid's PSS/USS moved between two readings.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Explain {
+    pub delta_rss_kib: i64,
     pub delta_pss_kib: i64,
     pub delta_uss_kib: i64,
-    /// Net KiB its own faults added to private mappings, and to shared ones.
+    /// Net KiB its own faults added to private mappings, and to shared ones (the ledger at the
+    /// ring poll nearest each reading).
     pub faulted_private_kib: i64,
     pub faulted_shared_kib: i64,
     /// Net KiB of other own causes (negative: munmap, madvise, reclaim).
     pub released_kib: i64,
-    /// PSS change that its own RSS change does not account for: other processes mapping or
-    /// unmapping pages it shares (a sibling's exit raises it; a new sharer lowers it).
+    /// PSS change that its own RSS change does not account for (delta PSS - delta RSS): other
+    /// processes mapping or unmapping pages it shares (a sibling's exit raises it; a new sharer
+    /// lowers it), and its own faults into pages others map (they add a page of RSS and a
+    /// fraction of one to PSS).
     pub sharing_kib: i64,
 }
 

@@ -17,6 +17,9 @@ pub enum Workload {
         common: Common,
         #[arg(long, value_delimiter = ',', default_value = "1,0.5,0")]
         fractions: Vec<f64>,
+        /// Seconds each child holds the segment before it exits (default: --hold for all).
+        #[arg(long, value_delimiter = ',')]
+        holds: Vec<f64>,
     },
     /// A child that, after --delay-ms, forks a grandchild which writes --mib of private anon.
     Grandchild {
@@ -193,7 +196,7 @@ pub fn run(w: Workload) -> i32 {
             touch(p, c.mib * MIB, Duration::ZERO);
             hold(c.hold);
         }
-        Workload::Shared { common: c, fractions } => {
+        Workload::Shared { common: c, fractions, holds } => {
             set_name("wl-shared");
             let len = c.mib * MIB;
             let seg = map(len, true);
@@ -203,12 +206,13 @@ pub fn run(w: Workload) -> i32 {
                 .enumerate()
                 .map(|(i, &f)| {
                     let c = c.clone();
+                    let hold_s = holds.get(i).copied().unwrap_or(c.hold);
                     fork_child(&format!("wl-shared-{i}"), move || {
                         // The tree exists before the go signal, for `watch -p`.
                         wait_go(&c);
                         let n = ((len / page_size()) as f64 * f) as usize * page_size();
                         touch(seg_addr as *mut u8, n, Duration::ZERO);
-                        hold(c.hold);
+                        hold(hold_s);
                     })
                 })
                 .collect();

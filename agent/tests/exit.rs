@@ -5,42 +5,45 @@ use std::time::Duration;
 
 use common::*;
 
-/// Names (as the kernel truncates them, 15 bytes) of the agent's programs still loaded.
-fn our_programs() -> Vec<String> {
-    const OURS: [&str; 8] = [
-        "page_fault_user",
-        "page_fault_kern",
-        "rss_stat",
-        "sched_process_f",
-        "sched_process_e",
-        "sys_enter",
-        "sys_exit",
-        "noop",
-    ];
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| OURS.iter().any(|o| n.starts_with(o)))
-        .collect()
+/// Ids of the BPF programs the process `pid` holds open (its fdinfo says `prog_id:`).
+fn programs_of(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        ids.extend(
+            text.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u32>().ok()),
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
-fn wait_gone() -> Vec<String> {
+/// Which of `ids` are still loaded. Other agents on the machine (a concurrent test run, say)
+/// do not count: only the programs this agent held.
+fn still_loaded(ids: &[u32]) -> Vec<u32> {
+    aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).filter(|id| ids.contains(id)).collect()
+}
+
+fn wait_gone(ids: &[u32]) -> Vec<u32> {
     // Program teardown after the last fd closes is asynchronous (RCU): give it a moment.
     for _ in 0..50 {
-        let left = our_programs();
-        if left.is_empty() {
-            return left;
+        if still_loaded(ids).is_empty() {
+            return Vec::new();
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    our_programs()
+    still_loaded(ids)
 }
 
-fn signal_run(sig: i32) -> Option<(Vec<serde_json::Value>, i32)> {
+/// Run the agent on a sleeping target, send it `sig`; its output (unless SIGKILL) and the ids
+/// of the programs it had loaded.
+fn signal_run(sig: i32) -> (Option<(Vec<serde_json::Value>, i32)>, Vec<u32>) {
     let mut target = start_workload(&["sleep", "--secs", "20"]);
     let mut agent = Running::start(&["watch", "-p", &target.id().to_string(), "--format", "json"]);
     agent.wait_for("start", Duration::from_secs(20));
-    assert!(!our_programs().is_empty(), "the agent's programs are loaded while it runs");
+    let ids = programs_of(agent.child.id());
+    assert!(ids.len() >= 7, "the agent holds its programs while it runs: {ids:?}");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.child.id() as i32, sig) };
     let result = if sig == libc::SIGKILL {
@@ -51,7 +54,7 @@ fn signal_run(sig: i32) -> Option<(Vec<serde_json::Value>, i32)> {
     };
     let _ = target.kill();
     let _ = target.wait();
-    result
+    (result, ids)
 }
 
 #[test]
@@ -59,13 +62,13 @@ fn sigterm_and_sigint_detach_and_print_the_summary() {
     if !ebpf_available("sigterm") {
         return;
     }
-    assert!(wait_gone().is_empty(), "no agent programs before the test: {:?}", our_programs());
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        let (recs, code) = signal_run(sig).unwrap();
+        let (out, ids) = signal_run(sig);
+        let (recs, code) = out.unwrap();
         assert_eq!(code, 0, "exit 0 on signal {sig}");
         assert_eq!(summary(&recs)["type"], "summary");
-        let left = wait_gone();
-        assert!(left.is_empty(), "programs left attached after signal {sig}: {left:?}");
+        let left = wait_gone(&ids);
+        assert!(left.is_empty(), "programs left loaded after signal {sig}: {left:?} of {ids:?}");
     }
 }
 
@@ -74,9 +77,10 @@ fn sigkill_leaves_nothing_attached() {
     if !ebpf_available("sigkill") {
         return;
     }
-    assert!(signal_run(libc::SIGKILL).is_none());
-    let left = wait_gone();
-    assert!(left.is_empty(), "programs left attached after SIGKILL: {left:?}");
+    let (out, ids) = signal_run(libc::SIGKILL);
+    assert!(out.is_none());
+    let left = wait_gone(&ids);
+    assert!(left.is_empty(), "programs left loaded after SIGKILL: {left:?} of {ids:?}");
 }
 
 #[test]

@@ -34,3 +34,38 @@ fn pss_of_the_segment_mappers_adds_up_to_its_resident_size() {
         .unwrap();
     assert!(m0 < mib * 1024 * 3 / 4, "writer 0's USS excludes the pages shared with writer 1: {m0}");
 }
+
+#[test]
+fn a_siblings_exit_shows_as_sharing_not_as_own_growth() {
+    if !ebpf_available("sibling_exit") {
+        return;
+    }
+    // Two children write the whole segment; the first exits after 1 s, the second stays 3 s
+    // more: its PSS doubles with no fault of its own.
+    let mib = 64;
+    let (recs, code) = watch_workload(
+        &["--smaps-interval", "0.3"],
+        &["shared", "--mib", &mib.to_string(), "--fractions", "1,1", "--holds", "1,3"],
+    );
+    assert_eq!(code, 0);
+    let exit_ts = of_type(&recs, "proc")
+        .into_iter()
+        .find(|r| r["event"] == "exit" && r["comm"] == "wl-shared-0")
+        .expect("the first writer's exit")["ts"]
+        .as_f64()
+        .unwrap();
+    let survivor: Vec<&Value> =
+        of_type(&recs, "mem").into_iter().filter(|r| r["comm"] == "wl-shared-1" && !r["explain"].is_null()).collect();
+    let after: Vec<&Value> = survivor.iter().copied().filter(|r| r["ts"].as_f64().unwrap() > exit_ts).collect();
+    let sharing: i64 = after.iter().map(|r| r["explain"]["sharing_kib"].as_i64().unwrap()).sum();
+    let own: i64 = after
+        .iter()
+        .map(|r| {
+            r["explain"]["faulted_private_kib"].as_i64().unwrap() + r["explain"]["faulted_shared_kib"].as_i64().unwrap()
+        })
+        .sum();
+    assert_within("sharing after the sibling's exit (KiB)", sharing, mib * 1024 / 2, 10.0);
+    assert!(own.abs() < 1024, "no own faults after the sibling's exit: {own} KiB; {after:?}");
+    // And it is not a leak, nor own growth: nothing flagged.
+    assert!(of_type(&recs, "leak").is_empty());
+}
