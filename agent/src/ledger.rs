@@ -225,17 +225,16 @@ impl Ledger {
     }
 
     pub fn on_rss(&mut self, e: &RssEvent) {
-        self.apply_rss(e);
-        if e.cause != cause::NEW_MM {
-            if let Some(p) = self.procs.get_mut(&e.hdr.tgid) {
-                if let Some(kib) = p.ledger_rss_kib() {
-                    p.rss_trace.note(self.batch_at, kib, p.own_pages);
-                }
+        let at = self.batch_at;
+        if let Some(p) = self.apply_rss(e) {
+            if let Some(kib) = p.ledger_rss_kib() {
+                p.rss_trace.note(at, kib, p.own_pages);
             }
         }
     }
 
-    fn apply_rss(&mut self, e: &RssEvent) {
+    /// Apply one rss change; the process it changed, if any.
+    fn apply_rss(&mut self, e: &RssEvent) -> Option<&mut Proc> {
         let page = self.page_size;
         if e.cause == cause::NEW_MM {
             // Sizes a fork copy or an exec gave an mm before its owner ran on it.
@@ -248,12 +247,12 @@ impl Ledger {
             if let Some(v) = self.new_mms.entry(e.mm_id).or_default().get_mut(e.member as usize) {
                 *v = e.size;
             }
-            return;
+            return None;
         }
         let p = proc_entry(&mut self.procs, e.hdr.tgid);
         let m = e.member as usize;
         if m >= 4 {
-            return;
+            return Some(p);
         }
         let unseeded = e.flags & rss_flags::UNSEEDED != 0;
         let idx = match p.mms.iter().position(|c| c.mm_id == e.mm_id) {
@@ -288,7 +287,7 @@ impl Ledger {
                 Some(_) if p.mms.len() == 1 => e.size - prev,
                 _ => {
                     self.unseeded_dropped += 1;
-                    return;
+                    return Some(p);
                 }
             }
         } else {
@@ -297,7 +296,7 @@ impl Ledger {
         p.dirty = true;
         let pages = delta / page;
         if e.member == member::SWAPENTS {
-            return;
+            return Some(p);
         }
         match e.cause {
             cause::FAULT | cause::KERNEL_FAULT => {
@@ -322,6 +321,7 @@ impl Ledger {
                 p.interval.other[(c as usize).min(5)] += pages;
             }
         }
+        Some(p)
     }
 
     pub fn on_syscall(&mut self, e: &SyscallEvent) {
