@@ -23,7 +23,11 @@ pub enum Cmd {
     /// Attach do-nothing programs to the agent's tracepoints and hold them until stdin closes
     /// or a signal: the cost floor `cargo xtask bench` compares the agent with.
     #[command(hide = true)]
-    Floor,
+    Floor {
+        /// Print the programs' kernel run statistics (JSON) when done.
+        #[arg(long)]
+        bpf_stats: bool,
+    },
     /// Workloads with known answers, for the tests.
     #[command(subcommand, hide = true)]
     Workload(Workload),
@@ -63,6 +67,10 @@ pub struct WatchArgs {
     /// Write an SVG flamegraph of faulted pages to FILE (implies --stacks).
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<std::path::PathBuf>,
+    /// Measure the agent's own eBPF programs: turn on the kernel's BPF run-time statistics
+    /// while watching and report each program's runs and nanoseconds in the summary.
+    #[arg(long)]
+    pub bpf_stats: bool,
     /// The command to spawn and watch (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,

@@ -143,6 +143,11 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
                 agent.cpu_per_s * 100.0,
                 size_kib(agent.max_rss_kib as i64)
             );
+            if !agent.programs.is_empty() {
+                let p: Vec<String> =
+                    agent.programs.iter().map(|p| format!("{} {:.0} ns x {}", p.name, p.ns_per_run, p.runs)).collect();
+                let _ = writeln!(s, "eBPF programs (kernel run stats): {}", p.join(", "));
+            }
             if let Some(st) = stacks {
                 let d: Vec<String> = st.depths.iter().map(|b| format!("{}: {}", b.frames, b.stacks)).collect();
                 let _ = writeln!(s, "stack depths (frames: stacks) {}; {} stacks not taken", d.join(", "), st.errors);

@@ -174,6 +174,29 @@ pub fn load(noop: bool, stacks: bool) -> Result<Loaded, AgentError> {
     Ok(Loaded { ebpf, hooks, missing })
 }
 
+/// Turn on the kernel's per-program run statistics for as long as the returned fd lives (they
+/// cost two clock reads per program run, so they are opt-in).
+pub fn enable_stats() -> Option<std::os::fd::OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| log::warn!("cannot enable BPF run-time statistics: {e}"))
+        .ok()
+}
+
+/// Runs and run time of each loaded program (only counted while statistics are on).
+pub fn program_stats(ebpf: &Ebpf) -> Vec<crate::record::ProgStat> {
+    let mut v: Vec<_> = ebpf
+        .programs()
+        .filter_map(|(name, p)| {
+            let i = p.info().ok()?;
+            let (runs, run_ns) = (i.run_count(), i.run_time().as_nanos() as u64);
+            let ns_per_run = if runs > 0 { (run_ns as f64 / runs as f64 * 10.0).round() / 10.0 } else { 0.0 };
+            (runs > 0).then(|| crate::record::ProgStat { name: name.to_string(), runs, run_ns, ns_per_run })
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
 fn tracepoint_dir(root: &Path, h: &Hook) -> String {
     root.join("events").join(h.category).join(h.name).display().to_string()
 }

@@ -38,10 +38,14 @@ fn main() {
             }
         },
         cli::Cmd::Demo(args) => demo::run(args),
-        cli::Cmd::Floor => match loader::load(true, false) {
+        cli::Cmd::Floor { bpf_stats } => match loader::load(true, false) {
             Ok(loaded) => {
+                let stats = bpf_stats.then(loader::enable_stats);
                 println!("attached: {}", loaded.hooks.join(","));
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+                if stats.is_some() {
+                    println!("{}", serde_json::json!({ "programs": loader::program_stats(&loaded.ebpf) }));
+                }
                 0
             }
             Err(e) => {

@@ -55,6 +55,18 @@ pub struct AgentCost {
     /// smaps_rollup reads and the wall time they took in all.
     pub smaps_reads: u64,
     pub smaps_read_s: f64,
+    /// With --bpf-stats: each of the agent's eBPF programs, its runs and time in the kernel.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<ProgStat>,
+}
+
+/// One eBPF program's kernel run statistics (BPF_ENABLE_STATS).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ProgStat {
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
+    pub ns_per_run: f64,
 }
 
 /// Why a pid's PSS/USS moved between two readings.

@@ -74,6 +74,10 @@ struct Session {
     evidence_pending: usize,
     /// The start of the last ring poll whose batch the ledger has processed (ns since start).
     processed_ns: u64,
+    /// With --bpf-stats: the kernel counts our programs' runs while this is open; their
+    /// figures, taken before the programs are detached.
+    bpf_stats: Option<std::os::fd::OwnedFd>,
+    programs: Vec<crate::record::ProgStat>,
     /// The last interval closed.
     tick: u64,
     /// Dead processes still in the ledger, oldest exit first.
@@ -146,6 +150,7 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
     out.flush();
 
     let params = Params { window_s: args.leak_window, min_rate_kib_s: args.leak_min_rate, ..Params::default() };
+    let bpf_stats = args.bpf_stats.then(loader::enable_stats).flatten();
     let session = Session {
         args,
         start,
@@ -160,6 +165,8 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
         evidence: None,
         evidence_pending: 0,
         processed_ns: 0,
+        bpf_stats,
+        programs: Vec::new(),
         tick: 0,
         dead: Default::default(),
         retired: Vec::new(),
@@ -263,6 +270,9 @@ impl Session {
         // detach every program (the maps we hold stay), so that nothing is submitted after the
         // final drain and the summary's counts add up, and drain what is left.
         tokio::time::sleep(ring::POLL * 3).await;
+        if let (Some(_), Some(ebpf)) = (&self.bpf_stats, &self.ebpf) {
+            self.programs = loader::program_stats(ebpf);
+        }
         drop(self.ebpf.take());
         shared.stop.store(true, Ordering::Release);
         // Drain until the reader has made its last poll and hung up: joining it first would
@@ -312,7 +322,10 @@ impl Session {
             lost_events: self.lost_seen,
             events_received: self.received,
             events_submitted: self.kmaps.counters()[counter::SUBMITTED as usize],
-            agent: own_cost(self.start.elapsed().as_secs_f64()),
+            agent: AgentCost {
+                programs: std::mem::take(&mut self.programs),
+                ..own_cost(self.start.elapsed().as_secs_f64())
+            },
             stacks: stack_summary,
             procs: {
                 procs.append(&mut self.retired);
@@ -492,6 +505,7 @@ fn own_cost(elapsed_s: f64) -> AgentCost {
         max_rss_kib,
         smaps_reads: smaps::READS.load(std::sync::atomic::Ordering::Relaxed),
         smaps_read_s: r3(smaps::READ_NS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9),
+        programs: Vec::new(),
     }
 }
 

@@ -32,6 +32,51 @@ fn storm_seconds(stdout: &str) -> Result<f64> {
         .context("storm_s value")
 }
 
+/// The number of faults the storm reports (`... faults N`).
+fn storm_faults(stderr: &str) -> Result<f64> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("storm_s ")?.split(" faults ").nth(1))
+        .context("the storm printed no fault count")?
+        .trim()
+        .parse()
+        .context("fault count")
+}
+
+/// Nanoseconds of eBPF program time per storm fault, from the kernel's run statistics: the
+/// floor's noop and the agent's programs (all of them, on every hook), one storm each. Steadier
+/// than wall time on a noisy VM, and the part of the cost the agent's code decides.
+fn program_ns_per_fault() -> Result<Vec<(&'static str, f64)>> {
+    let total = |v: &serde_json::Value| -> f64 {
+        v.as_array().map_or(0.0, |a| a.iter().filter_map(|p| p["run_ns"].as_f64()).sum())
+    };
+    let mut out = Vec::new();
+    let mut floor =
+        Command::new(agent()).args(["floor", "--bpf-stats"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut lines = BufReader::new(floor.stdout.take().unwrap()).lines();
+    lines.next().context("floor: no attached line")??;
+    let storm = Command::new(agent()).args(["workload", "storm"]).output()?;
+    drop(floor.stdin.take());
+    let stats: serde_json::Value = serde_json::from_str(&lines.next().context("floor: no statistics")??)?;
+    floor.wait()?;
+    out.push(("floor", total(&stats["programs"]) / storm_faults(&String::from_utf8_lossy(&storm.stderr))?));
+    for (name, extra) in [("agent", &[][..]), ("agent --stacks", &["--stacks"][..])] {
+        let run = Command::new(agent())
+            .args(["watch", "--format", "json", "--bpf-stats"])
+            .args(extra)
+            .arg("--")
+            .arg(agent())
+            .args(["workload", "storm"])
+            .output()?;
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().context("no summary")?).context("summary JSON")?;
+        let faults = storm_faults(&String::from_utf8_lossy(&run.stderr))?;
+        out.push((name, total(&summary["agent"]["programs"]) / faults));
+    }
+    Ok(out)
+}
+
 fn run_bare() -> Result<f64> {
     let out = Command::new(agent()).args(["workload", "storm"]).output()?;
     storm_seconds(&String::from_utf8_lossy(&out.stderr))
@@ -122,6 +167,28 @@ pub fn run() -> Result<()> {
         let m = median(&v.times);
         table += &format!("| {} | {m:.3} | {:.2} | {:.2} |\n", v.name, m / bare, m / floor);
     }
+    let spread: Vec<String> = vs
+        .iter()
+        .map(|(v, _)| {
+            let (lo, hi) = v.times.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+            format!("{} {lo:.3}-{hi:.3} s", v.name)
+        })
+        .collect();
+    table += &format!("\nRange of the runs (this VM's noise): {}.\n", spread.join(", "));
+    let per_fault = program_ns_per_fault()?;
+    let floor_ns = per_fault[0].1;
+    table += "\neBPF program time per storm fault (kernel BPF run statistics, one storm each, all hooks):\n\n\
+              | variant | ns per fault | vs floor |\n|---|---|---|\n";
+    for (name, ns) in &per_fault {
+        table += &format!("| {name} | {ns:.0} | {:.2} |\n", ns / floor_ns);
+    }
+    let bare_ns = bare / 524_288.0 * 1e9;
+    table += &format!(
+        "\nThe agent's programs add {:.0} ns per fault over the floor's, against {bare_ns:.0} ns of bare fault \
+         loop per fault ({:.1}%).\n",
+        per_fault[1].1 - floor_ns,
+        (per_fault[1].1 - floor_ns) / bare_ns * 100.0
+    );
     let mut rest = String::new();
     if std::env::var("BENCH_STORM_ONLY").is_err() {
         let cap = bench_scale::capacity()?;
