@@ -207,7 +207,8 @@ pub fn run() -> Result<()> {
              | agent CPU per second of watching | {:.3} s ({:.1}%) |\n\
              | agent peak RSS | {:.1} MiB |\n\
              | every pid has a smaps reading, after the last fork | {:.1} s |\n\
-             | growers flagged, after the last fork | {} |\n\
+             | growers flagged (of 3), after the last fork | {}: {} |\n\
+             | other pids flagged (false positives) | {} |\n\
              | agent smaps_rollup reads / their total time | {} / {:.3} s |\n\
              | one serial smaps_rollup sweep of all pids (smem-style) | {:.3} s |\n\
              | serial sweeps every 2 s for the same run | {:.3} s |\n\
@@ -218,7 +219,9 @@ pub fn run() -> Result<()> {
             s.cpu_per_s * 100.0,
             s.max_rss_kib as f64 / 1024.0,
             s.all_read_after_s,
+            s.growers_flagged_after_s.len(),
             s.growers_flagged_after_s.iter().map(|t| format!("{t:.1} s")).collect::<Vec<_>>().join(", "),
+            s.others_flagged,
             s.agent_smaps_reads,
             s.agent_smaps_s,
             s.serial_sweep_s,

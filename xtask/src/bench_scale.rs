@@ -60,6 +60,8 @@ pub struct Scale {
     pub max_rss_kib: u64,
     pub all_read_after_s: f64,
     pub growers_flagged_after_s: Vec<f64>,
+    /// Distinct pids flagged that are not growers (false positives).
+    pub others_flagged: usize,
     pub agent_smaps_s: f64,
     pub agent_smaps_reads: u64,
     pub serial_sweep_s: f64,
@@ -116,12 +118,20 @@ pub fn scale() -> Result<Scale> {
             all_read_at = r["ts"].as_f64().unwrap();
         }
     }
-    let mut flagged: Vec<f64> = recs
+    // The first leak record of each grower (re-emits on a rate change are not new verdicts).
+    let mut first: BTreeMap<u64, f64> = BTreeMap::new();
+    for r in recs.iter().filter(|r| r["type"] == "leak" && r["comm"].as_str().is_some_and(|c| c.starts_with("grower-")))
+    {
+        first.entry(r["pid"].as_u64().unwrap()).or_insert(r["ts"].as_f64().unwrap() - last_fork_ts);
+    }
+    let mut flagged: Vec<f64> = first.into_values().collect();
+    flagged.sort_by(f64::total_cmp);
+    let others_flagged = recs
         .iter()
-        .filter(|r| r["type"] == "leak" && r["comm"].as_str().is_some_and(|c| c.starts_with("grower-")))
-        .map(|r| r["ts"].as_f64().unwrap() - last_fork_ts)
-        .collect();
-    flagged.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        .filter(|r| r["type"] == "leak" && !r["comm"].as_str().is_some_and(|c| c.starts_with("grower-")))
+        .filter_map(|r| r["pid"].as_u64())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let watch_s = summary["duration_s"].as_f64().unwrap_or(duration);
     let agent_smaps_s = agent["smaps_read_s"].as_f64().unwrap_or(0.0);
     Ok(Scale {
@@ -131,6 +141,7 @@ pub fn scale() -> Result<Scale> {
         max_rss_kib: agent["max_rss_kib"].as_u64().unwrap_or(0),
         all_read_after_s: all_read_at - last_fork_ts,
         growers_flagged_after_s: flagged,
+        others_flagged,
         agent_smaps_s,
         agent_smaps_reads: agent["smaps_reads"].as_u64().unwrap_or(0),
         serial_sweep_s,
