@@ -387,6 +387,8 @@ impl Ledger {
             return None;
         }
         p.alive = false;
+        // It will not be read again: its trace is dead weight while it waits to be retired.
+        p.rss_trace = RssTrace::default();
         // Its last name: prctl(PR_SET_NAME) makes no event. When the last thread out is the
         // leader, the record has it; else /proc has the zombie leader's name, as long as the
         // number is not already another process's; the exiting thread's own name is the

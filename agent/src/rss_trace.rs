@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 /// Entries kept: older than this (ns) is trimmed, and at most `MAX_ENTRIES` per process.
 const KEEP_NS: u64 = 3_000_000_000;
-const MAX_ENTRIES: usize = 256;
+const MAX_ENTRIES: usize = 128;
 
 /// A ring poll: it began reading the ring at `.0` and ended at `.1` (ns since the watch
 /// start). Its records were submitted before `.1`; any submitted before `.0` is in it or an
