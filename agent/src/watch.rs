@@ -269,6 +269,16 @@ impl Session {
         // The exit teardown of the last processes is still on its way: give it one poll. Then
         // detach every program (the maps we hold stay), so that nothing is submitted after the
         // final drain and the summary's counts add up, and drain what is left.
+        // A second Ctrl-C or SIGTERM while we finish: leave at once (the programs go with our
+        // file descriptors), rather than swallow it.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+            eprintln!("agent: signalled again while stopping: exiting now, without the summary");
+            std::process::exit(130);
+        });
         tokio::time::sleep(ring::POLL * 3).await;
         if let (Some(_), Some(ebpf)) = (&self.bpf_stats, &self.ebpf) {
             self.programs = loader::program_stats(ebpf);
