@@ -419,15 +419,22 @@ impl Ledger {
                 p.kernel_faults = n;
             }
             let a = std::mem::take(&mut p.interval);
-            let decay = (-interval_s / MAPPING_RATE_TAU_S).exp();
-            p.mapping_rate.retain(|_, r| {
-                *r *= decay;
-                *r >= 0.5
-            });
-            for (id, st) in &a.by_mapping {
-                if st.pages > 0 {
-                    *p.mapping_rate.entry(id.clone()).or_default() += st.pages as f64;
+            if p.alive {
+                let decay = (-interval_s / MAPPING_RATE_TAU_S).exp();
+                p.mapping_rate.retain(|_, r| {
+                    *r *= decay;
+                    *r >= 0.5
+                });
+                for (id, st) in &a.by_mapping {
+                    if st.pages > 0 {
+                        *p.mapping_rate.entry(id.clone()).or_default() += st.pages as f64;
+                    }
                 }
+            } else if p.maps.len() > 0 || !p.mapping_rate.is_empty() {
+                // Dead, and its stacks resolved by now (the watch loop resolves them first):
+                // its maps and growth rates are dead weight until it is retired.
+                p.maps = MappingMap::default();
+                p.mapping_rate = HashMap::new();
             }
             if a.is_empty() {
                 continue;
