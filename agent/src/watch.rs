@@ -283,7 +283,16 @@ impl Session {
         if let (Some(_), Some(ebpf)) = (&self.bpf_stats, &self.ebpf) {
             self.programs = loader::program_stats(ebpf);
         }
-        drop(self.ebpf.take());
+        // Detaching takes a while per program (RCU), and the hooks still fire meanwhile: keep
+        // feeding the ledger so the records do not pile up in memory.
+        let ebpf = self.ebpf.take();
+        let mut detach = tokio::task::spawn_blocking(move || drop(ebpf));
+        loop {
+            tokio::select! {
+                Some((at, batch)) = rx.recv() => self.on_batch(at, batch),
+                _ = &mut detach => break,
+            }
+        }
         shared.stop.store(true, Ordering::Release);
         // Drain until the reader has made its last poll and hung up: joining it first would
         // deadlock when it is blocked on a full channel.
