@@ -50,8 +50,11 @@ struct Chunk {
     samples: Vec<(u32, MemStat)>,
 }
 
-/// A record submitted during a read reaches a poll that began at most this long after it.
-const READ_SLACK_NS: u64 = 2 * ring::POLL.as_nanos() as u64;
+/// How long after a read the ledger's values still count as "during" it: a record submitted
+/// during the read reaches a poll that began at most two polls later; and munmap takes a
+/// region out of what smaps sees before it zaps the pages (the counters, and so the ledger,
+/// follow the zap: ~0.1 s per GiB here), so smaps can be that far ahead of the counters.
+const READ_SLACK_NS: u64 = 300_000_000;
 
 /// What the pipeline needs once the targets are in the watched set.
 struct Session {
