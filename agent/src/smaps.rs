@@ -2,18 +2,27 @@
 //! on tokio's blocking pool; a process that exits mid-read is skipped quietly.
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use procfs::process::{MemoryMaps, Process};
+use procfs::process::{MemoryMap, MemoryMaps, Process};
 
 use crate::record::{MemStat, VmaStat};
 
-/// RSS/PSS/USS from a parsed rollup (procfs gives byte values).
+/// A field of one smaps entry in KiB (procfs gives byte values), and its USS.
+fn kib(m: &MemoryMap, key: &str) -> u64 {
+    m.extension.map.get(key).copied().unwrap_or(0) / 1024
+}
+
+fn uss_kib(m: &MemoryMap) -> u64 {
+    kib(m, "Private_Clean") + kib(m, "Private_Dirty")
+}
+
+/// RSS/PSS/USS from a parsed rollup.
 pub fn mem_stat(rollup: &MemoryMaps) -> Option<MemStat> {
-    let m = &rollup.iter().next()?.extension.map;
-    let kib = |k: &str| m.get(k).copied().unwrap_or(0) / 1024;
+    let m = rollup.iter().next()?;
+    let kib = |k: &str| kib(m, k);
     Some(MemStat {
         rss_kib: kib("Rss"),
         pss_kib: kib("Pss"),
-        uss_kib: kib("Private_Clean") + kib("Private_Dirty"),
+        uss_kib: uss_kib(m),
         pss_anon_kib: kib("Pss_Anon"),
         pss_file_kib: kib("Pss_File"),
         pss_shmem_kib: kib("Pss_Shmem"),
@@ -25,34 +34,34 @@ pub fn mem_stat(rollup: &MemoryMaps) -> Option<MemStat> {
 pub static READS: AtomicU64 = AtomicU64::new(0);
 pub static READ_NS: AtomicU64 = AtomicU64::new(0);
 
-pub fn read(pid: u32) -> Option<MemStat> {
+/// One read of `pid`'s /proc, counted in READS and READ_NS.
+fn counted<T>(pid: u32, read: impl FnOnce(Process) -> procfs::ProcResult<T>) -> Option<T> {
     let t = std::time::Instant::now();
-    let rollup = Process::new(pid as i32).ok().and_then(|p| p.smaps_rollup().ok());
+    let v = Process::new(pid as i32).ok().and_then(|p| read(p).ok());
     READS.fetch_add(1, Ordering::Relaxed);
     READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    mem_stat(&rollup?.memory_map_rollup)
+    v
+}
+
+pub fn read(pid: u32) -> Option<MemStat> {
+    mem_stat(&counted(pid, |p| p.smaps_rollup())?.memory_map_rollup)
 }
 
 /// The full smaps of `pid`, summed over the VMAs that overlap `ranges`: the kernel's view of
 /// one mapping, read only for a pid whose leak is being reported.
 pub fn read_vmas(pid: u32, ranges: &[(u64, u64)]) -> Option<VmaStat> {
-    let t = std::time::Instant::now();
-    let maps = Process::new(pid as i32).ok().and_then(|p| p.smaps().ok());
-    READS.fetch_add(1, Ordering::Relaxed);
-    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    vma_stat(&maps?, ranges)
+    vma_stat(&counted(pid, |p| p.smaps())?, ranges)
 }
 
 pub fn vma_stat(maps: &MemoryMaps, ranges: &[(u64, u64)]) -> Option<VmaStat> {
     let mut st = VmaStat::default();
     for m in maps.iter().filter(|m| ranges.iter().any(|&(s, e)| m.address.0 < e && s < m.address.1)) {
-        let kib = |k: &str| m.extension.map.get(k).copied().unwrap_or(0) / 1024;
         st.vmas += 1;
         st.size_kib += (m.address.1 - m.address.0) / 1024;
-        st.rss_kib += kib("Rss");
-        st.pss_kib += kib("Pss");
-        st.uss_kib += kib("Private_Clean") + kib("Private_Dirty");
-        st.swap_kib += kib("Swap");
+        st.rss_kib += kib(m, "Rss");
+        st.pss_kib += kib(m, "Pss");
+        st.uss_kib += uss_kib(m);
+        st.swap_kib += kib(m, "Swap");
     }
     (st.vmas > 0).then_some(st)
 }

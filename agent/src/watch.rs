@@ -72,9 +72,9 @@ struct Session {
     child: Option<u32>,
     /// pid -> tick at which its exit was seen, until its kernel state is forgotten.
     exits: HashMap<u32, u64>,
-    /// Leak records wait here while the full smaps of their pid is read on the blocking pool.
+    /// Leak records come back here once the full smaps of their pid is read on the blocking
+    /// pool (each read holds a clone; dropping this one lets the channel close when they end).
     evidence: Option<mpsc::UnboundedSender<Record>>,
-    evidence_pending: usize,
     /// The start of the last ring poll whose batch the ledger has processed (ns since start).
     processed_ns: u64,
     /// With --bpf-stats: the kernel counts our programs' runs while this is open; their
@@ -166,7 +166,6 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<i32> {
         child,
         exits: HashMap::new(),
         evidence: None,
-        evidence_pending: 0,
         processed_ns: 0,
         bpf_stats,
         programs: Vec::new(),
@@ -248,10 +247,7 @@ impl Session {
                     }
                     smaps::Swept::Done => sweeping = false,
                 },
-                Some(r) = evidence_rx.recv() => {
-                    self.evidence_pending -= 1;
-                    self.publish_verdict(r);
-                }
+                Some(r) = evidence_rx.recv() => self.publish_verdict(r),
                 _ = settle.tick(), if !pending.is_empty() => {
                     // Every record submitted before `done` has been fed to the ledger: the start
                     // of the last poll we processed, or of the reader's last poll when nothing
@@ -269,9 +265,6 @@ impl Session {
             }
         }
 
-        // The exit teardown of the last processes is still on its way: give it one poll. Then
-        // detach every program (the maps we hold stay), so that nothing is submitted after the
-        // final drain and the summary's counts add up, and drain what is left.
         // A second Ctrl-C or SIGTERM while we finish: leave at once (the programs go with our
         // file descriptors), rather than swallow it.
         tokio::spawn(async move {
@@ -282,6 +275,9 @@ impl Session {
             eprintln!("agent: signalled again while stopping: exiting now, without the summary");
             std::process::exit(130);
         });
+        // The exit teardown of the last processes is still on its way: give it one poll. Then
+        // detach every program (the maps we hold stay), so that nothing is submitted after the
+        // final drain and the summary's counts add up, and drain what is left.
         tokio::time::sleep(ring::POLL * 3).await;
         if let (Some(_), Some(ebpf)) = (&self.bpf_stats, &self.ebpf) {
             self.programs = loader::program_stats(ebpf);
@@ -304,14 +300,10 @@ impl Session {
         }
         let _ = tokio::task::spawn_blocking(move || reader.join()).await;
         self.settle(&mut pending, u64::MAX);
-        while self.evidence_pending > 0 {
-            match tokio::time::timeout(Duration::from_secs(5), evidence_rx.recv()).await {
-                Ok(Some(r)) => {
-                    self.evidence_pending -= 1;
-                    self.publish_verdict(r);
-                }
-                _ => break,
-            }
+        // The last verdicts' evidence: the channel closes when the reads in flight are done.
+        self.evidence = None;
+        while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), evidence_rx.recv()).await {
+            self.publish_verdict(r);
         }
         self.close_interval(ticks + 1, last_tick.elapsed().as_secs_f64());
         if self.decode_errors > 0 {
@@ -374,7 +366,6 @@ impl Session {
             if let Some(p) = self.ledger.procs.get(pid).filter(|p| p.alive) {
                 let ranges = p.maps().ranges_of(&MappingId { name: mapping.as_str().into(), shared: *shared });
                 let (pid, tx) = (*pid, tx.clone());
-                self.evidence_pending += 1;
                 tokio::task::spawn_blocking(move || {
                     if let Record::Leak { smaps_mapping, .. } = &mut r {
                         *smaps_mapping = smaps::read_vmas(pid, &ranges);

@@ -5,7 +5,7 @@
 //! written to BENCHMARKS.md with the machine and date.
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -21,26 +21,52 @@ fn agent() -> std::path::PathBuf {
     workspace_root().join("target/release/agent")
 }
 
-/// The storm prints `storm_s SECONDS ...` (its fault loop's wall time) on stderr.
-fn storm_seconds(stdout: &str) -> Result<f64> {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("storm_s ")?.split_whitespace().next())
-        .context("the storm printed no storm_s line")?
-        .trim()
-        .parse()
-        .context("storm_s value")
+/// The storm prints `storm_s SECONDS cpu_s CPU faults N` (its fault loop) on stderr: the
+/// seconds and the faults.
+pub fn storm_line(stderr: &[u8]) -> Result<(f64, f64)> {
+    let stderr = String::from_utf8_lossy(stderr);
+    let line = stderr.lines().find_map(|l| l.strip_prefix("storm_s ")).context("the storm printed no storm_s line")?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let secs = words.first().context("storm_s value")?.parse().context("storm_s value")?;
+    let faults =
+        words.get(4).filter(|_| words.get(3) == Some(&"faults")).context("the storm printed no fault count")?;
+    Ok((secs, faults.parse().context("fault count")?))
 }
 
-/// The number of faults the storm reports (`... faults N`).
-fn storm_faults(stderr: &str) -> Result<f64> {
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("storm_s ")?.split(" faults ").nth(1))
-        .context("the storm printed no fault count")?
-        .trim()
-        .parse()
-        .context("fault count")
+/// One storm under the floor's noop programs; with `stats`, their kernel run statistics too.
+fn under_floor(stats: bool) -> Result<(Output, Option<serde_json::Value>)> {
+    let mut floor = Command::new(agent())
+        .arg("floor")
+        .args(stats.then_some("--bpf-stats"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(floor.stdout.take().unwrap()).lines();
+    let line = lines.next().transpose()?.unwrap_or_default();
+    if !line.starts_with("attached:") {
+        let _ = floor.kill();
+        bail!("the floor programs did not attach: {line}");
+    }
+    let storm = Command::new(agent()).args(["workload", "storm"]).output();
+    drop(floor.stdin.take());
+    let stats = match stats {
+        true => Some(serde_json::from_str(&lines.next().context("floor: no statistics")??)?),
+        false => None,
+    };
+    floor.wait()?;
+    Ok((storm?, stats))
+}
+
+/// One storm under `agent watch --format json EXTRA`: its output (JSON lines on stdout, the
+/// storm's line on stderr).
+fn under_agent(extra: &[&str]) -> Result<Output> {
+    Ok(Command::new(agent())
+        .args(["watch", "--format", "json"])
+        .args(extra)
+        .arg("--")
+        .arg(agent())
+        .args(["workload", "storm"])
+        .output()?)
 }
 
 /// Nanoseconds of eBPF program time per storm fault, from the kernel's run statistics: the
@@ -50,50 +76,24 @@ fn program_ns_per_fault() -> Result<Vec<(&'static str, f64)>> {
     let total = |v: &serde_json::Value| -> f64 {
         v.as_array().map_or(0.0, |a| a.iter().filter_map(|p| p["run_ns"].as_f64()).sum())
     };
-    let mut out = Vec::new();
-    let mut floor =
-        Command::new(agent()).args(["floor", "--bpf-stats"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
-    let mut lines = BufReader::new(floor.stdout.take().unwrap()).lines();
-    lines.next().context("floor: no attached line")??;
-    let storm = Command::new(agent()).args(["workload", "storm"]).output()?;
-    drop(floor.stdin.take());
-    let stats: serde_json::Value = serde_json::from_str(&lines.next().context("floor: no statistics")??)?;
-    floor.wait()?;
-    out.push(("floor", total(&stats["programs"]) / storm_faults(&String::from_utf8_lossy(&storm.stderr))?));
-    for (name, extra) in [("agent", &[][..]), ("agent --stacks", &["--stacks"][..])] {
-        let run = Command::new(agent())
-            .args(["watch", "--format", "json", "--bpf-stats"])
-            .args(extra)
-            .arg("--")
-            .arg(agent())
-            .args(["workload", "storm"])
-            .output()?;
+    let (storm, stats) = under_floor(true)?;
+    let mut out = vec![("floor", total(&stats.unwrap_or_default()["programs"]) / storm_line(&storm.stderr)?.1)];
+    for (name, extra) in [("agent", &["--bpf-stats"][..]), ("agent --stacks", &["--bpf-stats", "--stacks"][..])] {
+        let run = under_agent(extra)?;
         let stdout = String::from_utf8_lossy(&run.stdout);
         let summary: serde_json::Value =
             serde_json::from_str(stdout.lines().last().context("no summary")?).context("summary JSON")?;
-        let faults = storm_faults(&String::from_utf8_lossy(&run.stderr))?;
-        out.push((name, total(&summary["agent"]["programs"]) / faults));
+        out.push((name, total(&summary["agent"]["programs"]) / storm_line(&run.stderr)?.1));
     }
     Ok(out)
 }
 
 fn run_bare() -> Result<f64> {
-    let out = Command::new(agent()).args(["workload", "storm"]).output()?;
-    storm_seconds(&String::from_utf8_lossy(&out.stderr))
+    Ok(storm_line(&Command::new(agent()).args(["workload", "storm"]).output()?.stderr)?.0)
 }
 
 fn run_floor() -> Result<f64> {
-    let mut floor = Command::new(agent()).arg("floor").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
-    let mut line = String::new();
-    BufReader::new(floor.stdout.take().unwrap()).read_line(&mut line)?;
-    if !line.starts_with("attached:") {
-        let _ = floor.kill();
-        bail!("the floor programs did not attach: {line}");
-    }
-    let t = run_bare();
-    drop(floor.stdin.take());
-    floor.wait()?;
-    t
+    Ok(storm_line(&under_floor(false)?.0.stderr)?.0)
 }
 
 fn run_agent() -> Result<f64> {
@@ -105,13 +105,7 @@ fn run_agent_stacks() -> Result<f64> {
 }
 
 fn run_agent_with(extra: &[&str]) -> Result<f64> {
-    let out = Command::new(agent())
-        .args(["watch", "--format", "json"])
-        .args(extra)
-        .arg("--")
-        .arg(agent())
-        .args(["workload", "storm"])
-        .output()?;
+    let out = under_agent(extra)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lost: u64 = stdout
         .lines()
@@ -121,7 +115,7 @@ fn run_agent_with(extra: &[&str]) -> Result<f64> {
     if lost > 0 {
         eprintln!("bench: the agent lost {lost} events in this run");
     }
-    storm_seconds(&String::from_utf8_lossy(&out.stderr))
+    Ok(storm_line(&out.stderr)?.0)
 }
 
 fn median(v: &[f64]) -> f64 {

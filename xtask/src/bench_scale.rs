@@ -36,11 +36,7 @@ pub fn capacity() -> Result<Vec<Capacity>> {
             .arg(agent())
             .args(["workload", "storm", "--mib", "512", "--passes", "2", "--parallel", &parallel.to_string()])
             .output()?;
-        let stderr = String::from_utf8_lossy(&res.stderr);
-        let line = stderr.lines().find(|l| l.starts_with("storm_s ")).context("no storm_s line")?;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let secs: f64 = words[1].parse()?;
-        let faults: f64 = words[5].parse()?;
+        let (secs, faults) = crate::bench::storm_line(&res.stderr)?;
         let summary = String::from_utf8_lossy(&res.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
