@@ -4,7 +4,7 @@
 //! process's interval map current.
 use std::collections::HashMap;
 
-use agent_common::{cause, member, nr, rss_flags, ProcEvent, RssEvent, SyscallEvent};
+use agent_common::{cause, member, nr, rss_flags, EventKind, ProcEvent, RssEvent, SyscallEvent};
 
 use crate::{
     activity::Activity,
@@ -62,6 +62,8 @@ pub struct Proc {
     own_pages: rss_trace::Own,
     /// Seen gone without learning its last name (a prctl rename makes no event).
     comm_at_exit_unknown: bool,
+    /// The kernel's exit record was processed: every record of its faults came before it.
+    exit_record_seen: bool,
     /// With --stacks: pages added per user stack id, and ids not yet resolved.
     pub stacks: HashMap<i32, i64>,
     new_stacks: Vec<i32>,
@@ -87,6 +89,7 @@ impl Proc {
             dirty: true,
             rss_trace: RssTrace::default(),
             comm_at_exit_unknown: false,
+            exit_record_seen: false,
             own_pages: [0; 3],
             stacks: HashMap::new(),
             new_stacks: Vec::new(),
@@ -130,10 +133,7 @@ impl Proc {
 
     /// KiB added to RSS by this process's own faults so far (net).
     pub fn own_fault_kib(&self, page: i64) -> i64 {
-        let pages = |a: &Activity| {
-            a.pages[member::FILE as usize] + a.pages[member::ANON as usize] + a.pages[member::SHMEM as usize]
-        };
-        (pages(&self.total) + pages(&self.interval)) * page / 1024
+        (self.own_pages[0] + self.own_pages[1]) * page / 1024
     }
 
     /// KiB so far, net: added by own faults into private and into shared mappings, and
@@ -377,6 +377,7 @@ impl Ledger {
     /// beat the kernel's record).
     pub fn on_exit(&mut self, e: &ProcEvent) -> Option<Record> {
         let p = self.proc_mut(e.pid);
+        p.exit_record_seen |= e.hdr.kind == EventKind::Exit as u32;
         if !p.alive {
             // The liveness check saw it gone first, when /proc no longer had its name: the
             // kernel's record has the name it exited under.
@@ -430,9 +431,11 @@ impl Ledger {
                         *p.mapping_rate.entry(id.clone()).or_default() += st.pages as f64;
                     }
                 }
-            } else if p.maps.len() > 0 || !p.mapping_rate.is_empty() {
-                // Dead, and its stacks resolved by now (the watch loop resolves them first):
-                // its maps and growth rates are dead weight until it is retired.
+            } else if p.exit_record_seen {
+                // Dead, no fault record of it still to come (they precede its exit record), and
+                // its stacks resolved by now (the watch loop resolves them first): its maps and
+                // growth rates are dead weight until it is retired. (The /proc liveness check
+                // can see it gone while its last faults are still in the ring.)
                 p.maps = MappingMap::default();
                 p.mapping_rate = HashMap::new();
             }
@@ -514,11 +517,11 @@ fn proc_entry(procs: &mut HashMap<u32, Proc>, pid: u32) -> &mut Proc {
     })
 }
 
-#[cfg(test)]
-#[path = "ledger_tests.rs"]
-mod tests;
-
 fn own_kib(own: rss_trace::Own, page: i64) -> (i64, i64, i64) {
     let kib = |pages: i64| pages * page / 1024;
     (kib(own[0]), kib(own[1]), kib(own[2]))
 }
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;

@@ -154,3 +154,23 @@ fn a_process_seen_gone_before_its_exit_record_gets_the_name_it_exited_under() {
     assert!(l.on_exit(&ProcEvent { pid: PID, comm, ..Default::default() }).is_none());
     assert_eq!(l.procs[&PID].comm, "renamed");
 }
+
+#[test]
+fn a_dead_process_keeps_its_maps_until_its_exit_record_is_in() {
+    let mut l = ledger_with_maps();
+    // The liveness check sees it gone while its last fault is still in the ring.
+    l.on_exit(&ProcEvent { pid: PID, ..Default::default() });
+    l.close_interval(&HashMap::new(), 1.0);
+    l.on_rss(&rss(member::ANON, cause::FAULT, rss_flags::FIRST_OF_FAULT, PAGE * 21, PAGE, 0x10_0000));
+    let Record::Faults { mappings, .. } = &l.close_interval(&HashMap::new(), 1.0)[0] else { panic!() };
+    assert_eq!(mappings[0].mapping, "anon@0x100000", "the late fault still lands in its mapping");
+    // The kernel's record: nothing of its faults comes after it, so its maps can go.
+    let exit = ProcEvent {
+        hdr: EventHeader { kind: EventKind::Exit as u32, ..Default::default() },
+        pid: PID,
+        ..Default::default()
+    };
+    l.on_exit(&exit);
+    l.close_interval(&HashMap::new(), 1.0);
+    assert!(l.procs[&PID].maps().lookup(0x10_0000).is_none());
+}

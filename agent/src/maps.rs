@@ -92,6 +92,7 @@ impl MappingMap {
         (addr < r.end).then_some(&r.id)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.regions.len()
     }
