@@ -1,7 +1,7 @@
 //! Command line.
 use clap::{Args, Parser, Subcommand};
 
-use crate::{demo::DemoArgs, output::Format, workload::Workload};
+use crate::{demo::DemoArgs, sinks::Format};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,17 +20,6 @@ pub enum Cmd {
     Watch(WatchArgs),
     /// The built-in demo workload (run it under `agent watch -- agent demo`).
     Demo(DemoArgs),
-    /// Attach do-nothing programs to the agent's tracepoints and hold them until stdin closes
-    /// or a signal: the cost floor `cargo xtask bench` compares the agent with.
-    #[command(hide = true)]
-    Floor {
-        /// Print the programs' kernel run statistics (JSON) when done.
-        #[arg(long)]
-        bpf_stats: bool,
-    },
-    /// Workloads with known answers, for the tests.
-    #[command(subcommand, hide = true)]
-    Workload(Workload),
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +63,19 @@ pub struct WatchArgs {
     /// The command to spawn and watch (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
+}
+
+impl WatchArgs {
+    /// The arguments of `agent watch ARGS...` (what the library's callers and tests build).
+    pub fn parse_from<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString> + Clone>(args: I) -> Result<WatchArgs, clap::Error> {
+        #[derive(Parser)]
+        struct One {
+            #[command(flatten)]
+            w: WatchArgs,
+        }
+        One::try_parse_from(std::iter::once(std::ffi::OsString::from("watch")).chain(args.into_iter().map(Into::into)))
+            .map(|o| o.w)
+    }
 }
 
 fn positive(s: &str) -> Result<f64, String> {

@@ -27,7 +27,10 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer,
 };
 
-use crate::{maps::MappingMap, record::StackStat};
+use crate::{
+    attribution::{Ledger, MappingMap},
+    records::{DepthBucket, ProcSummary, Record, StackStat, StackSummary},
+};
 
 pub type Frames = Arc<[String]>;
 
@@ -213,54 +216,51 @@ pub fn flamegraph(lines: &[String], title: &str, out: impl std::io::Write) -> an
     Ok(())
 }
 
-/// Glue between the ledger and the stack resolver, for the watch loop.
+/// Glue between the ledger and the stack resolver.
 impl Stacks {
     /// Resolve the stacks seen since the last call, while each pid's mappings are current.
-    pub fn resolve_new(&mut self, ledger: &mut crate::ledger::Ledger) {
-        for p in ledger.procs.values_mut() {
-            for id in p.take_new_stacks() {
-                self.resolve(p.pid, id, p.maps());
+    pub fn resolve_new(&mut self, ledger: &mut Ledger) {
+        for (pid, ids) in ledger.take_new_stacks() {
+            let Some(p) = ledger.get(pid) else { continue };
+            for id in ids {
+                self.resolve(pid, id, p.maps());
             }
         }
     }
 
     /// Put the pid's top stacks into a leak record.
-    pub fn fill_leak(&mut self, rec: &mut crate::record::Record, ledger: &crate::ledger::Ledger) {
-        if let crate::record::Record::Leak { pid, stacks, .. } = rec {
-            if let Some(p) = ledger.procs.get(pid) {
+    pub fn fill_leak(&mut self, rec: &mut Record, ledger: &Ledger) {
+        if let Record::Leak { pid, stacks, .. } = rec {
+            if let Some(p) = ledger.get(*pid) {
                 *stacks = self.top(*pid, &p.stacks, p.maps(), 3);
             }
         }
     }
 
     /// Top stacks for the summary: flagged pids and the `n` biggest faulters.
-    pub fn fill_summary(&mut self, procs: &mut [crate::record::ProcSummary], ledger: &crate::ledger::Ledger, n: usize) {
+    pub fn fill_summary(&mut self, procs: &mut [ProcSummary], ledger: &Ledger, n: usize) {
         let mut by_pages: Vec<(i64, u32)> = procs.iter().map(|p| (p.pages.total(), p.pid)).collect();
         by_pages.sort_unstable_by(|a, b| b.cmp(a));
         let big: Vec<u32> = by_pages.iter().take(n).map(|&(_, pid)| pid).collect();
         for s in procs.iter_mut().filter(|s| s.leak || big.contains(&s.pid)) {
-            if let Some(p) = ledger.procs.get(&s.pid) {
+            if let Some(p) = ledger.get(s.pid) {
                 s.stacks = self.top(s.pid, &p.stacks, p.maps(), 3);
             }
         }
     }
 
-    pub fn summary(&self, errors: u64) -> crate::record::StackSummary {
-        let depths = DEPTH_BUCKETS
-            .iter()
-            .zip(self.depths)
-            .map(|(&frames, stacks)| crate::record::DepthBucket { frames, stacks })
-            .collect();
-        crate::record::StackSummary { depths, errors }
+    pub fn summary(&self, errors: u64) -> StackSummary {
+        let depths =
+            DEPTH_BUCKETS.iter().zip(self.depths).map(|(&frames, stacks)| DepthBucket { frames, stacks }).collect();
+        StackSummary { depths, errors }
     }
 
     /// Folded lines of every pid's pages by stack.
-    pub fn folded(&mut self, ledger: &crate::ledger::Ledger) -> Vec<String> {
-        let mut pids: Vec<&u32> = ledger.procs.keys().collect();
-        pids.sort_unstable();
+    pub fn folded(&mut self, ledger: &Ledger) -> Vec<String> {
+        let mut procs: Vec<_> = ledger.procs().collect();
+        procs.sort_unstable_by_key(|p| p.pid);
         let mut out = Vec::new();
-        for pid in pids {
-            let p = &ledger.procs[pid];
+        for p in procs {
             let mut ids: Vec<(&i32, &i64)> = p.stacks.iter().filter(|(_, &n)| n > 0).collect();
             ids.sort_unstable();
             for (&id, &pages) in ids {
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn symbolizes_a_function_of_this_test_binary() {
         // Our own binary: the file offset of a function's address, through /proc/self/maps.
-        let maps = crate::procinfo::maps(std::process::id()).unwrap();
+        let maps = crate::proc_facts::maps(std::process::id()).unwrap();
         let addr = folded_line as *const () as usize as u64;
         let (id, off) = maps.resolve(addr).unwrap();
         let sym = Symbolizer::new();
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn symbolizes_through_an_open_file() {
         // What a deleted binary is read through: the process's mapping of it, as an open file.
-        let maps = crate::procinfo::maps(std::process::id()).unwrap();
+        let maps = crate::proc_facts::maps(std::process::id()).unwrap();
         let addr = folded_line as *const () as usize as u64;
         let (_, off) = maps.resolve(addr).unwrap();
         let file = map_file(std::process::id(), addr).expect("our own map_files entry");

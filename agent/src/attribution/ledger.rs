@@ -1,4 +1,4 @@
-//! Attribution: every rss change the kernel joined with its cause lands here, per process and
+//! The ledger: every rss change the kernel joined with its cause lands here, per process and
 //! per mapping. Fault-caused pages go to the mapping that holds the faulting address; other
 //! causes (syscalls, exit teardown, reclaim) are kept apart. Mapping syscalls keep each
 //! process's interval map current.
@@ -6,13 +6,15 @@ use std::collections::HashMap;
 
 use agent_common::{cause, member, nr, rss_flags, EventKind, ProcEvent, RssEvent, SyscallEvent};
 
-use crate::{
-    activity::Activity,
-    decode::comm_str,
-    maps::{anon_name, MappingId, MappingMap},
-    procinfo,
-    record::{Causes, MemStat, ProcSummary, Record},
+use super::{
+    mappings::{anon_name, MappingId, MappingMap},
+    process::{MmCounters, Proc},
     rss_trace::{self, RssTrace},
+    ProcSource,
+};
+use crate::{
+    kernel::events::comm_str,
+    records::{Causes, ProcSummary, Record},
 };
 
 const MAP_SHARED_TYPE: u64 = 0x03;
@@ -24,188 +26,88 @@ const MAPPING_RATE_TAU_S: f64 = 30.0;
 /// Top mappings per faults record.
 pub const TOP_MAPPINGS: usize = 5;
 
-/// Last absolute value (bytes) of each rss member of one mm, and which are known.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MmCounters {
-    pub mm_id: u32,
-    pub rss: [i64; 4],
-    known: [bool; 4],
-    /// Its teardown has begun (exit, or the old image at exec): smaps and the ledger are then
-    /// read at different points of a fast release, so no drift is reported against it.
-    torn: bool,
-}
-
-pub struct Proc {
-    pub pid: u32,
-    pub ppid: u32,
-    pub comm: String,
-    pub alive: bool,
-    maps: MappingMap,
-    /// Bytes per member at the watch start, for the first (unseeded) kernel delta.
-    seed: Option<[i64; 4]>,
-    /// The rss ledger: the counters of each mm this process had (a new one at exec).
-    pub mms: Vec<MmCounters>,
-    /// The mm it runs on now (the last one its own events changed).
-    cur_mm: Option<u32>,
-    kernel_faults: u64,
-    pub interval: Activity,
-    pub total: Activity,
-    pub mem: Option<MemStat>,
-    pub peak_uss_kib: u64,
-    /// Pages per interval each mapping gained, smoothed over ~30 s: where growth goes now.
-    mapping_rate: HashMap<MappingId, f64>,
-    /// The rss ledger changed since the last smaps reading.
-    pub dirty: bool,
-    /// Its recent ledger RSS values, by ring poll.
-    rss_trace: RssTrace,
-    /// Own pages so far (see `rss_trace::Own`), kept as the records come.
-    own_pages: rss_trace::Own,
-    /// Seen gone without learning its last name (a prctl rename makes no event).
-    comm_at_exit_unknown: bool,
-    /// The kernel's exit record was processed: every record of its faults came before it.
-    exit_record_seen: bool,
-    /// With --stacks: pages added per user stack id, and ids not yet resolved.
-    pub stacks: HashMap<i32, i64>,
-    new_stacks: Vec<i32>,
-}
-
-impl Proc {
-    fn new(pid: u32, ppid: u32, comm: String, maps: MappingMap) -> Proc {
-        Proc {
-            pid,
-            ppid,
-            comm,
-            alive: true,
-            maps,
-            seed: None,
-            mms: Vec::new(),
-            cur_mm: None,
-            kernel_faults: 0,
-            interval: Activity::default(),
-            total: Activity::default(),
-            mem: None,
-            peak_uss_kib: 0,
-            mapping_rate: HashMap::new(),
-            dirty: true,
-            rss_trace: RssTrace::default(),
-            comm_at_exit_unknown: false,
-            exit_record_seen: false,
-            own_pages: [0; 3],
-            stacks: HashMap::new(),
-            new_stacks: Vec::new(),
-        }
-    }
-
-    /// Re-read /proc/PID/maps. Only rss changes reach a lookup, and the kernel only changes rss
-    /// for pages that are mapped, so a miss means our map is behind: re-reading is always right.
-    fn reload_maps(&mut self) -> bool {
-        match procinfo::maps(self.pid) {
-            Some(m) => {
-                self.maps = m;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The ledger's RSS (file + anon + shmem) of the current mm in KiB, once every member is
-    /// known and while the mm is not being torn down.
-    pub fn ledger_rss_kib(&self) -> Option<i64> {
-        let m = [member::FILE, member::ANON, member::SHMEM].map(|m| m as usize);
-        let (rss, known) = match self.cur_mm.and_then(|id| self.mms.iter().find(|c| c.mm_id == id)) {
-            Some(c) if c.torn => return None,
-            Some(c) => (c.rss, c.known),
-            None => (self.seed?, [true; 4]),
-        };
-        m.iter().all(|&i| known[i]).then(|| m.iter().map(|&i| rss[i]).sum::<i64>() / 1024)
-    }
-
-    /// The ledger's RSS nearest to `smaps_kib` among the values it held from `from` to `to` (ns
-    /// since the watch start), i.e. while that smaps reading was taken.
-    pub fn ledger_rss_near_kib(&self, smaps_kib: i64, from: u64, to: u64) -> Option<i64> {
-        let now = self.ledger_rss_kib()?;
-        Some(rss_trace::nearest(smaps_kib, self.rss_trace.range(from, to).unwrap_or((now, now))))
-    }
-
-    pub fn mm_ids(&self) -> Vec<u32> {
-        self.mms.iter().map(|c| c.mm_id).collect()
-    }
-
-    /// KiB added to RSS by this process's own faults so far (net).
-    pub fn own_fault_kib(&self, page: i64) -> i64 {
-        (self.own_pages[0] + self.own_pages[1]) * page / 1024
-    }
-
-    /// KiB so far, net: added by own faults into private and into shared mappings, and
-    /// changed by other causes (munmap, madvise, exit teardown, reclaim), as the ledger stood
-    /// when an smaps reading of `smaps_kib` RSS was taken between `from` and `to` (ns since
-    /// the watch start).
-    pub fn own_split_near_kib(&self, page: i64, smaps_kib: i64, from: u64, to: u64) -> (i64, i64, i64) {
-        own_kib(self.rss_trace.own_near(from, to, smaps_kib).unwrap_or(self.own_pages), page)
-    }
-
-    /// The kernel's last fault count of this process, taken at its exit.
-    pub fn final_faults(&mut self, n: u64) {
-        self.interval.faults += n.saturating_sub(self.kernel_faults);
-        self.kernel_faults = n;
-    }
-
-    pub fn maps(&self) -> &MappingMap {
-        &self.maps
-    }
-
-    /// Stack ids seen since the last call, to resolve while the mappings are current.
-    pub fn take_new_stacks(&mut self) -> Vec<i32> {
-        std::mem::take(&mut self.new_stacks)
-    }
-
-    /// The mapping growing fastest now, else the one that grew most overall.
-    pub fn growing_mapping(&self) -> Option<MappingId> {
-        self.mapping_rate
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(id, _)| id.clone())
-            .or_else(|| self.total.by_mapping.iter().max_by_key(|(_, s)| s.pages).map(|(id, _)| id.clone()))
-    }
-
-    fn mapping_of(&mut self, addr: u64) -> MappingId {
-        if let Some(id) = self.maps.lookup(addr) {
-            return id.clone();
-        }
-        if self.reload_maps() {
-            if let Some(id) = self.maps.lookup(addr) {
-                return id.clone();
-            }
-        }
-        MappingId { name: "[unmapped]".into(), shared: false }
-    }
-}
-
-#[derive(Default)]
 pub struct Ledger {
-    pub procs: HashMap<u32, Proc>,
-    pub page_size: i64,
+    procs: HashMap<u32, Proc>,
+    page_size: i64,
+    /// Where /proc facts come from (the real /proc, or a test's fake).
+    facts: Box<dyn ProcSource>,
     /// Sizes of mms built under the watch, until their owner's first own change.
     new_mms: HashMap<u32, [i64; 4]>,
     /// Unseeded first deltas that had no seed and were dropped.
-    pub unseeded_dropped: u64,
+    unseeded_dropped: u64,
     /// The ring poll the records being fed now came from.
-    pub batch_at: rss_trace::Poll,
+    batch_at: rss_trace::Poll,
 }
 
 impl Ledger {
-    pub fn new() -> Ledger {
+    pub fn new(facts: Box<dyn ProcSource>) -> Ledger {
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as i64;
-        Ledger { page_size, ..Default::default() }
+        Ledger {
+            procs: HashMap::new(),
+            page_size,
+            facts,
+            new_mms: HashMap::new(),
+            unseeded_dropped: 0,
+            batch_at: Default::default(),
+        }
     }
 
     /// A process watched from the start (a `-p` target and its tree, or the spawned command):
     /// its maps and rss seeds come from /proc.
     pub fn add_existing(&mut self, pid: u32) -> Option<()> {
-        let f = procinfo::facts(pid)?;
-        self.add(pid, f.ppid, f.comm, procinfo::maps(pid).unwrap_or_default(), procinfo::rss_seed(pid));
+        let (ppid, comm) = self.facts.facts(pid)?;
+        let (maps, seed) = (self.facts.maps(pid).unwrap_or_default(), self.facts.rss_seed(pid));
+        self.add(pid, ppid, comm, maps, seed);
         Some(())
+    }
+
+    pub fn page_size(&self) -> i64 {
+        self.page_size
+    }
+
+    /// First counter changes that had no seed and could not be attributed.
+    pub fn unseeded_dropped(&self) -> u64 {
+        self.unseeded_dropped
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Proc> {
+        self.procs.get(&pid)
+    }
+
+    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.procs.values()
+    }
+
+    /// The kernel's last fault count of `pid`, taken at its exit.
+    pub fn final_faults(&mut self, pid: u32, n: u64) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.final_faults(n);
+        }
+    }
+
+    /// The records fed next came from the ring poll `at`.
+    pub fn set_poll(&mut self, at: rss_trace::Poll) {
+        self.batch_at = at;
+    }
+
+    /// Did `pid`'s rss ledger change since the last call?
+    pub fn take_dirty(&mut self, pid: u32) -> bool {
+        self.procs.get_mut(&pid).is_some_and(|p| std::mem::take(&mut p.dirty))
+    }
+
+    /// Stack ids seen since the last call, by pid, to resolve while the mappings are current.
+    pub fn take_new_stacks(&mut self) -> Vec<(u32, Vec<i32>)> {
+        self.procs
+            .values_mut()
+            .filter(|p| !p.new_stacks.is_empty())
+            .map(|p| (p.pid, std::mem::take(&mut p.new_stacks)))
+            .collect()
+    }
+
+    /// The address ranges a live process maps `mapping` at (for its full smaps evidence).
+    pub fn ranges_of(&self, pid: u32, mapping: &MappingId) -> Option<Vec<(u64, u64)>> {
+        self.procs.get(&pid).filter(|p| p.alive).map(|p| p.maps().ranges_of(mapping))
     }
 
     fn add(&mut self, pid: u32, ppid: u32, comm: String, maps: MappingMap, seed: Option<[i64; 4]>) {
@@ -218,10 +120,6 @@ impl Ledger {
         let mut v: Vec<u32> = self.procs.values().filter(|p| p.alive).map(|p| p.pid).collect();
         v.sort_unstable();
         v
-    }
-
-    fn proc_mut(&mut self, pid: u32) -> &mut Proc {
-        proc_entry(&mut self.procs, pid)
     }
 
     pub fn on_rss(&mut self, e: &RssEvent) {
@@ -249,7 +147,8 @@ impl Ledger {
             }
             return None;
         }
-        let p = proc_entry(&mut self.procs, e.hdr.tgid);
+        let facts = self.facts.as_ref();
+        let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
         let m = e.member as usize;
         if m >= 4 {
             return Some(p);
@@ -300,7 +199,7 @@ impl Ledger {
         }
         match e.cause {
             cause::FAULT | cause::KERNEL_FAULT => {
-                let id = p.mapping_of(e.addr);
+                let id = p.mapping_of(e.addr, facts);
                 p.own_pages[usize::from(id.shared)] += pages;
                 p.interval.pages[m] += pages;
                 let s = p.interval.by_mapping.entry(id).or_default();
@@ -327,7 +226,8 @@ impl Ledger {
     pub fn on_syscall(&mut self, e: &SyscallEvent) {
         let page = self.page_size as u64;
         let round = |len: u64| len.div_ceil(page) * page;
-        let p = self.proc_mut(e.hdr.tgid);
+        let facts = self.facts.as_ref();
+        let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
         let a = e.args;
         match e.nr {
             nr::MMAP => {
@@ -338,7 +238,7 @@ impl Ledger {
                     p.maps.map(start, end, MappingId { name: anon_name(start, shared), shared }, true);
                 } else {
                     // A file mapping: /proc/PID/maps has its name. Force the re-read.
-                    if !p.reload_maps() {
+                    if !p.reload_maps(facts) {
                         p.maps.map(start, end, MappingId { name: "[file]".into(), shared }, false);
                     }
                 }
@@ -361,13 +261,14 @@ impl Ledger {
 
     pub fn on_exec(&mut self, e: &ProcEvent) -> Record {
         let comm = comm_str(&e.comm);
-        let p = self.proc_mut(e.pid);
+        let facts = self.facts.as_ref();
+        let p = proc_entry(&mut self.procs, facts, e.pid);
         p.comm = comm.clone();
         // The seed described the old image's mm; the kernel tracks the new one from zero.
         p.seed = None;
         let cur = p.cur_mm;
         p.mms.retain(|c| Some(c.mm_id) == cur);
-        if !p.reload_maps() {
+        if !p.reload_maps(facts) {
             p.maps = MappingMap::default();
         }
         Record::Proc { pid: e.pid, ppid: p.ppid, comm, event: "exec" }
@@ -376,7 +277,8 @@ impl Ledger {
     /// The exit of a process; `None` if it was already seen gone (the /proc liveness check can
     /// beat the kernel's record).
     pub fn on_exit(&mut self, e: &ProcEvent) -> Option<Record> {
-        let p = self.proc_mut(e.pid);
+        let facts = self.facts.as_ref();
+        let p = proc_entry(&mut self.procs, facts, e.pid);
         p.exit_record_seen |= e.hdr.kind == EventKind::Exit as u32;
         if !p.alive {
             // The liveness check saw it gone first, when /proc no longer had its name: the
@@ -397,7 +299,7 @@ impl Ledger {
         let named = e.comm[0] != 0;
         if named && e.hdr.tid == e.pid {
             p.comm = comm_str(&e.comm);
-        } else if let Some(c) = procinfo::zombie_comm(e.pid) {
+        } else if let Some(c) = facts.zombie_comm(e.pid) {
             p.comm = c;
         } else if named {
             p.comm = comm_str(&e.comm);
@@ -414,6 +316,7 @@ impl Ledger {
         let mut pids: Vec<u32> = self.procs.keys().copied().collect();
         pids.sort_unstable();
         for pid in pids {
+            let facts = self.facts.as_ref();
             let p = self.procs.get_mut(&pid).expect("listed");
             if let Some(&n) = faults.get(&pid) {
                 p.interval.faults = n.saturating_sub(p.kernel_faults);
@@ -445,7 +348,7 @@ impl Ledger {
             p.total.merge(&a);
             if p.alive {
                 // prctl(PR_SET_NAME) makes no event: refresh the name of the active ones.
-                if let Some(c) = procinfo::comm(pid) {
+                if let Some(c) = facts.comm(pid) {
                     p.comm = c;
                 }
             }
@@ -459,6 +362,7 @@ impl Ledger {
                 faults: a.faults,
                 pages: a.pages(),
                 mappings: a.top(TOP_MAPPINGS),
+                last_mem: None,
             });
         }
         out
@@ -498,8 +402,9 @@ fn summarize(p: &Proc) -> ProcSummary {
             remote: p.total.other[cause::REMOTE as usize],
             other: p.total.other[cause::OTHER as usize],
         },
-        peak_uss_kib: p.peak_uss_kib,
-        last_pss_kib: p.mem.as_ref().map_or(0, |m| m.pss_kib),
+        // The judgement's, filled in when the summary is built.
+        peak_uss_kib: 0,
+        last_pss_kib: 0,
         mappings: p.total.top(TOP_MAPPINGS),
         leak: false,
         leak_rate_kib_s: None,
@@ -507,19 +412,13 @@ fn summarize(p: &Proc) -> ProcSummary {
     }
 }
 
-fn proc_entry(procs: &mut HashMap<u32, Proc>, pid: u32) -> &mut Proc {
+fn proc_entry<'a>(procs: &'a mut HashMap<u32, Proc>, facts: &dyn ProcSource, pid: u32) -> &'a mut Proc {
     procs.entry(pid).or_insert_with(|| {
         // An event for a process we were not told about (its fork record was lost): learn
         // it from /proc.
-        let f = procinfo::facts(pid);
-        let (ppid, comm) = f.map(|f| (f.ppid, f.comm)).unwrap_or((0, String::from("?")));
-        Proc::new(pid, ppid, comm, procinfo::maps(pid).unwrap_or_default())
+        let (ppid, comm) = facts.facts(pid).unwrap_or((0, String::from("?")));
+        Proc::new(pid, ppid, comm, facts.maps(pid).unwrap_or_default())
     })
-}
-
-fn own_kib(own: rss_trace::Own, page: i64) -> (i64, i64, i64) {
-    let kib = |pages: i64| pages * page / 1024;
-    (kib(own[0]), kib(own[1]), kib(own[2]))
 }
 
 #[cfg(test)]

@@ -1,49 +1,71 @@
 //! Reconcile and flag: each smaps reading is checked against the eBPF ledger (RSS drift) and fed
-//! to the pid's leak detector together with the pages its own faults added.
+//! to the pid's leak detector together with the pages its own faults added. The judgement owns
+//! what it learned of each pid: its last reading, its peak USS, its detector.
 use std::collections::HashMap;
 
+use super::verdict::{Detector, Params, Sample};
 use crate::{
-    ledger::Ledger,
-    record::{Explain, MemStat, Record},
-    verdict::{Detector, Params, Sample, Trend},
+    attribution::Ledger,
+    records::{Explain, MemStat, ProcSummary, Record},
 };
 
-pub struct Reconciler {
-    params: Params,
-    detectors: HashMap<u32, Detector>,
-    /// Per pid at its previous reading: PSS, USS and the ledger's own split.
-    last: HashMap<u32, (MemStat, (i64, i64, i64))>,
-    pub leaks_flagged: u64,
+/// What the judgement knows of one pid.
+#[derive(Default)]
+struct Judged {
+    /// Its latest reading, and the ledger's own split (private, shared, released KiB) then.
+    last: Option<(MemStat, (i64, i64, i64))>,
+    peak_uss_kib: u64,
+    detector: Detector,
 }
 
-impl Reconciler {
-    pub fn new(params: Params) -> Reconciler {
-        Reconciler { params, detectors: HashMap::new(), last: HashMap::new(), leaks_flagged: 0 }
+/// One smaps reading of a pid, with the window it was taken in (ns since the watch start).
+#[derive(Clone, Debug)]
+pub struct Reading {
+    pub pid: u32,
+    pub sweep: u64,
+    /// When it began, seconds since the watch start.
+    pub t: f64,
+    pub window: (u64, u64),
+    pub mem: MemStat,
+}
+
+pub struct Judge {
+    params: Params,
+    procs: HashMap<u32, Judged>,
+    leaks_flagged: u64,
+}
+
+impl Judge {
+    pub fn new(params: Params) -> Judge {
+        Judge { params, procs: HashMap::new(), leaks_flagged: 0 }
     }
 
-    /// A fresh smaps reading of `pid` at `t` seconds, taken between `read_ns.0` and `read_ns.1`
-    /// (ns since the watch start): its mem record, and a leak record when the verdict is new or
-    /// its rate changed.
-    pub fn on_mem(
-        &mut self,
-        ledger: &mut Ledger,
-        pid: u32,
-        sweep: u64,
-        (t, read_ns): (f64, (u64, u64)),
-        mem: MemStat,
-    ) -> Vec<Record> {
-        let Some(p) = ledger.procs.get_mut(&pid) else {
+    /// Leak records emitted so far (new verdicts and material rate changes).
+    pub fn leaks_flagged(&self) -> u64 {
+        self.leaks_flagged
+    }
+
+    /// The latest smaps reading of `pid`.
+    pub fn last_mem(&self, pid: u32) -> Option<&MemStat> {
+        self.procs.get(&pid)?.last.as_ref().map(|(m, _)| m)
+    }
+
+    /// A fresh reading: its mem record, and a leak record when the verdict is new or its rate
+    /// changed.
+    pub fn on_reading(&mut self, ledger: &Ledger, r: Reading) -> Vec<Record> {
+        let Some(p) = ledger.get(r.pid) else {
             return vec![];
         };
-        p.peak_uss_kib = p.peak_uss_kib.max(mem.uss_kib);
-        p.mem = Some(mem.clone());
-        let ledger_rss_kib = p.ledger_rss_near_kib(mem.rss_kib as i64, read_ns.0, read_ns.1);
+        let (mem, (from, to)) = (r.mem, r.window);
+        let ledger_rss_kib = p.ledger_rss_near_kib(mem.rss_kib as i64, from, to);
         let drift_kib = ledger_rss_kib.map(|l| l - mem.rss_kib as i64);
-        let own = p.own_split_near_kib(ledger.page_size, mem.rss_kib as i64, read_ns.0, read_ns.1);
-        let explain =
-            self.last.insert(pid, (mem.clone(), own)).map(|(prev, prev_own)| explain(&prev, prev_own, &mem, own));
-        let mut out = vec![Record::Mem { pid, comm: p.comm.clone(), sweep, mem, ledger_rss_kib, drift_kib, explain }];
-        out.extend(self.observe(ledger, pid, t));
+        let own = p.own_split_near_kib(ledger.page_size(), mem.rss_kib as i64, from, to);
+        let j = self.procs.entry(r.pid).or_default();
+        j.peak_uss_kib = j.peak_uss_kib.max(mem.uss_kib);
+        let explain = j.last.replace((mem.clone(), own)).map(|(prev, prev_own)| explain(&prev, prev_own, &mem, own));
+        let comm = p.comm.clone();
+        let mut out = vec![Record::Mem { pid: r.pid, comm, sweep: r.sweep, mem, ledger_rss_kib, drift_kib, explain }];
+        out.extend(self.observe(ledger, r.pid, r.t));
         out
     }
 
@@ -54,15 +76,16 @@ impl Reconciler {
     }
 
     fn observe(&mut self, ledger: &Ledger, pid: u32, t: f64) -> Option<Record> {
-        let p = ledger.procs.get(&pid)?;
-        let mem = p.mem.as_ref()?;
+        let p = ledger.get(pid)?;
+        let j = self.procs.get_mut(&pid)?;
+        let (mem, _) = j.last.as_ref()?;
         let sample = Sample {
             t,
             uss_kib: mem.uss_kib as f64,
             pss_kib: mem.pss_kib as f64,
-            own_kib: p.own_fault_kib(ledger.page_size) as f64,
+            own_kib: p.own_fault_kib(ledger.page_size()) as f64,
         };
-        let trend = self.detectors.entry(pid).or_default().observe(sample, &self.params)?;
+        let trend = j.detector.observe(sample, &self.params)?;
         self.leaks_flagged += 1;
         let mapping = p.growing_mapping();
         Some(Record::Leak {
@@ -80,14 +103,27 @@ impl Reconciler {
         })
     }
 
-    /// Drop the state of a pid whose process is gone for good; its verdict, if any.
-    pub fn retire(&mut self, pid: u32) -> Option<Trend> {
-        self.last.remove(&pid);
-        self.detectors.remove(&pid)?.flagged
+    /// What the judgement adds to a pid's summary entry: peak USS, last PSS, its verdict.
+    pub fn fill_summary(&self, s: &mut ProcSummary) {
+        if let Some(j) = self.procs.get(&s.pid) {
+            fill(s, j);
+        }
     }
 
-    pub fn flagged(&self, pid: u32) -> Option<Trend> {
-        self.detectors.get(&pid)?.flagged
+    /// Fill `s` from the state of its pid and drop that state: the process is gone for good.
+    pub fn retire(&mut self, s: &mut ProcSummary) {
+        if let Some(j) = self.procs.remove(&s.pid) {
+            fill(s, &j);
+        }
+    }
+}
+
+fn fill(s: &mut ProcSummary, j: &Judged) {
+    s.peak_uss_kib = j.peak_uss_kib;
+    s.last_pss_kib = j.last.as_ref().map_or(0, |(m, _)| m.pss_kib);
+    if let Some(t) = j.detector.flagged {
+        s.leak = true;
+        s.leak_rate_kib_s = Some(round2(t.rate_kib_s));
     }
 }
 

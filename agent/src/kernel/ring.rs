@@ -15,7 +15,7 @@ use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::decode::BatchBuilder;
+use crate::kernel::events::BatchBuilder;
 
 pub const POLL: Duration = Duration::from_millis(10);
 

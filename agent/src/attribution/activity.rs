@@ -4,10 +4,8 @@ use std::collections::HashMap;
 
 use agent_common::member;
 
-use crate::{
-    maps::MappingId,
-    record::{MappingStat, Pages},
-};
+use super::mappings::MappingId;
+use crate::records::{MappingStat, Pages};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MapStat {

@@ -1,15 +1,47 @@
-//! Unit tests of the ledger on synthetic kernel events (no root, no /proc of real pids).
+//! Unit tests of the ledger on synthetic kernel events (no root, no /proc: a fake answers).
+use std::sync::{Arc, Mutex};
+
 use agent_common::{EventHeader, EventKind};
 
 use super::*;
-use crate::record::{MappingStat, Pages};
+use crate::records::{MappingStat, Pages};
 
-/// A pid no test machine has, so /proc lookups find nothing.
-const PID: u32 = 0x3fff_fff0;
+const PID: u32 = 4242;
 const PAGE: i64 = 4096;
 
+/// /proc as a test sets it up: the maps it holds for a pid, nothing else; and how often the
+/// ledger asked for maps.
+#[derive(Clone, Default)]
+struct FakeProc {
+    maps: Arc<Mutex<HashMap<u32, MappingMap>>>,
+    asked: Arc<Mutex<u32>>,
+}
+
+impl ProcSource for FakeProc {
+    fn facts(&self, _: u32) -> Option<(u32, String)> {
+        None
+    }
+    fn maps(&self, pid: u32) -> Option<MappingMap> {
+        *self.asked.lock().unwrap() += 1;
+        self.maps.lock().unwrap().get(&pid).cloned()
+    }
+    fn rss_seed(&self, _: u32) -> Option<[i64; 4]> {
+        None
+    }
+    fn zombie_comm(&self, _: u32) -> Option<String> {
+        None
+    }
+    fn comm(&self, _: u32) -> Option<String> {
+        None
+    }
+}
+
 fn ledger_with_maps() -> Ledger {
-    let mut l = Ledger::new();
+    ledger_on(FakeProc::default())
+}
+
+fn ledger_on(facts: FakeProc) -> Ledger {
+    let mut l = Ledger::new(Box::new(facts));
     let mut maps = MappingMap::default();
     maps.map(0x10_0000, 0x20_0000, MappingId { name: "anon@0x100000".into(), shared: false }, true);
     maps.map(0x40_0000, 0x80_0000, MappingId { name: "/dev/shm/seg".into(), shared: true }, false);
@@ -68,6 +100,20 @@ fn unseeded_first_delta_uses_the_status_seed_or_is_dropped() {
     l.on_rss(&rss(member::FILE, cause::FAULT, rss_flags::UNSEEDED, PAGE * 500, PAGE * 500, 0x10_0000));
     assert_eq!(l.procs[&PID].interval.pages[member::FILE as usize], 0);
     assert_eq!(l.unseeded_dropped, 1);
+}
+
+#[test]
+fn a_lookup_miss_asks_proc_for_the_maps_once_and_then_finds_the_mapping() {
+    let facts = FakeProc::default();
+    let mut l = ledger_on(facts.clone());
+    // A file the process mapped without our seeing the mmap (say, before a lost record).
+    let mut now = l.get(PID).unwrap().maps().clone();
+    now.map(0x90_0000, 0x91_0000, MappingId { name: "/usr/lib/libx.so".into(), shared: false }, false);
+    facts.maps.lock().unwrap().insert(PID, now);
+    l.on_rss(&rss(member::FILE, cause::FAULT, rss_flags::FIRST_OF_FAULT, PAGE, PAGE, 0x90_2000));
+    l.on_rss(&rss(member::FILE, cause::FAULT, rss_flags::FIRST_OF_FAULT, PAGE * 2, PAGE, 0x90_3000));
+    assert_eq!(*facts.asked.lock().unwrap(), 1, "one re-read, then the mapping is known");
+    assert_eq!(l.get(PID).unwrap().interval.top(5)[0].mapping, "/usr/lib/libx.so");
 }
 
 #[test]

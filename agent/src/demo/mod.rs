@@ -3,7 +3,9 @@
 //! and one leaks private memory at a steady rate. Run it under `agent watch -- agent demo`.
 use std::time::{Duration, Instant};
 
-use crate::workload::{fork_child, map, set_name, touch, wait_all, MIB};
+pub mod procs;
+
+use self::procs::{fork_child, map, set_name, touch, wait_all, MIB};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {

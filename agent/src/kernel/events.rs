@@ -1,4 +1,4 @@
-//! Ring-buffer records -> typed events. Every length and discriminant is checked: a truncated or
+//! Ring-buffer records -> typed kernel events (not the output records of `records.rs`). Every length and discriminant is checked: a truncated or
 //! unknown record is an error, never undefined behaviour.
 use std::mem::size_of;
 
@@ -61,7 +61,7 @@ impl BatchBuilder {
 }
 
 /// Iterate the records of a batch; a batch cut short ends the iteration with an error.
-pub fn records(mut batch: Bytes) -> impl Iterator<Item = Result<Event, DecodeError>> {
+pub fn events(mut batch: Bytes) -> impl Iterator<Item = Result<Event, DecodeError>> {
     std::iter::from_fn(move || {
         if !batch.has_remaining() {
             return None;
@@ -154,14 +154,14 @@ mod tests {
         b.push(&bytes_of(&rss()));
         b.push(&[5, 0, 0, 0]);
         let batch = b.take();
-        let got: Vec<_> = records(batch.clone()).collect();
+        let got: Vec<_> = events(batch.clone()).collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], Ok(Event::Rss(rss())));
         assert!(got[1].is_err());
         let cut = batch.slice(..batch.len() - 1);
-        let got: Vec<_> = records(cut).collect();
+        let got: Vec<_> = events(cut).collect();
         assert!(matches!(got[1], Err(DecodeError::Truncated { what: "record", .. })));
-        assert!(records(Bytes::from_static(&[1, 0])).next().unwrap().is_err());
+        assert!(events(Bytes::from_static(&[1, 0])).next().unwrap().is_err());
     }
 }
 
@@ -193,7 +193,7 @@ mod fuzz {
         /// Random batches: iteration ends, never panics.
         #[test]
         fn batches_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let n = records(Bytes::from(buf)).count();
+            let n = events(Bytes::from(buf)).count();
             prop_assert!(n <= 400);
         }
     }

@@ -2,7 +2,7 @@
 //! interval with its latest smaps figures, and a summary table.
 use std::fmt::Write as _;
 
-use crate::record::{MemStat, Record};
+use crate::records::Record;
 
 pub fn size_kib(kib: i64) -> String {
     let a = kib.unsigned_abs() as f64;
@@ -17,7 +17,7 @@ pub fn size_kib(kib: i64) -> String {
 }
 
 /// The kernel's accounting of the leaking mapping, under a leak line.
-fn vma_line(v: Option<&crate::record::VmaStat>) -> String {
+fn vma_line(v: Option<&crate::records::VmaStat>) -> String {
     let Some(v) = v else { return String::new() };
     format!(
         "\n{:>17}smaps of that mapping: {} VMA{} of {}, RSS {}, PSS {}, USS {}, swap {}",
@@ -33,7 +33,7 @@ fn vma_line(v: Option<&crate::record::VmaStat>) -> String {
 }
 
 /// The top stack under a leak line, indented, leaf first.
-fn stack_lines(st: Option<&crate::record::StackStat>, page_kib: i64) -> String {
+fn stack_lines(st: Option<&crate::records::StackStat>, page_kib: i64) -> String {
     let Some(st) = st else { return String::new() };
     let mut s = format!("\n{:>17}top stack, +{}:", "", size_kib(st.pages * page_kib));
     for f in st.frames.iter().take(12) {
@@ -54,9 +54,9 @@ const DRIFT_SHOWN_KIB: i64 = 1024;
 
 pub const HEADER: &str = "   TIME     PID COMM             FAULTS    +PAGES      ANON      FILE     SHMEM       RSS       PSS       USS  TOP MAPPING";
 
-/// Render one record; `mem` is the pid's latest smaps reading. `None` for records the human
-/// format leaves out (mem readings are folded into the fault lines and the summary).
-pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Option<String> {
+/// Render one record (a faults line shows the pid's latest smaps reading). `None` for records
+/// the human format leaves out (mem readings are folded into the fault lines and the summary).
+pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
     let t = format!("{ts:>6.1}s");
     let kib = |pages: i64| size_kib(pages * page_kib);
     Some(match rec {
@@ -76,8 +76,8 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
             "fork" => format!("{t} {pid:>7} {comm:<15} forked from {ppid}"),
             other => format!("{t} {pid:>7} {comm:<15} {other}"),
         },
-        Record::Faults { pid, comm, faults, pages, mappings, .. } => {
-            let (rss, pss, uss) = match mem {
+        Record::Faults { pid, comm, faults, pages, mappings, last_mem, .. } => {
+            let (rss, pss, uss) = match last_mem {
                 Some(m) => (size_kib(m.rss_kib as i64), size_kib(m.pss_kib as i64), size_kib(m.uss_kib as i64)),
                 None => ("-".into(), "-".into(), "-".into()),
             };
@@ -180,10 +180,37 @@ pub fn render(ts: f64, rec: &Record, mem: Option<&MemStat>, page_kib: i64) -> Op
     })
 }
 
+/// The human format as a sink.
+pub struct Human<W: std::io::Write + Send> {
+    out: W,
+    page_kib: i64,
+}
+
+impl<W: std::io::Write + Send> Human<W> {
+    pub fn new(out: W) -> Human<W> {
+        // SAFETY: sysconf has no preconditions.
+        let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } / 1024).max(4) as i64;
+        Human { out, page_kib }
+    }
+}
+
+impl<W: std::io::Write + Send> super::Sink for Human<W> {
+    fn emit(&mut self, ts: f64, record: &Record) -> std::io::Result<()> {
+        match render(ts, record, self.page_kib) {
+            Some(line) => writeln!(self.out, "{line}"),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{MappingStat, Pages, ProcSummary};
+    use crate::records::{MappingStat, MemStat, Pages, ProcSummary};
 
     #[test]
     fn sizes() {
@@ -203,17 +230,17 @@ mod tests {
             faults: 256,
             pages: Pages { anon: 256, file: 0, shmem: 0 },
             mappings: vec![MappingStat { mapping: "anon@0x7f00".into(), shared: false, faults: 256, pages: 256 }],
+            last_mem: Some(MemStat {
+                rss_kib: 4096,
+                pss_kib: 2048,
+                uss_kib: 3072,
+                pss_anon_kib: 0,
+                pss_file_kib: 0,
+                pss_shmem_kib: 0,
+                swap_kib: 0,
+            }),
         };
-        let mem = MemStat {
-            rss_kib: 4096,
-            pss_kib: 2048,
-            uss_kib: 3072,
-            pss_anon_kib: 0,
-            pss_file_kib: 0,
-            pss_shmem_kib: 0,
-            swap_kib: 0,
-        };
-        let line = render(1.0, &rec, Some(&mem), 4).unwrap();
+        let line = render(1.0, &rec, 4).unwrap();
         assert!(line.contains("4242 demo-leaker"), "{line}");
         assert!(line.ends_with("anon@0x7f00 (private) +1.0 MiB"), "{line}");
         // Columns end where the header's do.
@@ -247,7 +274,6 @@ mod tests {
                 explain: None,
                 mem: mem.clone(),
             },
-            None,
             4
         )
         .is_none());
@@ -261,7 +287,7 @@ mod tests {
             explain: None,
             mem: MemStat { rss_kib: 51_200, ..mem },
         };
-        let line = render(1.0, &drifted, None, 4).unwrap();
+        let line = render(1.0, &drifted, 4).unwrap();
         assert!(line.contains("smaps RSS 50.0 MiB but the eBPF ledger has 10.0 MiB (-40.0 MiB unexplained"), "{line}");
         let s = render(
             2.0,
@@ -286,8 +312,8 @@ mod tests {
                     leak_rate_kib_s: Some(2048.0),
                     stacks: vec![],
                 }],
+                folded: vec![],
             },
-            None,
             4,
         )
         .unwrap();

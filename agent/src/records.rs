@@ -166,6 +166,10 @@ pub enum Record {
         faults: u64,
         pages: Pages,
         mappings: Vec<MappingStat>,
+        /// The pid's latest smaps reading, for the human line (the JSON stream has it in `mem`
+        /// records).
+        #[serde(skip)]
+        last_mem: Option<MemStat>,
     },
     Mem {
         pid: u32,
@@ -213,13 +217,17 @@ pub enum Record {
         #[serde(skip_serializing_if = "Option::is_none")]
         stacks: Option<StackSummary>,
         procs: Vec<ProcSummary>,
+        /// With --stacks: folded stacks (`comm;frame;...;frame pages`) of every process, for the
+        /// stack-file sinks.
+        #[serde(skip)]
+        folded: Vec<String>,
     },
 }
 
 /// A record with its timestamp (seconds since the agent started).
 #[derive(Clone, Debug, Serialize)]
-pub struct Stamped {
+pub struct Stamped<'a> {
     pub ts: f64,
     #[serde(flatten)]
-    pub record: Record,
+    pub record: &'a Record,
 }

@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
 };
 
-pub struct KernelMaps {
+pub struct BpfMaps {
     watched: HashMap<MapData, u32, u32>,
     faults: PerCpuHashMap<MapData, u32, u64>,
     counters: PerCpuArray<MapData, u64>,
@@ -22,9 +22,9 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf
     Ok(T::try_from(map)?)
 }
 
-impl KernelMaps {
-    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<KernelMaps> {
-        Ok(KernelMaps {
+impl BpfMaps {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<BpfMaps> {
+        Ok(BpfMaps {
             watched: take(ebpf, names::WATCHED)?,
             faults: take(ebpf, names::FAULTS)?,
             counters: take(ebpf, names::COUNTERS)?,

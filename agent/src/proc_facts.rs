@@ -1,10 +1,32 @@
 //! Reading what /proc says about a process: its tree, its rss seeds, its maps. A process that is
-//! gone by the time we read is not an error: callers get `None`.
+//! gone by the time we read is not an error: callers get `None`. [`Procfs`] answers the
+//! ledger's questions ([`ProcSource`]) from here.
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use procfs::process::Process;
 
-use crate::maps::MappingMap;
+use crate::attribution::{MappingMap, ProcSource};
+
+/// The real /proc.
+pub struct Procfs;
+
+impl ProcSource for Procfs {
+    fn facts(&self, pid: u32) -> Option<(u32, String)> {
+        facts(pid).map(|f| (f.ppid, f.comm))
+    }
+    fn maps(&self, pid: u32) -> Option<MappingMap> {
+        maps(pid)
+    }
+    fn rss_seed(&self, pid: u32) -> Option<[i64; 4]> {
+        rss_seed(pid)
+    }
+    fn zombie_comm(&self, pid: u32) -> Option<String> {
+        zombie_comm(pid)
+    }
+    fn comm(&self, pid: u32) -> Option<String> {
+        comm(pid)
+    }
+}
 
 pub struct ProcFacts {
     pub ppid: u32,

@@ -7,7 +7,7 @@ use aya::{programs::TracePoint, Ebpf, EbpfLoader};
 
 use crate::{
     error::AgentError,
-    tracefs::{self, Format},
+    kernel::tracefs::{self, Format},
 };
 
 pub struct Hook {
@@ -81,11 +81,18 @@ pub const HOOKS: &[Hook] = &[
 /// Globals of fields the hot programs read directly from the first 32 bytes of the record.
 const RAW_FIELDS: &[&str] = &["PF_ADDR", "PF_ERR", "RSS_MM_ID", "RSS_CURR", "RSS_MEMBER", "RSS_SIZE"];
 
-/// Test hook: `AGENT_TEST_MISSING_TRACEPOINT=cat:name` pretends that tracepoint does not exist.
-const SIMULATE_MISSING: &str = "AGENT_TEST_MISSING_TRACEPOINT";
-/// Test hook: `AGENT_RING_BYTES=N` sizes the ring buffer (a power of two, at least a page), to
-/// force overflow and check that every lost record is counted.
-const RING_BYTES: &str = "AGENT_RING_BYTES";
+/// What to load, and the knobs tests turn through the library (never the environment).
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Record the user stack of page-adding faults (`--stacks`).
+    pub stacks: bool,
+    /// Tracepoints (`category:name`) to treat as missing from this kernel: how a test checks
+    /// that an optional hook degrades and an essential one refuses.
+    pub simulate_missing: Vec<String>,
+    /// Max entries of BPF maps by name: a one-page ring to force overflow, a tiny map to force
+    /// a map-full diagnostic.
+    pub map_sizes: Vec<(String, u32)>,
+}
 
 pub struct Loaded {
     pub ebpf: Ebpf,
@@ -95,13 +102,26 @@ pub struct Loaded {
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
 
-fn simulated_missing(h: &Hook) -> bool {
-    std::env::var(SIMULATE_MISSING).is_ok_and(|v| v.split(',').any(|t| t == format!("{}:{}", h.category, h.name)))
+/// Mount tracefs if needed, read the formats, load the object and attach every hook it can.
+pub fn load(opts: &LoadOptions) -> Result<Loaded, AgentError> {
+    load_object(OBJECT, opts, true, |h| h.program)
 }
 
-/// Mount tracefs if needed, read the formats, load the object and attach every hook it can.
-/// `noop` attaches the do-nothing program to the same tracepoints instead (the cost floor).
-pub fn load(noop: bool, stacks: bool) -> Result<Loaded, AgentError> {
+/// The cost floor of `cargo xtask bench`: a do-nothing program (its own object, not shipped in
+/// the agent) attached to exactly the agent's tracepoints.
+#[cfg(feature = "floor")]
+pub fn load_floor() -> Result<Loaded, AgentError> {
+    static FLOOR: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
+    load_object(FLOOR, &LoadOptions::default(), false, |_| "noop")
+}
+
+/// `own_globals`: the object is the agent's, and must have every global we set.
+fn load_object(
+    object: &[u8],
+    opts: &LoadOptions,
+    own_globals: bool,
+    program: impl Fn(&Hook) -> &'static str,
+) -> Result<Loaded, AgentError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(AgentError::NotRoot);
@@ -111,7 +131,8 @@ pub fn load(noop: bool, stacks: bool) -> Result<Loaded, AgentError> {
     let mut missing = Vec::new();
     let mut globals: Vec<(&'static str, u32)> = Vec::new();
     for h in HOOKS {
-        let fmt = if simulated_missing(h) { None } else { Format::read(&root, h.category, h.name) };
+        let simulated = opts.simulate_missing.iter().any(|t| *t == format!("{}:{}", h.category, h.name));
+        let fmt = if simulated { None } else { Format::read(&root, h.category, h.name) };
         let offsets: Option<Vec<_>> = fmt
             .as_ref()
             .map(|f| h.fields.iter().map(|&(g, field)| f.offset(field).map(|o| (g, o))).collect())
@@ -140,18 +161,18 @@ pub fn load(noop: bool, stacks: bool) -> Result<Loaded, AgentError> {
         }
     }
     let mut loader = EbpfLoader::new();
-    let stacks_on = u32::from(stacks);
-    loader.override_global("STACKS_ON", &stacks_on, true);
-    if let Some(bytes) = std::env::var(RING_BYTES).ok().and_then(|v| v.parse::<u32>().ok()) {
-        loader.map_max_entries(agent_common::names::EVENTS, bytes);
+    let stacks_on = u32::from(opts.stacks);
+    loader.override_global("STACKS_ON", &stacks_on, own_globals);
+    for (name, entries) in &opts.map_sizes {
+        loader.map_max_entries(name, *entries);
     }
     for (g, v) in &globals {
-        loader.override_global(g, v, true);
+        loader.override_global(g, v, own_globals);
     }
-    let mut ebpf = loader.load(OBJECT).map_err(|e| AgentError::Load(format!("{e:#}")))?;
+    let mut ebpf = loader.load(object).map_err(|e| AgentError::Load(format!("{e:#}")))?;
     let mut hooks = Vec::new();
     for h in present {
-        let prog_name = if noop { "noop" } else { h.program };
+        let prog_name = program(h);
         let prog: &mut TracePoint = ebpf
             .program_mut(prog_name)
             .ok_or_else(|| AgentError::Load(format!("program {prog_name} not in the object")))?
@@ -183,14 +204,14 @@ pub fn enable_stats() -> Option<std::os::fd::OwnedFd> {
 }
 
 /// Runs and run time of each loaded program (only counted while statistics are on).
-pub fn program_stats(ebpf: &Ebpf) -> Vec<crate::record::ProgStat> {
+pub fn program_stats(ebpf: &Ebpf) -> Vec<crate::records::ProgStat> {
     let mut v: Vec<_> = ebpf
         .programs()
         .filter_map(|(name, p)| {
             let i = p.info().ok()?;
             let (runs, run_ns) = (i.run_count(), i.run_time().as_nanos() as u64);
             let ns_per_run = if runs > 0 { (run_ns as f64 / runs as f64 * 10.0).round() / 10.0 } else { 0.0 };
-            (runs > 0).then(|| crate::record::ProgStat { name: name.to_string(), runs, run_ns, ns_per_run })
+            (runs > 0).then(|| crate::records::ProgStat { name: name.to_string(), runs, run_ns, ns_per_run })
         })
         .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use procfs::process::{MemoryMap, MemoryMaps, Process};
 
-use crate::record::{MemStat, VmaStat};
+use crate::records::{MemStat, VmaStat};
 
 /// A field of one smaps entry in KiB (procfs gives byte values), and its USS.
 fn kib(m: &MemoryMap, key: &str) -> u64 {

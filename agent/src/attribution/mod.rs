@@ -1,0 +1,32 @@
+//! Attribution: pages per process × mapping × cause, from the kernel's events alone.
+//!
+//! Pure: nothing here reads /proc. What the ledger must learn from outside (a process's maps on
+//! a lookup miss, the seeds of a process that existed before the watch, a name) comes through
+//! [`ProcSource`], answered by [`crate::proc_facts::Procfs`] in the agent and by a fake in the
+//! unit tests.
+pub mod activity;
+pub mod ledger;
+pub mod mappings;
+pub mod process;
+pub mod rss_trace;
+
+pub use ledger::Ledger;
+pub use mappings::{MappingId, MappingMap};
+pub use process::Proc;
+
+/// The /proc facts the ledger asks for. Every answer may be `None`: the process can be gone.
+///
+/// Calls are synchronous on purpose: a lookup miss must be answered before the next record of
+/// that process is attributed, or pages would land in a mapping the answer would have named.
+pub trait ProcSource: Send {
+    /// Parent pid and name.
+    fn facts(&self, pid: u32) -> Option<(u32, String)>;
+    /// Its mappings now.
+    fn maps(&self, pid: u32) -> Option<MappingMap>;
+    /// Bytes per rss member (FILE, ANON, SWAPENTS, SHMEM) now, to seed the first kernel delta.
+    fn rss_seed(&self, pid: u32) -> Option<[i64; 4]>;
+    /// Its name if it is a zombie (exited, not reaped): never a new process's under that number.
+    fn zombie_comm(&self, pid: u32) -> Option<String>;
+    /// Its name now (prctl renames make no event).
+    fn comm(&self, pid: u32) -> Option<String>;
+}

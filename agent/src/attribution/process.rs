@@ -1,0 +1,165 @@
+//! One watched process as the ledger knows it: its mms' counters, its mappings, what it did
+//! this interval and in all, and the traces the judgement reads back.
+use std::collections::HashMap;
+
+use agent_common::member;
+
+use super::{
+    activity::Activity,
+    mappings::{MappingId, MappingMap},
+    rss_trace::{self, RssTrace},
+    ProcSource,
+};
+
+/// Last absolute value (bytes) of each rss member of one mm, and which are known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmCounters {
+    pub mm_id: u32,
+    pub rss: [i64; 4],
+    pub(super) known: [bool; 4],
+    /// Its teardown has begun (exit, or the old image at exec): smaps and the ledger are then
+    /// read at different points of a fast release, so no drift is reported against it.
+    pub(super) torn: bool,
+}
+
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub alive: bool,
+    pub(super) maps: MappingMap,
+    /// Bytes per member at the watch start, for the first (unseeded) kernel delta.
+    pub(super) seed: Option<[i64; 4]>,
+    /// The rss ledger: the counters of each mm this process had (a new one at exec).
+    pub mms: Vec<MmCounters>,
+    /// The mm it runs on now (the last one its own events changed).
+    pub(super) cur_mm: Option<u32>,
+    pub(super) kernel_faults: u64,
+    pub interval: Activity,
+    pub total: Activity,
+    /// Pages per interval each mapping gained, smoothed over ~30 s: where growth goes now.
+    pub(super) mapping_rate: HashMap<MappingId, f64>,
+    /// The rss ledger changed since the last smaps reading.
+    pub(super) dirty: bool,
+    /// Its recent ledger RSS values, by ring poll.
+    pub(super) rss_trace: RssTrace,
+    /// Own pages so far (see `rss_trace::Own`), kept as the records come.
+    pub(super) own_pages: rss_trace::Own,
+    /// Seen gone without learning its last name (a prctl rename makes no event).
+    pub(super) comm_at_exit_unknown: bool,
+    /// The kernel's exit record was processed: every record of its faults came before it.
+    pub(super) exit_record_seen: bool,
+    /// With --stacks: pages added per user stack id, and ids not yet resolved.
+    pub stacks: HashMap<i32, i64>,
+    pub(super) new_stacks: Vec<i32>,
+}
+
+impl Proc {
+    pub(super) fn new(pid: u32, ppid: u32, comm: String, maps: MappingMap) -> Proc {
+        Proc {
+            pid,
+            ppid,
+            comm,
+            alive: true,
+            maps,
+            seed: None,
+            mms: Vec::new(),
+            cur_mm: None,
+            kernel_faults: 0,
+            interval: Activity::default(),
+            total: Activity::default(),
+            mapping_rate: HashMap::new(),
+            dirty: true,
+            rss_trace: RssTrace::default(),
+            comm_at_exit_unknown: false,
+            exit_record_seen: false,
+            own_pages: [0; 3],
+            stacks: HashMap::new(),
+            new_stacks: Vec::new(),
+        }
+    }
+
+    /// Re-read /proc/PID/maps. Only rss changes reach a lookup, and the kernel only changes rss
+    /// for pages that are mapped, so a miss means our map is behind: re-reading is always right.
+    pub(super) fn reload_maps(&mut self, facts: &dyn ProcSource) -> bool {
+        match facts.maps(self.pid) {
+            Some(m) => {
+                self.maps = m;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The ledger's RSS (file + anon + shmem) of the current mm in KiB, once every member is
+    /// known and while the mm is not being torn down.
+    pub fn ledger_rss_kib(&self) -> Option<i64> {
+        let m = [member::FILE, member::ANON, member::SHMEM].map(|m| m as usize);
+        let (rss, known) = match self.cur_mm.and_then(|id| self.mms.iter().find(|c| c.mm_id == id)) {
+            Some(c) if c.torn => return None,
+            Some(c) => (c.rss, c.known),
+            None => (self.seed?, [true; 4]),
+        };
+        m.iter().all(|&i| known[i]).then(|| m.iter().map(|&i| rss[i]).sum::<i64>() / 1024)
+    }
+
+    /// The ledger's RSS nearest to `smaps_kib` among the values it held from `from` to `to` (ns
+    /// since the watch start), i.e. while that smaps reading was taken.
+    pub fn ledger_rss_near_kib(&self, smaps_kib: i64, from: u64, to: u64) -> Option<i64> {
+        let now = self.ledger_rss_kib()?;
+        Some(rss_trace::nearest(smaps_kib, self.rss_trace.range(from, to).unwrap_or((now, now))))
+    }
+
+    pub fn mm_ids(&self) -> Vec<u32> {
+        self.mms.iter().map(|c| c.mm_id).collect()
+    }
+
+    /// KiB added to RSS by this process's own faults so far (net).
+    pub fn own_fault_kib(&self, page: i64) -> i64 {
+        (self.own_pages[0] + self.own_pages[1]) * page / 1024
+    }
+
+    /// KiB so far, net: added by own faults into private and into shared mappings, and
+    /// changed by other causes (munmap, madvise, exit teardown, reclaim), as the ledger stood
+    /// when an smaps reading of `smaps_kib` RSS was taken between `from` and `to` (ns since
+    /// the watch start).
+    pub fn own_split_near_kib(&self, page: i64, smaps_kib: i64, from: u64, to: u64) -> (i64, i64, i64) {
+        own_kib(self.rss_trace.own_near(from, to, smaps_kib).unwrap_or(self.own_pages), page)
+    }
+
+    /// The kernel's last fault count of this process, taken at its exit.
+    pub fn final_faults(&mut self, n: u64) {
+        self.interval.faults += n.saturating_sub(self.kernel_faults);
+        self.kernel_faults = n;
+    }
+
+    pub fn maps(&self) -> &MappingMap {
+        &self.maps
+    }
+
+    /// The mapping growing fastest now, else the one that grew most overall.
+    pub fn growing_mapping(&self) -> Option<MappingId> {
+        self.mapping_rate
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(id, _)| id.clone())
+            .or_else(|| self.total.by_mapping.iter().max_by_key(|(_, s)| s.pages).map(|(id, _)| id.clone()))
+    }
+
+    pub(super) fn mapping_of(&mut self, addr: u64, facts: &dyn ProcSource) -> MappingId {
+        if let Some(id) = self.maps.lookup(addr) {
+            return id.clone();
+        }
+        if self.reload_maps(facts) {
+            if let Some(id) = self.maps.lookup(addr) {
+                return id.clone();
+            }
+        }
+        MappingId { name: "[unmapped]".into(), shared: false }
+    }
+}
+
+fn own_kib(own: rss_trace::Own, page: i64) -> (i64, i64, i64) {
+    let kib = |pages: i64| pages * page / 1024;
+    (kib(own[0]), kib(own[1]), kib(own[2]))
+}

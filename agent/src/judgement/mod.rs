@@ -1,0 +1,9 @@
+//! Judgement: each smaps reading reconciled with the ledger (drift, what moved PSS/USS), the leak
+//! verdicts, and the evidence a leak record carries (the pid's full smaps of the mapping).
+pub mod evidence;
+pub mod reconcile;
+pub mod verdict;
+
+pub use evidence::Evidence;
+pub use reconcile::{Judge, Reading};
+pub use verdict::Params;

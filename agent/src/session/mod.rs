@@ -1,0 +1,155 @@
+//! The session: wires the stages with bounded channels, owns signals and shutdown, and nothing
+//! else. The logic lives in the stages (`Pipeline`, in `stages.rs`).
+//!
+//! ```text
+//! ring reader thread ─batches─► Pipeline::on_batch ─► ledger ─► sinks (proc, faults records)
+//! smaps sweeps (blocking pool) ─readings─► Sampler ─settled─► Judge ─► sinks (mem, leak)
+//!                                                                └─► Evidence (full smaps) ─► sinks
+//! ```
+mod stages;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    sync::mpsc,
+};
+
+pub use self::stages::{Kernel, Pipeline, Stages};
+use crate::{kernel::ring, records::Record, sampling::smaps::Swept, targets::spawn};
+
+/// SIGINT and SIGTERM, taken before loading so that a signal while loading still gets a
+/// summary. Must be called inside the runtime.
+pub struct Signals(Signal, Signal);
+
+impl Signals {
+    pub fn take() -> std::io::Result<Signals> {
+        Ok(Signals(signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.0.recv() => {}
+            _ = self.1.recv() => {}
+        }
+    }
+}
+
+/// How the session runs, besides its stages.
+pub struct Settings {
+    /// Between fault reports.
+    pub interval: Duration,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Exit 3 if any leak was flagged.
+    pub fail_on_leak: bool,
+}
+
+/// Run the pipeline until the watched tree is gone, the duration ends or a signal comes; then
+/// detach, drain, and emit the summary. The exit code: the spawned command's, 3 with
+/// `fail_on_leak` and a leak, else 0.
+pub async fn run(
+    (mut p, mut swept_rx, mut evidence_rx): (Pipeline, mpsc::Receiver<Swept>, mpsc::UnboundedReceiver<Record>),
+    ring: RingBuf<MapData>,
+    mut signals: Signals,
+    settings: Settings,
+    child: Option<u32>,
+) -> anyhow::Result<i32> {
+    let start = p.start();
+    let (tx, mut rx) = mpsc::channel::<ring::Batch>(1024);
+    let shared = Arc::new(ring::Shared { stop: AtomicBool::new(false), polled_ns: AtomicU64::new(0), epoch: start });
+    let reader = ring::spawn(ring, tx, shared.clone());
+    let mut child_exit = child.map(|pid| tokio::task::spawn_blocking(move || spawn::wait_exit_code(pid)));
+    let mut exit_code = None;
+
+    let mut tick = every(settings.interval);
+    tick.tick().await;
+    let mut smaps_tick = every(p.smaps_interval());
+    // smaps readings wait until the ring has been read past the window they were taken in; a
+    // timer checks.
+    let mut settle = every(ring::POLL);
+    let mut ticks = 0u64;
+    let mut last_tick = Instant::now();
+    let deadline = settings.duration.map(|d| start + d);
+
+    loop {
+        tokio::select! {
+            Some((at, batch)) = rx.recv() => p.on_batch(at, batch),
+            _ = tick.tick() => {
+                ticks += 1;
+                let dt = last_tick.elapsed().as_secs_f64();
+                last_tick = Instant::now();
+                p.close_interval(ticks, dt);
+                if p.nothing_alive() || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+            }
+            _ = smaps_tick.tick(), if p.sampler_idle() => p.start_sweep(),
+            Some(swept) = swept_rx.recv() => p.on_swept(swept),
+            Some(r) = evidence_rx.recv() => p.publish_verdict(r),
+            _ = settle.tick(), if p.readings_pending() => {
+                // Every record submitted before `done` has been fed to the ledger: the start
+                // of the last poll we processed, or of the reader's last poll when nothing
+                // is queued after it (read before looking at the queue: it is stored after
+                // the poll's batch is sent).
+                let polled = shared.polled_ns.load(Ordering::Acquire);
+                let done = if rx.is_empty() { polled.max(p.processed_ns()) } else { p.processed_ns() };
+                p.settle(done);
+            }
+            Some(code) = async { match child_exit.as_mut() { Some(h) => h.await.ok(), None => None } }, if exit_code.is_none() => {
+                exit_code = Some(code);
+            }
+            _ = signals.recv() => { exit_code = Some(0); break; }
+        }
+    }
+
+    // A second Ctrl-C or SIGTERM while we finish: leave at once (the programs go with our
+    // file descriptors), rather than swallow it.
+    tokio::spawn(async move {
+        signals.recv().await;
+        eprintln!("agent: signalled again while stopping: exiting now, without the summary");
+        std::process::exit(130);
+    });
+    // The exit teardown of the last processes is still on its way: give it one poll. Then
+    // detach every program (the maps we hold stay), so that nothing is submitted after the
+    // final drain and the summary's counts add up, and drain what is left.
+    tokio::time::sleep(ring::POLL * 3).await;
+    p.take_program_stats();
+    // Detaching takes a while per program (RCU), and the hooks still fire meanwhile: keep
+    // feeding the ledger so the records do not pile up in memory.
+    let programs = p.take_programs();
+    let mut detach = tokio::task::spawn_blocking(move || drop(programs));
+    loop {
+        tokio::select! {
+            Some((at, batch)) = rx.recv() => p.on_batch(at, batch),
+            _ = &mut detach => break,
+        }
+    }
+    shared.stop.store(true, Ordering::Release);
+    // Drain until the reader has made its last poll and hung up: joining it first would
+    // deadlock when it is blocked on a full channel.
+    while let Some((at, batch)) = rx.recv().await {
+        p.on_batch(at, batch);
+    }
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    let leaks = p.finish(ticks + 1, last_tick.elapsed().as_secs_f64(), evidence_rx).await;
+    let code = match (exit_code, child_exit) {
+        (Some(c), _) => c,
+        (None, Some(h)) if h.is_finished() => h.await.unwrap_or(0),
+        _ => 0,
+    };
+    Ok(if settings.fail_on_leak && leaks > 0 { 3 } else { code })
+}
+
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval(period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}

@@ -1,0 +1,344 @@
+//! The stages of one session and the path a record takes between them. Each handler is one
+//! step: a ring batch through the ledger, an interval closed, a sweep started, readings judged.
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use agent_common::{counter, ProcEvent};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::{
+    attribution::{Ledger, MappingId},
+    judgement::{Evidence, Judge},
+    kernel::{
+        bpf_maps::BpfMaps,
+        events::{events, Event},
+        loader,
+    },
+    proc_facts,
+    records::{ProcSummary, ProgStat, Record},
+    sampling::{smaps::Swept, Sampler},
+    sinks::Sinks,
+    stacks::Stacks,
+    summary::{self, RingCounts},
+};
+
+/// Dead processes kept in the ledger (with their maps, for stacks) before they are reduced to
+/// their summary entry; and summary entries kept in all.
+const MAX_DEAD: usize = 1024;
+const MAX_RETIRED: usize = 100_000;
+
+/// The kernel side as the session holds it.
+pub struct Kernel {
+    /// The loaded programs; dropping them detaches every one.
+    pub programs: Option<aya::Ebpf>,
+    pub bpf: BpfMaps,
+    /// With --bpf-stats: the kernel counts our programs' runs while this is open.
+    pub stats: Option<std::os::fd::OwnedFd>,
+}
+
+pub struct Pipeline {
+    start: Instant,
+    kernel: Kernel,
+    /// The programs' run statistics, taken before they are detached.
+    program_stats: Vec<ProgStat>,
+    ledger: Ledger,
+    /// With --stacks: the stack resolver.
+    stacks: Option<Stacks>,
+    sampler: Sampler,
+    judge: Judge,
+    evidence: Evidence,
+    sinks: Sinks,
+    /// A sink wants folded stacks in the summary.
+    folded: bool,
+    /// The start of the last ring poll whose batch the ledger has processed (ns since start).
+    processed_ns: u64,
+    /// The last interval closed.
+    tick: u64,
+    /// pid -> tick at which its exit was seen, until its kernel state is forgotten.
+    exits: HashMap<u32, u64>,
+    /// Dead processes still in the ledger, oldest exit first.
+    dead: VecDeque<u32>,
+    /// Summaries of processes taken out of the ledger (pid reused, or too many dead kept).
+    retired: Vec<ProcSummary>,
+    retired_dropped: u64,
+    lost_seen: u64,
+    decode_errors: u64,
+    /// Records read from the ring (decoded or not).
+    received: u64,
+}
+
+/// The stages a pipeline is made of.
+pub struct Stages {
+    pub start: Instant,
+    pub kernel: Kernel,
+    pub ledger: Ledger,
+    pub stacks: Option<Stacks>,
+    pub judge: Judge,
+    pub smaps_interval: Duration,
+    pub sinks: Sinks,
+    pub folded: bool,
+}
+
+impl Pipeline {
+    /// The pipeline, and the channels its sweeps and evidence reads come back on.
+    pub fn new(s: Stages) -> (Pipeline, mpsc::Receiver<Swept>, mpsc::UnboundedReceiver<Record>) {
+        let (sampler, swept) = Sampler::new(s.smaps_interval, s.start);
+        let (evidence, evidence_rx) = Evidence::new();
+        let p = Pipeline {
+            start: s.start,
+            kernel: s.kernel,
+            program_stats: Vec::new(),
+            ledger: s.ledger,
+            stacks: s.stacks,
+            sampler,
+            judge: s.judge,
+            evidence,
+            sinks: s.sinks,
+            folded: s.folded,
+            processed_ns: 0,
+            tick: 0,
+            exits: HashMap::new(),
+            dead: VecDeque::new(),
+            retired: Vec::new(),
+            retired_dropped: 0,
+            lost_seen: 0,
+            decode_errors: 0,
+            received: 0,
+        };
+        (p, swept, evidence_rx)
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    pub fn smaps_interval(&self) -> Duration {
+        self.sampler.interval()
+    }
+
+    pub fn nothing_alive(&self) -> bool {
+        self.ledger.live_pids().is_empty()
+    }
+
+    pub fn sampler_idle(&self) -> bool {
+        self.sampler.idle()
+    }
+
+    pub fn readings_pending(&self) -> bool {
+        self.sampler.has_pending()
+    }
+
+    pub fn processed_ns(&self) -> u64 {
+        self.processed_ns
+    }
+
+    pub fn emit(&mut self, r: &Record) {
+        self.sinks.emit(r);
+    }
+
+    /// A ring batch, record by record, through the ledger.
+    pub fn on_batch(&mut self, at: (u64, u64), batch: Bytes) {
+        self.ledger.set_poll(at);
+        self.processed_ns = at.0;
+        for ev in events(batch) {
+            self.received += 1;
+            let rec = match ev {
+                Ok(Event::Rss(e)) => {
+                    self.ledger.on_rss(&e);
+                    None
+                }
+                Ok(Event::Syscall(e)) => {
+                    self.ledger.on_syscall(&e);
+                    None
+                }
+                Ok(Event::Fork(e)) => {
+                    // A pid number used again: the old process keeps its own summary entry.
+                    self.retire(e.pid);
+                    Some(self.ledger.on_fork(&e))
+                }
+                Ok(Event::Exec(e)) => Some(self.ledger.on_exec(&e)),
+                Ok(Event::Exit(e)) => self.on_exit(&e),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    log::debug!("undecodable record: {e}");
+                    None
+                }
+            };
+            if let Some(r) = rec {
+                self.sinks.emit(&r);
+            }
+        }
+    }
+
+    fn on_exit(&mut self, e: &ProcEvent) -> Option<Record> {
+        let r = self.ledger.on_exit(e)?;
+        if let Some(n) = self.kernel.bpf.take_faults(e.pid) {
+            self.ledger.final_faults(e.pid, n);
+        }
+        self.dead.push_back(e.pid);
+        self.exits.insert(e.pid, self.tick);
+        Some(r)
+    }
+
+    /// Take a dead process out of the ledger, keeping its summary entry (bounded).
+    fn retire(&mut self, pid: u32) {
+        let Some(mut s) = self.ledger.retire(pid) else { return };
+        self.dead.retain(|&p| p != pid);
+        if let Some(st) = self.stacks.as_mut() {
+            st.forget_pid(pid);
+        }
+        self.judge.retire(&mut s);
+        if self.retired.len() < MAX_RETIRED {
+            self.retired.push(s);
+        } else {
+            self.retired_dropped += 1;
+        }
+    }
+
+    /// The end of a fault interval: faults records, lost records, and forgetting the dead.
+    pub fn close_interval(&mut self, tick: u64, dt: f64) {
+        // A process whose exit record was lost (ring overflow) is noticed here.
+        for pid in self.ledger.live_pids() {
+            if !proc_facts::exists(pid as i32) {
+                if let Some(r) = self.on_exit(&ProcEvent { pid, ..Default::default() }) {
+                    self.sinks.emit(&r);
+                }
+            }
+        }
+        if let Some(st) = self.stacks.as_mut() {
+            st.resolve_new(&mut self.ledger);
+        }
+        let faults = self.kernel.bpf.faults();
+        let interval_s = (dt * 1000.0).round() / 1000.0;
+        for mut r in self.ledger.close_interval(&faults, interval_s) {
+            if let Record::Faults { pid, last_mem, .. } = &mut r {
+                *last_mem = self.judge.last_mem(*pid).cloned();
+            }
+            self.sinks.emit(&r);
+        }
+        let lost = self.kernel.bpf.counters()[counter::LOST as usize];
+        if lost > self.lost_seen {
+            self.sinks.emit(&Record::Lost { events: lost - self.lost_seen });
+            self.lost_seen = lost;
+        }
+        // Forget the kernel state of processes whose exit was seen before the previous tick:
+        // their teardown events have arrived by now.
+        self.tick = tick;
+        let due: Vec<u32> = self.exits.iter().filter(|&(_, &at)| at + 1 < tick).map(|(&pid, _)| pid).collect();
+        for pid in due {
+            self.exits.remove(&pid);
+            let mm_ids = self.ledger.get(pid).map(|p| p.mm_ids()).unwrap_or_default();
+            self.kernel.bpf.forget(pid, &mm_ids);
+        }
+        // A tree that forks a process per request must not grow the agent without bound.
+        while self.dead.len() > MAX_DEAD {
+            let Some(pid) = self.dead.front().copied() else { break };
+            if self.exits.contains_key(&pid) {
+                break; // its kernel state is not forgotten yet
+            }
+            self.retire(pid);
+        }
+        self.sinks.flush();
+    }
+
+    /// A new smaps sweep: pids whose ledger moved (or never read) are read; the others carry
+    /// their last reading forward to the verdict.
+    pub fn start_sweep(&mut self) {
+        let (ledger, judge) = (&mut self.ledger, &self.judge);
+        let sweep = self.sampler.start_sweep(ledger.live_pids(), |pid| {
+            let dirty = ledger.take_dirty(pid);
+            dirty || judge.last_mem(pid).is_none()
+        });
+        for pid in sweep.carried {
+            if let Some(r) = self.judge.carry_forward(&self.ledger, pid, sweep.t) {
+                self.emit_verdict(r);
+            }
+        }
+    }
+
+    pub fn on_swept(&mut self, swept: Swept) {
+        self.sampler.on_swept(swept);
+    }
+
+    /// Readings whose window the ledger has been fed past (`done_ns`): compare and judge.
+    pub fn settle(&mut self, done_ns: u64) {
+        for reading in self.sampler.settled(done_ns) {
+            for r in self.judge.on_reading(&self.ledger, reading) {
+                self.emit_verdict(r);
+            }
+        }
+    }
+
+    /// A record from the judgement. A leak record first gets the kernel's own accounting of
+    /// its mapping (the evidence stage), then comes back through `publish_verdict`.
+    fn emit_verdict(&mut self, r: Record) {
+        if let Record::Leak { pid, mapping, shared, .. } = &r {
+            let id = MappingId { name: mapping.as_str().into(), shared: *shared };
+            if let Some(ranges) = self.ledger.ranges_of(*pid, &id) {
+                self.evidence.gather(r, ranges);
+                return;
+            }
+        }
+        self.publish_verdict(r);
+    }
+
+    /// A verdict with its evidence: leak records get their top stacks.
+    pub fn publish_verdict(&mut self, mut r: Record) {
+        if let Some(st) = self.stacks.as_mut() {
+            st.fill_leak(&mut r, &self.ledger);
+        }
+        self.sinks.emit(&r);
+    }
+
+    /// With --bpf-stats: the programs' run statistics, while they are still attached.
+    pub fn take_program_stats(&mut self) {
+        if let (Some(_), Some(ebpf)) = (&self.kernel.stats, &self.kernel.programs) {
+            self.program_stats = loader::program_stats(ebpf);
+        }
+    }
+
+    /// The programs, to detach them by dropping.
+    pub fn take_programs(&mut self) -> Option<aya::Ebpf> {
+        self.kernel.programs.take()
+    }
+
+    /// After the last drain: the last readings and verdicts, the last interval, the summary.
+    /// Returns the number of leak records emitted over the run.
+    pub async fn finish(&mut self, tick: u64, dt: f64, evidence: mpsc::UnboundedReceiver<Record>) -> u64 {
+        self.settle(u64::MAX);
+        for r in self.evidence.finish(evidence).await {
+            self.publish_verdict(r);
+        }
+        self.close_interval(tick, dt);
+        if self.decode_errors > 0 {
+            log::warn!("{} ring records could not be decoded and were dropped", self.decode_errors);
+        }
+        if self.ledger.unseeded_dropped() > 0 {
+            log::info!("{} first counter changes had no seed and were not attributed", self.ledger.unseeded_dropped());
+        }
+        if self.retired_dropped > 0 {
+            log::warn!("{} exited processes were left out of the summary (more than {MAX_RETIRED})", self.retired_dropped);
+        }
+        let counters = self.kernel.bpf.counters();
+        let summary = summary::build(summary::Parts {
+            elapsed_s: self.start.elapsed().as_secs_f64(),
+            ring: RingCounts {
+                lost: self.lost_seen,
+                submitted: counters[counter::SUBMITTED as usize],
+                received: self.received,
+            },
+            ledger: &self.ledger,
+            retired: std::mem::take(&mut self.retired),
+            judge: &self.judge,
+            stacks: self.stacks.as_mut().map(|st| (st, counters[counter::STACK_ERRORS as usize])),
+            folded: self.folded,
+            programs: std::mem::take(&mut self.program_stats),
+        });
+        self.sinks.emit(&summary);
+        self.sinks.flush();
+        self.judge.leaks_flagged()
+    }
+}

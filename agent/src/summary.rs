@@ -1,0 +1,78 @@
+//! The summary, built in one place from the stages' state and handed to every sink.
+use std::sync::atomic::Ordering;
+
+use crate::{
+    attribution::Ledger,
+    judgement::Judge,
+    proc_facts,
+    records::{AgentCost, ProgStat, ProcSummary, Record},
+    sampling::smaps,
+    stacks::Stacks,
+};
+
+/// What crossed the ring over the run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RingCounts {
+    /// Records the programs could not reserve (ring full), as the kernel counted them.
+    pub lost: u64,
+    /// Records the programs put in the ring.
+    pub submitted: u64,
+    /// Records the agent read from it (decoded or not).
+    pub received: u64,
+}
+
+/// Everything the summary is made of.
+pub struct Parts<'a> {
+    pub elapsed_s: f64,
+    pub ring: RingCounts,
+    pub ledger: &'a Ledger,
+    /// Entries of processes already taken out of the ledger.
+    pub retired: Vec<ProcSummary>,
+    pub judge: &'a Judge,
+    /// With --stacks: the resolver and the kernel's count of stacks it could not take.
+    pub stacks: Option<(&'a mut Stacks, u64)>,
+    /// Folded stacks are wanted (a stack-file sink).
+    pub folded: bool,
+    /// With --bpf-stats: the programs' kernel run statistics.
+    pub programs: Vec<ProgStat>,
+}
+
+pub fn build(p: Parts) -> Record {
+    let mut procs = p.ledger.summary();
+    for s in &mut procs {
+        p.judge.fill_summary(s);
+    }
+    let (mut stack_summary, mut folded) = (None, Vec::new());
+    if let Some((st, errors)) = p.stacks {
+        st.fill_summary(&mut procs, p.ledger, 5);
+        stack_summary = Some(st.summary(errors));
+        if p.folded {
+            folded = st.folded(p.ledger);
+        }
+    }
+    procs.extend(p.retired);
+    Record::Summary {
+        duration_s: (p.elapsed_s * 1000.0).round() / 1000.0,
+        lost_events: p.ring.lost,
+        events_received: p.ring.received,
+        events_submitted: p.ring.submitted,
+        agent: AgentCost { programs: p.programs, ..own_cost(p.elapsed_s) },
+        stacks: stack_summary,
+        procs,
+        folded,
+    }
+}
+
+/// The agent's CPU time and peak RSS so far (getrusage), and its smaps reading cost.
+pub fn own_cost(elapsed_s: f64) -> AgentCost {
+    let (cpu_s, max_rss_kib) = proc_facts::rusage(libc::RUSAGE_SELF);
+    let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
+    AgentCost {
+        cpu_s: r3(cpu_s),
+        cpu_per_s: r3(cpu_s / elapsed_s.max(1e-3)),
+        max_rss_kib,
+        smaps_reads: smaps::READS.load(Ordering::Relaxed),
+        smaps_read_s: r3(smaps::READ_NS.load(Ordering::Relaxed) as f64 / 1e9),
+        programs: Vec::new(),
+    }
+}

@@ -1,0 +1,34 @@
+//! `workloads`: the known-answer workloads of the tests and the benchmark's cost floor. Built
+//! beside the agent (`cargo build -p workloads`), never part of it.
+mod floor;
+mod workload;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "workloads", about = "Known-answer workloads for the agent's tests and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Attach do-nothing programs to the agent's tracepoints and hold them until stdin closes:
+    /// the cost floor `cargo xtask bench` compares the agent with.
+    Floor {
+        /// Print the programs' kernel run statistics (JSON) when done.
+        #[arg(long)]
+        bpf_stats: bool,
+    },
+    #[command(flatten)]
+    Workload(workload::Workload),
+}
+
+fn main() {
+    let code = match Cli::parse().cmd {
+        Cmd::Floor { bpf_stats } => floor::run(bpf_stats),
+        Cmd::Workload(w) => workload::run(w),
+    };
+    std::process::exit(code);
+}
