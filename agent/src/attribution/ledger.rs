@@ -14,17 +14,13 @@ use super::{
 };
 use crate::{
     kernel::events::comm_str,
-    records::{Causes, ProcSummary, Record},
+    records::{ProcSummary, Record},
 };
 
 const MAP_SHARED_TYPE: u64 = 0x03;
 const MAP_ANONYMOUS: u64 = 0x20;
 /// Bound on mms built but never run on (a vfork child that exited, say).
 const MAX_NEW_MMS: usize = 4096;
-/// Time constant of the per-mapping growth rate, seconds.
-const MAPPING_RATE_TAU_S: f64 = 30.0;
-/// Top mappings per faults record.
-pub const TOP_MAPPINGS: usize = 5;
 
 pub struct Ledger {
     procs: HashMap<u32, Proc>,
@@ -323,25 +319,7 @@ impl Ledger {
                 p.kernel_faults = n;
             }
             let a = std::mem::take(&mut p.interval);
-            if p.alive {
-                let decay = (-interval_s / MAPPING_RATE_TAU_S).exp();
-                p.mapping_rate.retain(|_, r| {
-                    *r *= decay;
-                    *r >= 0.5
-                });
-                for (id, st) in &a.by_mapping {
-                    if st.pages > 0 {
-                        *p.mapping_rate.entry(id.clone()).or_default() += st.pages as f64;
-                    }
-                }
-            } else if p.exit_record_seen {
-                // Dead, no fault record of it still to come (they precede its exit record), and
-                // its stacks resolved by now (the watch loop resolves them first): its maps and
-                // growth rates are dead weight until it is retired. (The /proc liveness check
-                // can see it gone while its last faults are still in the ring.)
-                p.maps = MappingMap::default();
-                p.mapping_rate = HashMap::new();
-            }
+            p.age_mapping_rates(&a, interval_s);
             if a.is_empty() {
                 continue;
             }
@@ -361,7 +339,7 @@ impl Ledger {
                 interval_s,
                 faults: a.faults,
                 pages: a.pages(),
-                mappings: a.top(TOP_MAPPINGS),
+                mappings: a.top(super::process::TOP_MAPPINGS),
                 last_mem: None,
             });
         }
@@ -378,37 +356,13 @@ impl Ledger {
         // What it did since the last interval closed counts too.
         let last = std::mem::take(&mut p.interval);
         p.total.merge(&last);
-        Some(summarize(&p))
+        Some(p.summary())
     }
 
     pub fn summary(&self) -> Vec<ProcSummary> {
         let mut v: Vec<&Proc> = self.procs.values().collect();
         v.sort_by_key(|p| p.pid);
-        v.into_iter().map(summarize).collect()
-    }
-}
-
-/// The summary entry of one process.
-fn summarize(p: &Proc) -> ProcSummary {
-    ProcSummary {
-        pid: p.pid,
-        comm: p.comm.clone(),
-        faults: p.total.faults,
-        pages: p.total.pages(),
-        other_pages: p.total.other.iter().sum(),
-        causes: Causes {
-            syscall: p.total.other[cause::SYSCALL as usize],
-            exit: p.total.other[cause::EXIT as usize],
-            remote: p.total.other[cause::REMOTE as usize],
-            other: p.total.other[cause::OTHER as usize],
-        },
-        // The judgement's, filled in when the summary is built.
-        peak_uss_kib: 0,
-        last_pss_kib: 0,
-        mappings: p.total.top(TOP_MAPPINGS),
-        leak: false,
-        leak_rate_kib_s: None,
-        stacks: Vec::new(),
+        v.into_iter().map(Proc::summary).collect()
     }
 }
 

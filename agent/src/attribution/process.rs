@@ -2,7 +2,7 @@
 //! this interval and in all, and the traces the judgement reads back.
 use std::collections::HashMap;
 
-use agent_common::member;
+use agent_common::{cause, member};
 
 use super::{
     activity::Activity,
@@ -10,6 +10,12 @@ use super::{
     rss_trace::{self, RssTrace},
     ProcSource,
 };
+use crate::records::{Causes, ProcSummary};
+
+/// Time constant of the per-mapping growth rate, seconds.
+const MAPPING_RATE_TAU_S: f64 = 30.0;
+/// Top mappings per faults record.
+pub const TOP_MAPPINGS: usize = 5;
 
 /// Last absolute value (bytes) of each rss member of one mm, and which are known.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +150,54 @@ impl Proc {
             .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(id, _)| id.clone())
             .or_else(|| self.total.by_mapping.iter().max_by_key(|(_, s)| s.pages).map(|(id, _)| id.clone()))
+    }
+
+    /// Fold an interval's activity into the smoothed growth rate per mapping (~30 s); a dead
+    /// process whose exit record is in sheds its maps and rates.
+    pub(super) fn age_mapping_rates(&mut self, a: &Activity, interval_s: f64) {
+        if self.alive {
+            let decay = (-interval_s / MAPPING_RATE_TAU_S).exp();
+            self.mapping_rate.retain(|_, r| {
+                *r *= decay;
+                *r >= 0.5
+            });
+            for (id, st) in &a.by_mapping {
+                if st.pages > 0 {
+                    *self.mapping_rate.entry(id.clone()).or_default() += st.pages as f64;
+                }
+            }
+        } else if self.exit_record_seen {
+            // Dead, no fault record of it still to come (they precede its exit record), and
+            // its stacks resolved by now (the session resolves them first): its maps and
+            // growth rates are dead weight until it is retired. (The /proc liveness check
+            // can see it gone while its last faults are still in the ring.)
+            self.maps = MappingMap::default();
+            self.mapping_rate = HashMap::new();
+        }
+    }
+
+    /// The summary entry of this process (the judgement fills in its readings and verdict).
+    pub fn summary(&self) -> ProcSummary {
+        ProcSummary {
+            pid: self.pid,
+            comm: self.comm.clone(),
+            faults: self.total.faults,
+            pages: self.total.pages(),
+            other_pages: self.total.other.iter().sum(),
+            causes: Causes {
+                syscall: self.total.other[cause::SYSCALL as usize],
+                exit: self.total.other[cause::EXIT as usize],
+                remote: self.total.other[cause::REMOTE as usize],
+                other: self.total.other[cause::OTHER as usize],
+            },
+            // The judgement's, filled in when the summary is built.
+            peak_uss_kib: 0,
+            last_pss_kib: 0,
+            mappings: self.total.top(TOP_MAPPINGS),
+            leak: false,
+            leak_rate_kib_s: None,
+            stacks: Vec::new(),
+        }
     }
 
     pub(super) fn mapping_of(&mut self, addr: u64, facts: &dyn ProcSource) -> MappingId {

@@ -21,6 +21,7 @@ pub fn map(len: usize, shared: bool) -> *mut u8 {
 }
 
 /// Write one byte in each page of [p, p+len), optionally spread over `over`.
+#[expect(clippy::not_unsafe_ptr_arg_deref, reason = "`p` is always a mapping `map` returned, `len` within it")]
 pub fn touch(p: *mut u8, len: usize, over: Duration) {
     let pages = len / page_size();
     let start = Instant::now();
