@@ -93,7 +93,7 @@ impl MappingMap {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.regions.len()
     }
 
