@@ -9,7 +9,6 @@ mod exit;
 mod fault;
 mod fault_kernel;
 mod fork;
-mod noop;
 mod proc_event;
 mod rss;
 mod sys_enter;
