@@ -24,8 +24,8 @@ fn a_process_outside_the_tree_never_appears() {
     if !ebpf_available("tree_boundary") {
         return;
     }
-    let outside = std::process::Command::new(agent())
-        .args(["workload", "storm", "--mib", "512", "--passes", "2"])
+    let outside = std::process::Command::new(workloads())
+        .args(["storm", "--mib", "512", "--passes", "2"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -2,6 +2,7 @@
 mod common;
 use std::process::Command;
 
+use agent::kernel::loader::LoadOptions;
 use common::*;
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -57,22 +58,15 @@ fn a_missing_optional_tracepoint_degrades_and_says_so() {
     if !ebpf_available("missing_tracepoint") {
         return;
     }
-    let out = Command::new(agent())
-        .args(["watch", "--format", "json", "--", "true"])
-        .env("AGENT_TEST_MISSING_TRACEPOINT", "exceptions:page_fault_kernel")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let recs = parse(&String::from_utf8(out.stdout).unwrap());
+    // The agent's own loader, told to treat the tracepoint as missing from this kernel.
+    let missing = |tp: &str| LoadOptions { simulate_missing: vec![tp.into()], ..Default::default() };
+    let (code, recs) = watch_in_process(&["--format", "json", "--", "true"], missing("exceptions:page_fault_kernel"));
+    assert_eq!(code, Ok(0));
     let start = &of_type(&recs, "start")[0];
     assert!(!start["hooks"].as_array().unwrap().iter().any(|h| h == "page_fault_kernel"), "{start}");
     assert!(start["missing_hooks"][0].as_str().unwrap().starts_with("exceptions:page_fault_kernel"), "{start}");
-    let out = Command::new(agent())
-        .args(["watch", "--", "true"])
-        .env("AGENT_TEST_MISSING_TRACEPOINT", "kmem:rss_stat")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _) = watch_in_process(&["--", "true"], missing("kmem:rss_stat"));
+    let (code, stderr) = code.expect_err("an essential tracepoint missing is an error");
+    assert_eq!(code, 1);
     assert!(stderr.contains("tracepoint kmem:rss_stat is missing"), "{stderr}");
 }

@@ -91,8 +91,8 @@ fn a_reused_pid_is_a_new_process() {
     for attempt in 0..5 {
         let out = std::process::Command::new(agent())
             .args(["watch", "--format", "json", "--interval", "0.5", "--"])
-            .arg(agent())
-            .args(["workload", "reuse"])
+            .arg(workloads())
+            .arg("reuse")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

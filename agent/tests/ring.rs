@@ -1,6 +1,7 @@
 //! The ring buffer: forced overflow is counted and reported, never silent, and every record the
 //! kernel submitted reaches the agent.
 mod common;
+use agent::kernel::loader::LoadOptions;
 use common::*;
 
 #[test]
@@ -9,14 +10,12 @@ fn overflow_is_counted_and_reported() {
         return;
     }
     // A one-page ring cannot hold a fault storm between two 10 ms polls.
-    let out = std::process::Command::new(agent())
-        .args(["watch", "--format", "json", "--interval", "0.5", "--"])
-        .arg(agent())
-        .args(["workload", "storm", "--mib", "256", "--passes", "1"])
-        .env("AGENT_RING_BYTES", "4096")
-        .output()
-        .unwrap();
-    let recs = parse(&String::from_utf8(out.stdout).unwrap());
+    let wl = workloads();
+    let args =
+        ["--format", "json", "--interval", "0.5", "--", wl.to_str().unwrap(), "storm", "--mib", "256", "--passes", "1"];
+    let (code, recs) =
+        watch_in_process(&args, LoadOptions { map_sizes: vec![("EVENTS".into(), 4096)], ..Default::default() });
+    assert_eq!(code, Ok(0));
     let s = summary(&recs);
     let lost = s["lost_events"].as_u64().unwrap();
     assert!(lost > 1000, "a one-page ring loses records: {s}");

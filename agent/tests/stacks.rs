@@ -57,11 +57,11 @@ fn a_binary_deleted_while_it_runs_is_still_symbolized() {
     // A copy of the workload binary that deletes itself before it faults: its path then names
     // nothing, and the agent must read the ELF the process still maps.
     let copy = std::env::temp_dir().join(format!("agent-deleted-{}", std::process::id()));
-    std::fs::copy(agent(), &copy).unwrap();
+    std::fs::copy(workloads(), &copy).unwrap();
     let out = std::process::Command::new(agent())
         .args(["watch", "--format", "json", "--interval", "0.5", "--stacks", "--"])
         .arg(&copy)
-        .args(["workload", "stacks", "--mib", "4", "--hold", "1.2", "--unlink-exe"])
+        .args(["stacks", "--mib", "4", "--hold", "1.2", "--unlink-exe"])
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap();
@@ -71,5 +71,5 @@ fn a_binary_deleted_while_it_runs_is_still_symbolized() {
     let p = proc_by_comm(&recs, "wl-stacks");
     let top = &p["stacks"][0];
     let frames: Vec<&str> = top["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
-    assert!(frames.iter().any(|f| f.starts_with("agent::workload::grow_cache")), "top stack: {frames:?}");
+    assert!(frames.iter().any(|f| f.starts_with("workloads::workload::grow_cache")), "top stack: {frames:?}");
 }

@@ -31,8 +31,10 @@ pub enum Workload {
     /// read() --mib from /dev/zero into a fresh anonymous buffer: kernel-mode faults.
     Read(Common),
     /// The fault storm of `cargo xtask bench`: --passes times, map --mib of private anon (THP
-    /// off), write one byte per page, unmap. Prints `storm_s WALL cpu_s CPU` on stderr for the fault loop
-    /// (CPU: the process's user+sys time, which includes the eBPF programs run in its faults).
+    /// off), write one byte per page, unmap. With --report FILE, writes the fault loop's
+    /// figures there as one JSON object `{"wall_s", "cpu_s", "faults"}` (CPU: user+sys time,
+    /// which includes the eBPF programs run in its faults; with --parallel, of all the storms,
+    /// and the wall time is the whole set's).
     Storm {
         #[arg(long, default_value_t = 1024)]
         mib: usize,
@@ -41,6 +43,9 @@ pub enum Workload {
         /// Run this many storms at once, each in its own child process.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
+        /// Write the storm's report (JSON) to this file.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
     /// Start --threads short-lived threads, each touching one page, a few at a time.
     Threads {
@@ -197,7 +202,7 @@ pub fn run(w: Workload) -> i32 {
             }
             hold(c.hold);
         }
-        Workload::Storm { mib, passes, parallel } => {
+        Workload::Storm { mib, passes, parallel, report } => {
             set_name("wl-storm");
             let len = mib * MIB;
             let storm = move || {
@@ -216,12 +221,16 @@ pub fn run(w: Workload) -> i32 {
                 storm();
             }
             let who = if parallel > 1 { libc::RUSAGE_CHILDREN } else { libc::RUSAGE_SELF };
-            let (cpu, _) = crate::procinfo::rusage(who);
-            eprintln!(
-                "storm_s {:.6} cpu_s {cpu:.6} faults {}",
-                t.elapsed().as_secs_f64(),
-                parallel * passes * len / page_size()
-            );
+            let wall_s = t.elapsed().as_secs_f64();
+            let (cpu_s, _) = agent::proc_facts::rusage(who);
+            if let Some(path) = report {
+                let faults = (parallel * passes * len / page_size()) as u64;
+                let json = serde_json::json!({ "wall_s": wall_s, "cpu_s": cpu_s, "faults": faults });
+                if let Err(e) = std::fs::write(&path, format!("{json}\n")) {
+                    eprintln!("workloads storm: writing the report {}: {e}", path.display());
+                    return 1;
+                }
+            }
         }
         Workload::Threads { threads } => {
             set_name("wl-threads");

@@ -10,32 +10,30 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{bench_scale, workspace_root};
+use crate::{
+    bench_run::{agent, workloads, Report, StormReport},
+    bench_scale, workspace_root,
+};
 
 struct Variant {
     name: &'static str,
     times: Vec<f64>,
 }
 
-fn agent() -> std::path::PathBuf {
-    workspace_root().join("target/release/agent")
-}
-
-/// The storm prints `storm_s SECONDS cpu_s CPU faults N` (its fault loop) on stderr: the
-/// seconds and the faults.
-pub fn storm_line(stderr: &[u8]) -> Result<(f64, f64)> {
-    let stderr = String::from_utf8_lossy(stderr);
-    let line = stderr.lines().find_map(|l| l.strip_prefix("storm_s ")).context("the storm printed no storm_s line")?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let secs = words.first().context("storm_s value")?.parse().context("storm_s value")?;
-    let faults =
-        words.get(4).filter(|_| words.get(3) == Some(&"faults")).context("the storm printed no fault count")?;
-    Ok((secs, faults.parse().context("fault count")?))
+/// One storm with nothing attached by us (the bare run, or inside the floor): its report.
+fn storm() -> Result<StormReport> {
+    let report = Report::new();
+    let argv = report.storm(&[]);
+    let st = Command::new(&argv[0]).args(&argv[1..]).status().context("running workloads storm")?;
+    if !st.success() {
+        bail!("workloads storm failed ({st})");
+    }
+    report.read()
 }
 
 /// One storm under the floor's noop programs; with `stats`, their kernel run statistics too.
-fn under_floor(stats: bool) -> Result<(Output, Option<serde_json::Value>)> {
-    let mut floor = Command::new(agent())
+fn under_floor(stats: bool) -> Result<(StormReport, Option<serde_json::Value>)> {
+    let mut floor = Command::new(workloads())
         .arg("floor")
         .args(stats.then_some("--bpf-stats"))
         .stdin(Stdio::piped())
@@ -47,7 +45,7 @@ fn under_floor(stats: bool) -> Result<(Output, Option<serde_json::Value>)> {
         let _ = floor.kill();
         bail!("the floor programs did not attach: {line}");
     }
-    let storm = Command::new(agent()).args(["workload", "storm"]).output();
+    let storm = storm();
     drop(floor.stdin.take());
     let stats = match stats {
         true => Some(serde_json::from_str(&lines.next().context("floor: no statistics")??)?),
@@ -57,16 +55,24 @@ fn under_floor(stats: bool) -> Result<(Output, Option<serde_json::Value>)> {
     Ok((storm?, stats))
 }
 
-/// One storm under `agent watch --format json EXTRA`: its output (JSON lines on stdout, the
-/// storm's line on stderr).
-fn under_agent(extra: &[&str]) -> Result<Output> {
-    Ok(Command::new(agent())
+/// One storm under `agent watch --format json EXTRA`: the agent's output (JSON lines on
+/// stdout) and the storm's report.
+fn under_agent(extra: &[&str]) -> Result<(Output, StormReport)> {
+    let report = Report::new();
+    let out = Command::new(agent())
         .args(["watch", "--format", "json"])
         .args(extra)
         .arg("--")
-        .arg(agent())
-        .args(["workload", "storm"])
-        .output()?)
+        .args(report.storm(&[]))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "agent watch -- workloads storm failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((out, report.read()?))
 }
 
 /// Nanoseconds of eBPF program time per storm fault, from the kernel's run statistics: the
@@ -77,23 +83,23 @@ fn program_ns_per_fault() -> Result<Vec<(&'static str, f64)>> {
         v.as_array().map_or(0.0, |a| a.iter().filter_map(|p| p["run_ns"].as_f64()).sum())
     };
     let (storm, stats) = under_floor(true)?;
-    let mut out = vec![("floor", total(&stats.unwrap_or_default()["programs"]) / storm_line(&storm.stderr)?.1)];
+    let mut out = vec![("floor", total(&stats.unwrap_or_default()["programs"]) / storm.faults as f64)];
     for (name, extra) in [("agent", &["--bpf-stats"][..]), ("agent --stacks", &["--bpf-stats", "--stacks"][..])] {
-        let run = under_agent(extra)?;
+        let (run, storm) = under_agent(extra)?;
         let stdout = String::from_utf8_lossy(&run.stdout);
         let summary: serde_json::Value =
             serde_json::from_str(stdout.lines().last().context("no summary")?).context("summary JSON")?;
-        out.push((name, total(&summary["agent"]["programs"]) / storm_line(&run.stderr)?.1));
+        out.push((name, total(&summary["agent"]["programs"]) / storm.faults as f64));
     }
     Ok(out)
 }
 
 fn run_bare() -> Result<f64> {
-    Ok(storm_line(&Command::new(agent()).args(["workload", "storm"]).output()?.stderr)?.0)
+    Ok(storm()?.wall_s)
 }
 
 fn run_floor() -> Result<f64> {
-    Ok(storm_line(&under_floor(false)?.0.stderr)?.0)
+    Ok(under_floor(false)?.0.wall_s)
 }
 
 fn run_agent() -> Result<f64> {
@@ -105,7 +111,7 @@ fn run_agent_stacks() -> Result<f64> {
 }
 
 fn run_agent_with(extra: &[&str]) -> Result<f64> {
-    let out = under_agent(extra)?;
+    let (out, storm) = under_agent(extra)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lost: u64 = stdout
         .lines()
@@ -115,7 +121,7 @@ fn run_agent_with(extra: &[&str]) -> Result<f64> {
     if lost > 0 {
         eprintln!("bench: the agent lost {lost} events in this run");
     }
-    Ok(storm_line(&out.stderr)?.0)
+    Ok(storm.wall_s)
 }
 
 fn median(v: &[f64]) -> f64 {

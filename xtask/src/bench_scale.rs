@@ -16,11 +16,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-use crate::workspace_root;
-
-fn agent() -> std::path::PathBuf {
-    workspace_root().join("target/release/agent")
-}
+use crate::bench_run::{agent, workloads, Report};
 
 pub struct Capacity {
     pub parallel: usize,
@@ -31,12 +27,14 @@ pub struct Capacity {
 pub fn capacity() -> Result<Vec<Capacity>> {
     let mut out = Vec::new();
     for parallel in [1, 2, 4] {
+        let report = Report::new();
         let res = Command::new(agent())
             .args(["watch", "--format", "json", "--"])
-            .arg(agent())
-            .args(["workload", "storm", "--mib", "512", "--passes", "2", "--parallel", &parallel.to_string()])
+            .args(report.storm(&["--mib", "512", "--passes", "2", "--parallel", &parallel.to_string()]))
             .output()?;
-        let (secs, faults) = crate::bench::storm_line(&res.stderr)?;
+        // One report for the whole set: the wall time from the first fork to the last exit.
+        let storm = report.read()?;
+        let (secs, faults) = (storm.wall_s, storm.faults as f64);
         let summary = String::from_utf8_lossy(&res.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -79,8 +77,8 @@ pub fn scale() -> Result<Scale> {
     let (procs, duration, smaps_interval) = (600usize, 45.0, 2.0);
     let mut child = Command::new(agent())
         .args(["watch", "--format", "json", "--smaps-interval", &smaps_interval.to_string(), "--"])
-        .arg(agent())
-        .args(["workload", "scale", "--procs", &procs.to_string(), "--segment-mib", "2048", "--growers", "3"])
+        .arg(workloads())
+        .args(["scale", "--procs", &procs.to_string(), "--segment-mib", "2048", "--growers", "3"])
         .args(["--duration", &duration.to_string()])
         .stdout(Stdio::piped())
         .spawn()?;

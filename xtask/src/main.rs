@@ -1,5 +1,6 @@
 //! `cargo xtask setup|build|test|demo`: everything a fresh machine needs, in one place.
 mod bench;
+mod bench_run;
 mod bench_scale;
 mod setup;
 
@@ -53,6 +54,11 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Setup => Ok(()),
         Cmd::Build => build_release(),
         Cmd::Test { args } => {
+            // The integration tests run the workloads binary beside the agent's (dev profile,
+            // as `cargo test` builds the agent); `cargo test` alone does not build it.
+            let mut c = cargo();
+            c.args(["build", "-p", "workloads"]);
+            status(c, "cargo build -p workloads")?;
             // The root integration tests load the same kernel hooks: one test at a time.
             let mut c = cargo();
             c.args(["test", "--workspace", "--exclude", "agent-ebpf", "--"]).arg("--test-threads=1").args(&args);
@@ -63,6 +69,11 @@ fn run(cmd: Cmd) -> Result<()> {
                 bail!("the benchmark attaches eBPF programs: run it as root (sudo -E cargo xtask bench)");
             }
             build_release()?;
+            // Its own invocation, so that the agent binary measured is the shipped one: in the
+            // same one, the `floor` feature workloads turns on would be built into it too.
+            let mut c = cargo();
+            c.args(["build", "--release", "-p", "workloads"]);
+            status(c, "cargo build --release -p workloads")?;
             bench::run()
         }
         Cmd::Demo { args } => {

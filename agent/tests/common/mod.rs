@@ -1,13 +1,16 @@
 //! Shared helpers of the root integration tests: run the real agent binary with its real eBPF
-//! programs on a workload with a known answer, and read its JSON-lines output.
+//! programs on a workload with a known answer (the `workloads` binary), and read its JSON-lines
+//! output.
 #![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader, Write},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use agent::{cli::WatchArgs, error::AgentError, kernel::loader::LoadOptions, sinks::Collect, watch};
 use serde_json::Value;
 
 pub const PAGE: u64 = 4096;
@@ -15,6 +18,15 @@ pub const MIB_PAGES: u64 = (1 << 20) / PAGE;
 
 pub fn agent() -> &'static str {
     env!("CARGO_BIN_EXE_agent")
+}
+
+/// The `workloads` binary, built beside the agent's (`cargo test` does not build it).
+pub fn workloads() -> PathBuf {
+    let path = std::path::Path::new(agent()).parent().expect("the agent binary's directory").join("workloads");
+    if !path.exists() {
+        panic!("{} does not exist: build it first: cargo build -p workloads (cargo xtask test does)", path.display());
+    }
+    path
 }
 
 /// True when the kernel side can run. Outside CI a missing privilege skips the test with a
@@ -43,20 +55,35 @@ pub fn parse(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `agent watch --format json [extra] -- agent workload ARGS`, to completion.
+/// `agent watch --format json [extra] -- workloads ARGS`, to completion.
 pub fn watch_workload(extra: &[&str], workload: &[&str]) -> (Vec<Value>, i32) {
     let out = Command::new(agent())
         .args(["watch", "--format", "json", "--interval", "0.5"])
         .args(extra)
         .arg("--")
-        .arg(agent())
-        .arg("workload")
+        .arg(workloads())
         .args(workload)
         .stderr(Stdio::inherit())
         .output()
         .expect("run agent");
     let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
     (parse(&stdout), out.status.code().unwrap_or(-1))
+}
+
+/// `agent watch ARGS` in this process, through the library, with load options that force a
+/// condition the real binary never meets (a missing tracepoint, a tiny map). Returns the exit
+/// code, or the exit code and the one line the binary would print on an error; and the records
+/// the JSON sink would have written (checked as `parse` checks them).
+pub fn watch_in_process(args: &[&str], load: LoadOptions) -> (Result<i32, (i32, String)>, Vec<Value>) {
+    let args = WatchArgs::parse_from(args).unwrap_or_else(|e| panic!("watch arguments {args:?}: {e}"));
+    let sink = Collect::default();
+    let res = watch::run_with(args, load, vec![Box::new(sink.clone())])
+        .map_err(|e| (e.downcast_ref::<AgentError>().map_or(1, AgentError::exit_code), format!("agent: {e:#}")));
+    let recs = sink.0.lock().unwrap().clone();
+    for v in &recs {
+        assert!(v["type"].is_string() && v["ts"].is_f64(), "record without type/ts: {v}");
+    }
+    (res, recs)
 }
 
 pub fn of_type<'a>(recs: &'a [Value], ty: &str) -> Vec<&'a Value> {
@@ -161,7 +188,7 @@ impl Running {
 
 /// A workload started outside the agent (for `watch -p`), waiting for bytes on stdin.
 pub fn start_workload(args: &[&str]) -> Child {
-    Command::new(agent()).arg("workload").args(args).stdin(Stdio::piped()).spawn().expect("spawn workload")
+    Command::new(workloads()).args(args).stdin(Stdio::piped()).spawn().expect("spawn workload")
 }
 
 pub fn go(child: &mut Child, n: usize) {
