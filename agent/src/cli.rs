@@ -1,7 +1,11 @@
 //! Command line.
 use clap::{Args, Parser, Subcommand};
 
-use crate::{demo::DemoArgs, sinks::Format};
+use crate::{
+    demo::DemoArgs,
+    sinks::Format,
+    snapshot::{DiffArgs, SnapshotArgs},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,6 +22,12 @@ pub struct Cli {
 pub enum Cmd {
     /// Watch a process tree: `agent watch -p PID` or `agent watch -- CMD ARGS`.
     Watch(WatchArgs),
+    /// PSS, USS, RSS, swap and hugetlb of every process now, from smaps (like smem; no eBPF,
+    /// no root needed for your own processes).
+    Snapshot(SnapshotArgs),
+    /// What grew between two saved snapshots (`agent snapshot --save FILE`), by process and by
+    /// mapping.
+    Diff(DiffArgs),
     /// The built-in demo workload (run it under `agent watch -- agent demo`).
     Demo(DemoArgs),
 }
@@ -35,6 +45,9 @@ pub struct WatchArgs {
     pub smaps_interval: f64,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Write the records to FILE instead of stdout (stdout then stays the spawned command's).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
     /// Stop after this many seconds (default: when the tree is gone, or at Ctrl-C).
     #[arg(long, value_parser = positive)]
     pub duration: Option<f64>,
@@ -56,6 +69,10 @@ pub struct WatchArgs {
     /// Write an SVG flamegraph of faulted pages to FILE (implies --stacks).
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<std::path::PathBuf>,
+    /// Write a gzipped pprof profile of faulted pages by (pid, user stack) to FILE (implies
+    /// --stacks): `go tool pprof`, Pyroscope and Parca read it.
+    #[arg(long, value_name = "FILE.pb.gz")]
+    pub pprof: Option<std::path::PathBuf>,
     /// Measure the agent's own eBPF programs: turn on the kernel's BPF run-time statistics
     /// while watching and report each program's runs and nanoseconds in the summary.
     #[arg(long)]

@@ -19,6 +19,10 @@ pub enum AgentError {
     TracepointMissing(String, String),
     #[error("loading the eBPF programs failed: {0}")]
     Load(String),
+    #[error("cannot write {0}: {1}")]
+    Output(String, std::io::Error),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl AgentError {

@@ -16,6 +16,7 @@ pub mod records;
 pub mod sampling;
 pub mod session;
 pub mod sinks;
+pub mod snapshot;
 pub mod stacks;
 pub mod summary;
 pub mod targets;

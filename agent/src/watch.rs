@@ -17,25 +17,58 @@ use crate::{
     proc_facts::Procfs,
     records::Record,
     session::{self, Pipeline, Settings, Signals},
-    sinks::{self, stack_files::StackFiles, Sink, Sinks},
+    error::AgentError,
+    sinks::{
+        self,
+        stack_files::{OutFile, StackFiles},
+        Sink, Sinks,
+    },
     stacks::Stacks,
     targets::Target,
 };
 
-/// `agent watch` as the command line asks: records on stdout, stack files if asked.
+/// `agent watch` as the command line asks: records on stdout or `-o FILE`, stack files if asked.
 pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
-    let mut out = vec![sinks::stdout(args.format)];
-    if args.folded.is_some() || args.flamegraph.is_some() {
-        out.push(Box::new(StackFiles { folded: args.folded.clone(), flamegraph: args.flamegraph.clone() }));
-    }
+    let out = sinks_for(&args)?;
     run_with(args, LoadOptions::default(), out)
+}
+
+/// The sinks the command line asks for, their files created now: a path that cannot be written
+/// fails here, before anything is loaded or spawned.
+pub fn sinks_for(args: &WatchArgs) -> Result<Vec<Box<dyn Sink>>, AgentError> {
+    let mut out = vec![match &args.output {
+        Some(path) => {
+            let f = OutFile::create(path)?;
+            sinks::stream(std::io::BufWriter::new(f.file), args.format, false)
+        }
+        None => sinks::stdout(args.format),
+    }];
+    if args.folded.is_some() || args.flamegraph.is_some() {
+        let folded = args.folded.as_deref().map(OutFile::create).transpose()?;
+        let flamegraph = args.flamegraph.as_deref().map(OutFile::create).transpose()?;
+        out.push(Box::new(StackFiles { folded, flamegraph }));
+    }
+    Ok(out)
+}
+
+/// Options that cannot work together, refused before anything starts.
+fn check(args: &WatchArgs) -> Result<(), AgentError> {
+    let shortest = Params::default().min_span_s;
+    if args.leak_window < shortest {
+        return Err(AgentError::Usage(format!(
+            "--leak-window {} is shorter than the shortest growth the verdict judges ({shortest} s): no leak could be flagged",
+            args.leak_window
+        )));
+    }
+    Ok(())
 }
 
 /// A watch with these load options and sinks: the library's entry point (tests use it with a
 /// collecting sink and options that force a condition).
 pub fn run_with(mut args: WatchArgs, mut load: LoadOptions, sinks: Vec<Box<dyn Sink>>) -> anyhow::Result<i32> {
+    check(&args)?;
     let folded = args.folded.is_some() || args.flamegraph.is_some();
-    args.stacks |= folded;
+    args.stacks |= folded || args.pprof.is_some();
     let target = Target::from_args(args.pid, &args.cmd)?;
     target.check()?;
     let start = Instant::now();

@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the build needs (nightly rust-src, bpf-linker); fast when already there.
+    /// Install what the build needs (nightly rust-src, bpf-linker) and the real clients the tests
+    /// check against (go for `go tool pprof`, smem); fast when already there.
     Setup,
     /// Build the agent (release), eBPF programs included.
     Build,
@@ -51,9 +52,10 @@ fn main() -> ExitCode {
 fn run(cmd: Cmd) -> Result<()> {
     setup::ensure()?;
     match cmd {
-        Cmd::Setup => Ok(()),
+        Cmd::Setup => setup::ensure_clients(),
         Cmd::Build => build_release(),
         Cmd::Test { args } => {
+            setup::ensure_clients()?;
             // The integration tests run the workloads binary beside the agent's (dev profile,
             // as `cargo test` builds the agent); `cargo test` alone does not build it.
             let mut c = cargo();
@@ -109,7 +111,7 @@ pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 

@@ -14,6 +14,34 @@ pub fn ensure() -> Result<()> {
     ensure_bpf_linker()
 }
 
+/// The real clients the tests check our outputs with, from Debian: the program each package
+/// puts on PATH, and the package.
+const CLIENTS: &[(&str, &str)] = &[("go", "golang-go"), ("smem", "smem")];
+
+/// Install the test clients that are missing (root only; as a user, say what to run). Fast
+/// when they are all there: one PATH lookup each.
+pub fn ensure_clients() -> Result<()> {
+    let missing: Vec<&str> = CLIENTS.iter().filter(|(bin, _)| !on_path(bin)).map(|&(_, pkg)| pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        eprintln!("xtask setup: tests against real clients need: sudo apt-get install {}", missing.join(" "));
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing the test clients {}", missing.join(", "));
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    status(update, "apt-get update")?;
+    let mut c = Command::new("apt-get");
+    c.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    status(c, "apt-get install")
+}
+
+fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
 fn ensure_rust_src() -> Result<()> {
     let sysroot = Command::new("rustup")
         .args(["run", "nightly", "rustc", "--print", "sysroot"])

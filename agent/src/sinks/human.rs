@@ -45,9 +45,6 @@ fn stack_lines(st: Option<&crate::records::StackStat>, page_kib: i64) -> String 
     s
 }
 
-/// Highlight leak lines when stdout is a terminal.
-static COLOR: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::io::IsTerminal::is_terminal(&std::io::stdout()));
 
 /// Drift (KiB) below which a mem reading stays folded into the fault lines (or 2% of RSS).
 const DRIFT_SHOWN_KIB: i64 = 1024;
@@ -119,9 +116,8 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
             smaps_mapping,
             stacks,
         } => {
-            let (on, off) = if *COLOR { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
             format!(
-                "{on}{t} {pid:>7} {comm:<15.15} LEAK {}/s of {} for {window_s:.0}s (+{}) into {mapping} ({}), confidence {confidence:.2}{off}",
+                "{t} {pid:>7} {comm:<15.15} LEAK {}/s of {} for {window_s:.0}s (+{}) into {mapping} ({}), confidence {confidence:.2}",
                 size_kib(rate_kib_s.round() as i64),
                 metric.to_uppercase(),
                 size_kib(*growth_kib),
@@ -180,25 +176,31 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
     })
 }
 
-/// The human format as a sink.
+/// The human format as a sink; `color` highlights leak lines (for a terminal).
 pub struct Human<W: std::io::Write + Send> {
     out: W,
     page_kib: i64,
+    color: bool,
 }
 
 impl<W: std::io::Write + Send> Human<W> {
-    pub fn new(out: W) -> Human<W> {
+    pub fn new(out: W, color: bool) -> Human<W> {
         // SAFETY: sysconf has no preconditions.
         let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } / 1024).max(4) as i64;
-        Human { out, page_kib }
+        Human { out, page_kib, color }
     }
 }
 
 impl<W: std::io::Write + Send> super::Sink for Human<W> {
     fn emit(&mut self, ts: f64, record: &Record) -> std::io::Result<()> {
-        match render(ts, record, self.page_kib) {
-            Some(line) => writeln!(self.out, "{line}"),
-            None => Ok(()),
+        let Some(text) = render(ts, record, self.page_kib) else { return Ok(()) };
+        if self.color && matches!(record, Record::Leak { .. }) {
+            // The leak line itself in bold red; its evidence lines under it plain.
+            let (first, rest) = text.split_once('\n').map_or((text.as_str(), ""), |(a, b)| (a, b));
+            let sep = if rest.is_empty() { "" } else { "\n" };
+            writeln!(self.out, "\x1b[1;31m{first}\x1b[0m{sep}{rest}")
+        } else {
+            writeln!(self.out, "{text}")
         }
     }
 

@@ -25,11 +25,16 @@ pub enum Format {
     Json,
 }
 
-/// The record stream on stdout in `format`.
+/// The record stream on stdout in `format` (leak lines highlighted on a terminal).
 pub fn stdout(format: Format) -> Box<dyn Sink> {
-    let out = io::BufWriter::new(io::stdout());
+    let color = io::IsTerminal::is_terminal(&io::stdout());
+    stream(io::BufWriter::new(io::stdout()), format, color)
+}
+
+/// The record stream into `out` in `format`.
+pub fn stream(out: impl io::Write + Send + 'static, format: Format, color: bool) -> Box<dyn Sink> {
     match format {
-        Format::Human => Box::new(human::Human::new(out)),
+        Format::Human => Box::new(human::Human::new(out, color)),
         Format::Json => Box::new(json::Json::new(out)),
     }
 }
