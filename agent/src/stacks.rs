@@ -24,7 +24,7 @@ use aya::{
 };
 use blazesym::symbolize::{
     source::{Elf, Source},
-    Input, Symbolized, Symbolizer,
+    CodeInfo, Input, Symbolized, Symbolizer,
 };
 
 use crate::{
@@ -32,7 +32,80 @@ use crate::{
     records::{DepthBucket, ProcSummary, Record, StackStat, StackSummary},
 };
 
-pub type Frames = Arc<[String]>;
+/// A stack's frames, leaf first.
+pub type Frames = Arc<[Frame]>;
+
+/// One frame: its address, the mapped region it fell in, and what it resolved to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    pub addr: u64,
+    /// The region of the process's maps that holds `addr` (none: no mapping known).
+    pub module: Option<Arc<Module>>,
+    pub sym: Arc<Resolved>,
+}
+
+impl AsRef<str> for Frame {
+    fn as_ref(&self) -> &str {
+        &self.sym.text
+    }
+}
+
+/// A mapped region a frame fell in, as the process's maps had it when the stack was resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Module {
+    /// As the maps name it (a file's path, `[vdso]`, `anon@0x...`).
+    pub name: Arc<str>,
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start` (0 when no file backs it).
+    pub file_offset: u64,
+    /// The ELF's GNU build id, hex, for a file with one.
+    pub build_id: Option<Arc<str>>,
+}
+
+/// What a frame's address resolved to, shared by every frame at the same place of one ELF.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// What the stack outputs show: `fn (file:line)`, `fn`, or `module+0xoffset` unnamed.
+    pub text: String,
+    /// The functions at this address, innermost inlined one first and the function that holds
+    /// the address last (pprof's line order); empty when it could not be named.
+    pub symbols: Vec<Symbol>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Symbol {
+    pub name: String,
+    /// Source file (with its directory when the debug info has it) and line of the address.
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+impl Symbol {
+    fn new(name: &str, ci: Option<&CodeInfo>) -> Symbol {
+        Symbol {
+            name: name.to_string(),
+            file: ci.map(|ci| ci.to_path().display().to_string()),
+            line: ci.and_then(|ci| ci.line),
+        }
+    }
+}
+
+fn unnamed(text: String) -> Arc<Resolved> {
+    Arc::new(Resolved { text, symbols: Vec::new() })
+}
+
+/// One profile sample: the pages a (pid, stack) faulted into one mapping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileSample {
+    pub pid: u32,
+    pub comm: String,
+    /// The mapping the pages went to, as the maps name it.
+    pub mapping: String,
+    pub pages: i64,
+    pub bytes: i64,
+    pub frames: Frames,
+}
 
 /// Stack depth histogram buckets: 1, 2-4, 5-8, 9-16, 17+ frames.
 pub const DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-8", "9-16", "17+"];
@@ -41,7 +114,11 @@ pub struct Stacks {
     map: StackTraceMap<MapData>,
     resolved: HashMap<(u32, i32), Frames>,
     /// Names by (the path we read the ELF from, file offset).
-    symbols: HashMap<(Arc<str>, u64), String>,
+    symbols: HashMap<(Arc<str>, u64), Arc<Resolved>>,
+    /// Regions by (pid, start), shared by the frames that fell in them.
+    modules: HashMap<(u32, u64), Arc<Module>>,
+    /// Build ids by the path we read the ELF from.
+    build_ids: HashMap<Arc<str>, Option<Arc<str>>>,
     symbolizer: Symbolizer,
     elfs: Elfs,
     pub depths: [u64; 5],
@@ -56,6 +133,8 @@ impl Stacks {
             map: StackTraceMap::try_from(map)?,
             resolved: HashMap::new(),
             symbols: HashMap::new(),
+            modules: HashMap::new(),
+            build_ids: HashMap::new(),
             symbolizer: Symbolizer::new(),
             elfs: Elfs::default(),
             depths: [0; 5],
@@ -67,6 +146,7 @@ impl Stacks {
     pub fn forget_pid(&mut self, pid: u32) {
         self.resolved.retain(|&(p, _), _| p != pid);
         self.elfs.by_module.retain(|(p, _), _| *p != pid);
+        self.modules.retain(|&(p, _), _| p != pid);
     }
 
     /// The frames (leaf first) of stack `id` of `pid`, resolved through `maps` now if not yet.
@@ -94,30 +174,81 @@ impl Stacks {
         frames
     }
 
-    fn frame(&mut self, pid: u32, ip: u64, maps: &MappingMap) -> String {
-        let Some((id, off)) = maps.resolve(ip) else { return format!("[no mapping]+{ip:#x}") };
-        let module = id.name.clone();
-        let Some(off) = off else { return format!("{module}+{ip:#x}") };
-        let elf = self.elfs.path_of(pid, &module, ip);
+    fn frame(&mut self, pid: u32, ip: u64, maps: &MappingMap) -> Frame {
+        let Some((id, off)) = maps.resolve(ip) else {
+            return Frame { addr: ip, module: None, sym: unnamed(format!("[no mapping]+{ip:#x}")) };
+        };
+        let name = id.name.clone();
+        let elf = off.map(|_| self.elfs.path_of(pid, &name, ip));
+        let module = self.module(pid, ip, &name, off, elf.as_ref(), maps);
+        let (Some(off), Some(elf)) = (off, elf) else {
+            return Frame { addr: ip, module, sym: unnamed(format!("{name}+{ip:#x}")) };
+        };
         if let Some(s) = self.symbols.get(&(elf.clone(), off)) {
-            return s.clone();
+            return Frame { addr: ip, module, sym: s.clone() };
         }
-        let name = self.symbolize(&elf, off).unwrap_or_else(|| format!("{}+{off:#x}", short(&module)));
-        self.symbols.insert((elf, off), name.clone());
-        name
+        let sym = match self.symbolize(&elf, off) {
+            Some(r) => Arc::new(r),
+            None => unnamed(format!("{}+{off:#x}", short(&name))),
+        };
+        self.symbols.insert((elf, off), sym.clone());
+        Frame { addr: ip, module, sym }
     }
 
-    fn symbolize(&self, module: &str, off: u64) -> Option<String> {
+    /// The region of `maps` holding `ip` (file offset `off` in the ELF read at `elf`).
+    fn module(
+        &mut self,
+        pid: u32,
+        ip: u64,
+        name: &Arc<str>,
+        off: Option<u64>,
+        elf: Option<&Arc<str>>,
+        maps: &MappingMap,
+    ) -> Option<Arc<Module>> {
+        let (start, end) = maps.bounds(ip)?;
+        let file_offset = off.map_or(0, |o| o - (ip - start));
+        if let Some(m) = self.modules.get(&(pid, start)) {
+            if m.name == *name && m.end == end && m.file_offset == file_offset {
+                return Some(m.clone());
+            }
+        }
+        let build_id = elf.and_then(|e| self.build_id(e));
+        let m = Arc::new(Module { name: name.clone(), start, end, file_offset, build_id });
+        self.modules.insert((pid, start), m.clone());
+        Some(m)
+    }
+
+    /// The GNU build id of the ELF read at `elf`, hex.
+    fn build_id(&mut self, elf: &Arc<str>) -> Option<Arc<str>> {
+        if let Some(b) = self.build_ids.get(elf) {
+            return b.clone();
+        }
+        let b = blazesym::helper::read_elf_build_id(Path::new(&**elf)).ok().flatten().map(|bytes| {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            Arc::<str>::from(hex)
+        });
+        self.build_ids.insert(elf.clone(), b.clone());
+        b
+    }
+
+    fn symbolize(&self, module: &str, off: u64) -> Option<Resolved> {
         let src = Source::Elf(Elf::new(Path::new(module)));
         let syms = self.symbolizer.symbolize(&src, Input::FileOffset(&[off])).ok()?;
         match syms.into_iter().next()? {
-            Symbolized::Sym(sym) => Some(match &sym.code_info {
-                Some(ci) => match ci.line {
-                    Some(line) => format!("{} ({}:{line})", sym.name, Path::new(&ci.file).display()),
-                    None => format!("{} ({})", sym.name, Path::new(&ci.file).display()),
-                },
-                None => sym.name.to_string(),
-            }),
+            Symbolized::Sym(sym) => {
+                let text = match &sym.code_info {
+                    Some(ci) => match ci.line {
+                        Some(line) => format!("{} ({}:{line})", sym.name, Path::new(&ci.file).display()),
+                        None => format!("{} ({})", sym.name, Path::new(&ci.file).display()),
+                    },
+                    None => sym.name.to_string(),
+                };
+                // blazesym lists inlined functions outermost first, each with its own line.
+                let mut symbols: Vec<Symbol> =
+                    sym.inlined.iter().rev().map(|f| Symbol::new(&f.name, f.code_info.as_ref())).collect();
+                symbols.push(Symbol::new(&sym.name, sym.code_info.as_deref()));
+                Some(Resolved { text, symbols })
+            }
             Symbolized::Unknown(_) => None,
         }
     }
@@ -128,7 +259,10 @@ impl Stacks {
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.into_iter()
             .take(n)
-            .map(|(id, pages)| StackStat { pages, frames: self.resolve(pid, id, maps).to_vec() })
+            .map(|(id, pages)| {
+                let frames = self.resolve(pid, id, maps).iter().map(|f| f.sym.text.clone()).collect();
+                StackStat { pages, frames }
+            })
             .collect()
     }
 }
@@ -198,11 +332,11 @@ fn short(module: &str) -> &str {
 }
 
 /// Folded stacks (`comm;root;...;leaf pages`), the input of flamegraph tools.
-pub fn folded_line(comm: &str, frames: &[String], pages: i64) -> String {
+pub fn folded_line<S: AsRef<str>>(comm: &str, frames: &[S], pages: i64) -> String {
     let mut s = comm.replace(';', ":");
     for f in frames.iter().rev() {
         s.push(';');
-        s.push_str(&f.replace(';', ":"));
+        s.push_str(&f.as_ref().replace(';', ":"));
     }
     format!("{s} {pages}")
 }
@@ -270,6 +404,29 @@ impl Stacks {
         }
         out
     }
+
+    /// Profile samples of every pid's pages by stack and mapping (`--pprof`).
+    pub fn profile(&mut self, ledger: &Ledger) -> Vec<ProfileSample> {
+        let page = ledger.page_size();
+        let mut procs: Vec<_> = ledger.procs().collect();
+        procs.sort_unstable_by_key(|p| p.pid);
+        let mut out = Vec::new();
+        for p in procs {
+            let mut v: Vec<_> = p.stack_mappings.iter().filter(|(_, &n)| n > 0).collect();
+            v.sort_unstable();
+            for ((id, mapping), &pages) in v {
+                out.push(ProfileSample {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    mapping: mapping.name.to_string(),
+                    pages,
+                    bytes: pages * page,
+                    frames: self.resolve(p.pid, *id, p.maps()),
+                });
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -296,7 +453,7 @@ mod tests {
     fn symbolizes_a_function_of_this_test_binary() {
         // Our own binary: the file offset of a function's address, through /proc/self/maps.
         let maps = crate::proc_facts::maps(std::process::id()).unwrap();
-        let addr = folded_line as *const () as usize as u64;
+        let addr = folded_line::<String> as *const () as usize as u64;
         let (id, off) = maps.resolve(addr).unwrap();
         let sym = Symbolizer::new();
         let src = Source::Elf(Elf::new(Path::new(id.name.as_ref())));
@@ -309,7 +466,7 @@ mod tests {
     fn symbolizes_through_an_open_file() {
         // What a deleted binary is read through: the process's mapping of it, as an open file.
         let maps = crate::proc_facts::maps(std::process::id()).unwrap();
-        let addr = folded_line as *const () as usize as u64;
+        let addr = folded_line::<String> as *const () as usize as u64;
         let (_, off) = maps.resolve(addr).unwrap();
         let file = map_file(std::process::id(), addr).expect("our own map_files entry");
         let path = format!("/proc/self/fd/{}", file.as_raw_fd());

@@ -198,17 +198,18 @@ impl Ledger {
                 let id = p.mapping_of(e.addr, facts);
                 p.own_pages[usize::from(id.shared)] += pages;
                 p.interval.pages[m] += pages;
-                let s = p.interval.by_mapping.entry(id).or_default();
-                s.pages += pages;
-                if e.flags & rss_flags::FIRST_OF_FAULT != 0 {
-                    s.faults += 1;
-                }
                 if e.stack_id >= 0 {
                     let n = p.stacks.entry(e.stack_id).or_default();
                     if *n == 0 {
                         p.new_stacks.push(e.stack_id);
                     }
                     *n += pages;
+                    *p.stack_mappings.entry((e.stack_id, id.clone())).or_default() += pages;
+                }
+                let s = p.interval.by_mapping.entry(id).or_default();
+                s.pages += pages;
+                if e.flags & rss_flags::FIRST_OF_FAULT != 0 {
+                    s.faults += 1;
                 }
             }
             c => {

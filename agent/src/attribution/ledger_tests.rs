@@ -220,3 +220,21 @@ fn a_dead_process_keeps_its_maps_until_its_exit_record_is_in() {
     l.close_interval(&HashMap::new(), 1.0);
     assert!(l.procs[&PID].maps().lookup(0x10_0000).is_none());
 }
+
+#[test]
+fn stack_pages_are_kept_per_stack_and_per_mapping() {
+    let mut l = ledger_with_maps();
+    let with_stack = |mut e: RssEvent, id: i32| {
+        e.stack_id = id;
+        e
+    };
+    let f = rss_flags::FIRST_OF_FAULT;
+    l.on_rss(&with_stack(rss(member::ANON, cause::FAULT, f, PAGE * 21, PAGE * 3, 0x10_0000), 7));
+    l.on_rss(&with_stack(rss(member::SHMEM, cause::FAULT, f, PAGE, PAGE, 0x40_0000), 7));
+    l.on_rss(&with_stack(rss(member::ANON, cause::FAULT, f, PAGE * 23, PAGE * 2, 0x10_8000), 8));
+    let p = &l.procs[&PID];
+    assert_eq!(p.stacks, HashMap::from([(7, 4), (8, 2)]));
+    let anon = MappingId { name: "anon@0x100000".into(), shared: false };
+    let shm = MappingId { name: "/dev/shm/seg".into(), shared: true };
+    assert_eq!(p.stack_mappings, HashMap::from([((7, anon.clone()), 3), ((7, shm), 1), ((8, anon), 2)]));
+}

@@ -82,6 +82,12 @@ impl MappingMap {
         (addr < r.end).then(|| (&r.id, r.file_off.map(|o| o + (addr - s))))
     }
 
+    /// The bounds `[start, end)` of the region that holds `addr`.
+    pub fn bounds(&self, addr: u64) -> Option<(u64, u64)> {
+        let (&s, r) = self.regions.range(..=addr).next_back()?;
+        (addr < r.end).then_some((s, r.end))
+    }
+
     /// The address ranges the mapping `id` covers.
     pub fn ranges_of(&self, id: &MappingId) -> Vec<(u64, u64)> {
         self.regions.iter().filter(|(_, r)| &r.id == id).map(|(&s, r)| (s, r.end)).collect()

@@ -58,6 +58,8 @@ pub struct Proc {
     /// With --stacks: pages added per user stack id, and ids not yet resolved.
     pub stacks: HashMap<i32, i64>,
     pub(super) new_stacks: Vec<i32>,
+    /// With --stacks: the same pages per (user stack id, mapping they went to).
+    pub stack_mappings: HashMap<(i32, MappingId), i64>,
 }
 
 impl Proc {
@@ -82,6 +84,7 @@ impl Proc {
             own_pages: [0; 3],
             stacks: HashMap::new(),
             new_stacks: Vec::new(),
+            stack_mappings: HashMap::new(),
         }
     }
 
