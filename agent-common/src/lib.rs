@@ -19,6 +19,9 @@ pub enum EventKind {
     Exec = 4,
     /// The last thread of a watched process exited; see [`ProcEvent`].
     Exit = 5,
+    /// The OOM killer chose a watched process as its victim (`oom:mark_victim`); see
+    /// [`OomEvent`]. It comes before the victim's exit record.
+    Oom = 6,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -30,6 +33,7 @@ impl TryFrom<u32> for EventKind {
             3 => Self::Fork,
             4 => Self::Exec,
             5 => Self::Exit,
+            6 => Self::Oom,
             other => return Err(other),
         })
     }
@@ -205,6 +209,29 @@ pub struct ProcEvent {
     pub comm: [u8; COMM_LEN],
 }
 
+/// The OOM killer's victim, as `oom:mark_victim` describes it. `hdr.tgid` is the victim's
+/// process, `hdr.tid` the thread that ran the OOM killer (often the victim itself).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomEvent {
+    pub hdr: EventHeader,
+    /// The tracepoint's `pid`: the victim task (a thread of `hdr.tgid`).
+    pub pid: u32,
+    /// The victim's uid.
+    pub uid: u32,
+    pub comm: [u8; COMM_LEN],
+    /// The kernel's figures for the victim's mm when it was chosen, in KiB (the tracepoint
+    /// converts pages to KiB: its print format says kB).
+    pub total_vm_kib: u64,
+    pub anon_rss_kib: u64,
+    pub file_rss_kib: u64,
+    pub shmem_rss_kib: u64,
+    pub pgtables_kib: u64,
+    /// The victim's `oom_score_adj` (a `short` in the kernel).
+    pub oom_score_adj: i32,
+    pub _pad: u32,
+}
+
 /// Indices of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Ring-buffer reservations that failed: records lost.
@@ -245,6 +272,7 @@ mod pod {
     unsafe impl aya::Pod for RssEvent {}
     unsafe impl aya::Pod for SyscallEvent {}
     unsafe impl aya::Pod for ProcEvent {}
+    unsafe impl aya::Pod for OomEvent {}
     unsafe impl aya::Pod for TaskSlot {}
 }
 
@@ -290,6 +318,20 @@ mod tests {
     }
 
     #[test]
+    fn oom_layout() {
+        assert_eq!(size_of::<OomEvent>(), 96);
+        assert_eq!(offset_of!(OomEvent, pid), 24);
+        assert_eq!(offset_of!(OomEvent, uid), 28);
+        assert_eq!(offset_of!(OomEvent, comm), 32);
+        assert_eq!(offset_of!(OomEvent, total_vm_kib), 48);
+        assert_eq!(offset_of!(OomEvent, anon_rss_kib), 56);
+        assert_eq!(offset_of!(OomEvent, file_rss_kib), 64);
+        assert_eq!(offset_of!(OomEvent, shmem_rss_kib), 72);
+        assert_eq!(offset_of!(OomEvent, pgtables_kib), 80);
+        assert_eq!(offset_of!(OomEvent, oom_score_adj), 88);
+    }
+
+    #[test]
     fn task_slot_layout() {
         assert_eq!(size_of::<TaskSlot>(), 152);
         assert_eq!(offset_of!(TaskSlot, faults), 136);
@@ -298,7 +340,8 @@ mod tests {
 
     #[test]
     fn kind_round_trip_and_unknown() {
-        for k in [EventKind::Rss, EventKind::Syscall, EventKind::Fork, EventKind::Exec, EventKind::Exit] {
+        for k in [EventKind::Rss, EventKind::Syscall, EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Oom]
+        {
             assert_eq!(EventKind::try_from(k as u32), Ok(k));
         }
         assert_eq!(EventKind::try_from(0), Err(0));

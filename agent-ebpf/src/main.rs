@@ -9,6 +9,7 @@ mod exit;
 mod fault;
 mod fault_kernel;
 mod fork;
+mod oom;
 mod proc_event;
 mod rss;
 mod sys_enter;

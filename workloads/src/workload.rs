@@ -102,6 +102,17 @@ pub enum Workload {
         #[arg(long)]
         path: std::path::PathBuf,
     },
+    /// Grow until killed (the OOM test): write --chunk-mib of one private anonymous mapping
+    /// every --every-ms, never freed, as `wl-grow`; stops at --max-mib. Prints the mapping's
+    /// start on stderr (`wl-grow: region 0x...`).
+    Grow {
+        #[arg(long, default_value_t = 4)]
+        chunk_mib: usize,
+        #[arg(long, default_value_t = 250)]
+        every_ms: u64,
+        #[arg(long, default_value_t = 4096)]
+        max_mib: usize,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -293,6 +304,16 @@ pub fn run(w: Workload) -> i32 {
         Workload::Leakmix { duration } => {
             set_name("wl-leakmix");
             leakmix(Duration::from_secs_f64(duration));
+        }
+        Workload::Grow { chunk_mib, every_ms, max_mib } => {
+            set_name("wl-grow");
+            let (chunk, len) = (chunk_mib * MIB, max_mib * MIB);
+            let p = map(len, false);
+            eprintln!("wl-grow: region {:#x}", p as usize);
+            for off in (0..len / chunk).map(|i| i * chunk) {
+                touch(p.wrapping_add(off), chunk, Duration::ZERO);
+                hold(every_ms as f64 / 1000.0);
+            }
         }
         Workload::File { common: c, path } => {
             set_name("wl-file");

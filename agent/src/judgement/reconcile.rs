@@ -50,6 +50,11 @@ impl Judge {
         self.procs.get(&pid)?.last.as_ref().map(|(m, _)| m)
     }
 
+    /// The leak verdict of `pid`, if one was flagged (its last trend).
+    pub fn leak_verdict(&self, pid: u32) -> Option<&super::verdict::Trend> {
+        self.procs.get(&pid)?.detector.flagged.as_ref()
+    }
+
     /// A fresh reading: its mem record, and a leak record when the verdict is new or its rate
     /// changed.
     pub fn on_reading(&mut self, ledger: &Ledger, r: Reading) -> Vec<Record> {

@@ -2,7 +2,7 @@
 //! unknown record is an error, never undefined behaviour.
 use std::mem::size_of;
 
-use agent_common::{EventHeader, EventKind, ProcEvent, RssEvent, SyscallEvent};
+use agent_common::{EventHeader, EventKind, OomEvent, ProcEvent, RssEvent, SyscallEvent};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +12,7 @@ pub enum Event {
     Fork(ProcEvent),
     Exec(ProcEvent),
     Exit(ProcEvent),
+    Oom(OomEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +39,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Fork => read(buf, "proc event").map(Event::Fork),
         EventKind::Exec => read(buf, "proc event").map(Event::Exec),
         EventKind::Exit => read(buf, "proc event").map(Event::Exit),
+        EventKind::Oom => read(buf, "oom event").map(Event::Oom),
     }
 }
 
@@ -130,6 +132,17 @@ mod tests {
             ret: 0x7f00_0000_0000,
         };
         assert_eq!(decode(&bytes_of(&s)), Ok(Event::Syscall(s)));
+        let o = OomEvent {
+            hdr: EventHeader { kind: EventKind::Oom as u32, tgid: 5, tid: 5, _pad: 0, ts_ns: 2 },
+            pid: 5,
+            uid: 1000,
+            comm: *b"wl-grow\0\0\0\0\0\0\0\0\0",
+            anon_rss_kib: 65_280,
+            oom_score_adj: -17,
+            ..Default::default()
+        };
+        assert_eq!(decode(&bytes_of(&o)), Ok(Event::Oom(o)));
+        assert!(matches!(decode(&bytes_of(&o)[..95]), Err(DecodeError::Truncated { what: "oom event", .. })));
     }
 
     #[test]
@@ -184,7 +197,7 @@ mod fuzz {
             let mut buf = kind.to_le_bytes().to_vec();
             buf.extend(body);
             match decode(&buf) {
-                Ok(_) => prop_assert!((1..=5).contains(&kind)),
+                Ok(_) => prop_assert!((1..=6).contains(&kind)),
                 Err(DecodeError::UnknownKind(k)) => prop_assert_eq!(k, kind),
                 Err(DecodeError::Truncated { need, got, .. }) => prop_assert!(got < need),
             }

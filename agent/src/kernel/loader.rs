@@ -76,6 +76,23 @@ pub const HOOKS: &[Hook] = &[
         essential: false,
         fields: &[],
     },
+    Hook {
+        program: "oom_mark_victim",
+        category: "oom",
+        name: "mark_victim",
+        essential: false,
+        fields: &[
+            ("OOM_PID", "pid"),
+            ("OOM_COMM", "comm"),
+            ("OOM_TOTAL_VM", "total_vm"),
+            ("OOM_ANON_RSS", "anon_rss"),
+            ("OOM_FILE_RSS", "file_rss"),
+            ("OOM_SHMEM_RSS", "shmem_rss"),
+            ("OOM_UID", "uid"),
+            ("OOM_PGTABLES", "pgtables"),
+            ("OOM_SCORE_ADJ", "oom_score_adj"),
+        ],
+    },
 ];
 
 /// Globals of fields the hot programs read directly from the first 32 bytes of the record.
