@@ -7,11 +7,11 @@ use procfs::process::{MemoryMap, MemoryMaps, Process};
 use crate::records::{MemStat, VmaStat};
 
 /// A field of one smaps entry in KiB (procfs gives byte values), and its USS.
-fn kib(m: &MemoryMap, key: &str) -> u64 {
+pub fn kib(m: &MemoryMap, key: &str) -> u64 {
     m.extension.map.get(key).copied().unwrap_or(0) / 1024
 }
 
-fn uss_kib(m: &MemoryMap) -> u64 {
+pub fn uss_kib(m: &MemoryMap) -> u64 {
     kib(m, "Private_Clean") + kib(m, "Private_Dirty")
 }
 
