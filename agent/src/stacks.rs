@@ -9,13 +9,9 @@
 //!
 //! A binary deleted or replaced while the process runs is read through the process's own
 //! mapping of it (`/proc/PID/map_files`), kept open: the path would name another file, or none.
-use std::{
-    collections::HashMap,
-    fs::File,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::Path,
-    sync::Arc,
-};
+mod elfs;
+
+use std::{collections::HashMap, path::Path, sync::Arc};
 
 use agent_common::names;
 use aya::{
@@ -27,6 +23,7 @@ use blazesym::symbolize::{
     CodeInfo, Input, Symbolized, Symbolizer,
 };
 
+use self::elfs::Elfs;
 use crate::{
     attribution::{Ledger, MappingMap},
     records::{DepthBucket, ProcSummary, Record, StackStat, StackSummary},
@@ -117,8 +114,6 @@ pub struct Stacks {
     symbols: HashMap<(Arc<str>, u64), Arc<Resolved>>,
     /// Regions by (pid, start), shared by the frames that fell in them.
     modules: HashMap<(u32, u64), Arc<Module>>,
-    /// Build ids by the path we read the ELF from.
-    build_ids: HashMap<Arc<str>, Option<Arc<str>>>,
     symbolizer: Symbolizer,
     elfs: Elfs,
     pub depths: [u64; 5],
@@ -134,7 +129,6 @@ impl Stacks {
             resolved: HashMap::new(),
             symbols: HashMap::new(),
             modules: HashMap::new(),
-            build_ids: HashMap::new(),
             symbolizer: Symbolizer::new(),
             elfs: Elfs::default(),
             depths: [0; 5],
@@ -145,7 +139,7 @@ impl Stacks {
     /// Forget what was resolved for `pid` (its process is gone; the number may come back).
     pub fn forget_pid(&mut self, pid: u32) {
         self.resolved.retain(|&(p, _), _| p != pid);
-        self.elfs.by_module.retain(|(p, _), _| *p != pid);
+        self.elfs.forget_pid(pid);
         self.modules.retain(|&(p, _), _| p != pid);
     }
 
@@ -212,23 +206,10 @@ impl Stacks {
                 return Some(m.clone());
             }
         }
-        let build_id = elf.and_then(|e| self.build_id(e));
+        let build_id = elf.and_then(|e| self.elfs.build_id(e));
         let m = Arc::new(Module { name: name.clone(), start, end, file_offset, build_id });
         self.modules.insert((pid, start), m.clone());
         Some(m)
-    }
-
-    /// The GNU build id of the ELF read at `elf`, hex.
-    fn build_id(&mut self, elf: &Arc<str>) -> Option<Arc<str>> {
-        if let Some(b) = self.build_ids.get(elf) {
-            return b.clone();
-        }
-        let b = blazesym::helper::read_elf_build_id(Path::new(&**elf)).ok().flatten().map(|bytes| {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            Arc::<str>::from(hex)
-        });
-        self.build_ids.insert(elf.clone(), b.clone());
-        b
     }
 
     fn symbolize(&self, module: &str, off: u64) -> Option<Resolved> {
@@ -265,65 +246,6 @@ impl Stacks {
             })
             .collect()
     }
-}
-
-/// Open ELF files of binaries whose path no longer names them, kept for the agent's lifetime.
-#[derive(Default)]
-struct Elfs {
-    /// (pid, module as its maps name it) -> the path to read it from.
-    by_module: HashMap<(u32, Arc<str>), Arc<str>>,
-    /// (device, inode) -> the open file and its `/proc/self/fd/N` path.
-    open: HashMap<(u64, u64), (File, Arc<str>)>,
-}
-
-/// Deleted or replaced binaries kept open at most.
-const MAX_OPEN_ELFS: usize = 256;
-
-impl Elfs {
-    /// Where to read `module` of `pid` (mapped at `ip`) from: its path while that still names
-    /// the mapped file, else the mapped file itself, opened through the process while it lives.
-    fn path_of(&mut self, pid: u32, module: &Arc<str>, ip: u64) -> Arc<str> {
-        if let Some(p) = self.by_module.get(&(pid, module.clone())) {
-            return p.clone();
-        }
-        let path = self.capture(pid, module, ip).unwrap_or_else(|| module.clone());
-        self.by_module.insert((pid, module.clone()), path.clone());
-        path
-    }
-
-    fn capture(&mut self, pid: u32, module: &str, ip: u64) -> Option<Arc<str>> {
-        let file = map_file(pid, ip)?;
-        let meta = file.metadata().ok()?;
-        let id = (meta.dev(), meta.ino());
-        let same = std::fs::metadata(module).is_ok_and(|m| (m.dev(), m.ino()) == id);
-        if same {
-            return None;
-        }
-        if let Some((_, p)) = self.open.get(&id) {
-            return Some(p.clone());
-        }
-        if self.open.len() >= MAX_OPEN_ELFS {
-            log::debug!("{module} of pid {pid} was replaced or deleted; too many such files open to keep it");
-            return None;
-        }
-        let path: Arc<str> = format!("/proc/self/fd/{}", file.as_raw_fd()).into();
-        self.open.insert(id, (file, path.clone()));
-        Some(path)
-    }
-}
-
-/// The file `pid` has mapped at `ip`, opened through `/proc/PID/map_files`.
-fn map_file(pid: u32, ip: u64) -> Option<File> {
-    let dir = format!("/proc/{pid}/map_files");
-    for e in std::fs::read_dir(&dir).ok()?.flatten() {
-        let name = e.file_name();
-        let (s, t) = name.to_str()?.split_once('-')?;
-        let (s, t) = (u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(t, 16).ok()?);
-        if (s..t).contains(&ip) {
-            return File::open(e.path()).ok();
-        }
-    }
-    None
 }
 
 /// A module's file name, for unnamed frames.
@@ -431,6 +353,8 @@ impl Stacks {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd as _;
+
     use super::*;
 
     #[test]
@@ -468,7 +392,7 @@ mod tests {
         let maps = crate::proc_facts::maps(std::process::id()).unwrap();
         let addr = folded_line::<String> as *const () as usize as u64;
         let (_, off) = maps.resolve(addr).unwrap();
-        let file = map_file(std::process::id(), addr).expect("our own map_files entry");
+        let file = elfs::map_file(std::process::id(), addr).expect("our own map_files entry");
         let path = format!("/proc/self/fd/{}", file.as_raw_fd());
         let sym = Symbolizer::new();
         let s = sym.symbolize(&Source::Elf(Elf::new(Path::new(&path))), Input::FileOffset(&[off.unwrap()])).unwrap();
