@@ -82,9 +82,14 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<i32> {
         Some(p) => Some((p, std::fs::File::create(p).map_err(out_err(p))?)),
         None => None,
     };
-    let full = args.mappings || save.is_some();
-    let header = Header::now(scope.describe(), full);
-    let mut taken = read::read_all(&scope.pids(), full);
+    // -m shows only mappings: their smaps suffice. A saved snapshot has both.
+    let depth = match (args.mappings, save.is_some()) {
+        (_, true) => read::Depth::Both,
+        (true, false) => read::Depth::Smaps,
+        (false, false) => read::Depth::Rollup,
+    };
+    let header = Header::now(scope.describe(), depth == read::Depth::Both);
+    let mut taken = read::read_all(&scope.pids(), depth);
     let mut users = users::Users::default();
     for p in &mut taken.procs {
         p.user = users.name(p.uid).to_string();

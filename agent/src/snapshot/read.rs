@@ -88,26 +88,44 @@ pub fn by_name(maps: &MemoryMaps) -> Vec<MapMem> {
     by.into_values().collect()
 }
 
-/// Read one process; with `full`, its whole smaps as well.
-pub fn read_one(pid: u32, full: bool) -> Outcome {
+/// What to read of each process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// `smaps_rollup` only: the process's figures.
+    Rollup,
+    /// The full `smaps` only, its mappings; the process's figures are their sums, as smem's
+    /// are (PSS lower than the rollup's by under 1 KiB per VMA: the kernel truncates each).
+    Smaps,
+    /// Both: the rollup's figures and the mappings (a saved snapshot).
+    Both,
+}
+
+/// Read one process as deep as asked.
+pub fn read_one(pid: u32, depth: Depth) -> Outcome {
     let Ok(p) = Process::new(pid as i32) else { return Outcome::Gone };
     let Ok(stat) = p.stat() else { return Outcome::Gone };
     // A kernel thread's or a zombie's smaps are empty, or an error (ESRCH) on recent kernels.
     if stat.flags & PF_KTHREAD != 0 || matches!(stat.state, 'Z' | 'X') {
         return Outcome::NoMemory;
     }
-    let rollup = match p.smaps_rollup() {
-        Ok(r) => r,
-        Err(e) => return failed(e),
-    };
-    let Some(mem) = rollup.memory_map_rollup.iter().next().map(Mem::of) else { return Outcome::NoMemory };
-    let maps = if full {
-        match p.smaps() {
-            Ok(m) => by_name(&m),
+    let mem = if depth == Depth::Smaps {
+        None
+    } else {
+        match p.smaps_rollup() {
+            Ok(r) => match r.memory_map_rollup.iter().next() {
+                Some(m) => Some(Mem::of(m)),
+                None => return Outcome::NoMemory,
+            },
             Err(e) => return failed(e),
         }
-    } else {
-        Vec::new()
+    };
+    let maps = match depth {
+        Depth::Rollup => Vec::new(),
+        Depth::Smaps | Depth::Both => match p.smaps() {
+            Ok(m) if !m.0.is_empty() => by_name(&m),
+            Ok(_) => return Outcome::NoMemory,
+            Err(e) => return failed(e),
+        },
     };
     Outcome::Read(Box::new(Proc {
         pid,
@@ -117,7 +135,7 @@ pub fn read_one(pid: u32, full: bool) -> Outcome {
         user: String::new(),
         start_time: stat.starttime,
         cmdline: p.cmdline().map(|a| a.join(" ")).unwrap_or_default(),
-        mem,
+        mem: mem.unwrap_or_else(|| maps.iter().map(|m| m.mem).sum()),
         maps,
     }))
 }
@@ -129,12 +147,12 @@ fn threads(pids: usize) -> usize {
 }
 
 /// Read `pids` on a few threads (each takes the next pid from a shared counter).
-pub fn read_all(pids: &[u32], full: bool) -> Taken {
+pub fn read_all(pids: &[u32], depth: Depth) -> Taken {
     let next = AtomicUsize::new(0);
     let work = || {
         let mut out = Vec::new();
         while let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
-            out.push(read_one(pid, full));
+            out.push(read_one(pid, depth));
         }
         out
     };
@@ -221,18 +239,20 @@ Swap:                 12 kB
     #[test]
     fn reads_itself_a_free_pid_is_gone_a_kernel_thread_has_no_memory() {
         let me = std::process::id();
-        let Outcome::Read(p) = read_one(me, true) else { panic!("own process unreadable") };
+        let Outcome::Read(p) = read_one(me, Depth::Both) else { panic!("own process unreadable") };
         assert!(p.mem.rss_kib > 0 && p.mem.pss_kib > 0 && p.mem.uss_kib > 0 && p.start_time > 0);
         assert!(!p.cmdline.is_empty() && !p.maps.is_empty());
         // The mappings add up to the rollup, give or take what moved between the two reads.
         let rss: u64 = p.maps.iter().map(|m| m.mem.rss_kib).sum();
         assert!(rss.abs_diff(p.mem.rss_kib) < p.mem.rss_kib / 4, "{rss} vs {}", p.mem.rss_kib);
-        assert_eq!(read_one(0x3fff_fff0, false), Outcome::Gone);
+        let Outcome::Read(q) = read_one(me, Depth::Smaps) else { panic!("own process unreadable") };
+        assert_eq!(q.mem.rss_kib, q.maps.iter().map(|m| m.mem.rss_kib).sum::<u64>());
+        assert_eq!(read_one(0x3fff_fff0, Depth::Rollup), Outcome::Gone);
         // kthreadd is pid 2 where there is a kernel (not in every container's pid namespace).
         if crate::proc_facts::comm(2).as_deref() == Some("kthreadd") {
-            assert_eq!(read_one(2, false), Outcome::NoMemory);
+            assert_eq!(read_one(2, Depth::Rollup), Outcome::NoMemory);
         }
-        let t = read_all(&[me, 0x3fff_fff0, me], false);
+        let t = read_all(&[me, 0x3fff_fff0, me], Depth::Rollup);
         assert_eq!((t.procs.len(), t.gone), (2, 1));
     }
 }
