@@ -33,6 +33,8 @@ pub struct Parts<'a> {
     pub stacks: Option<(&'a mut Stacks, u64)>,
     /// Folded stacks are wanted (a stack-file sink).
     pub folded: bool,
+    /// Profile samples are wanted (the pprof sink).
+    pub profile: bool,
     /// With --bpf-stats: the programs' kernel run statistics.
     pub programs: Vec<ProgStat>,
 }
@@ -42,12 +44,15 @@ pub fn build(p: Parts) -> Record {
     for s in &mut procs {
         p.judge.fill_summary(s);
     }
-    let (mut stack_summary, mut folded) = (None, Vec::new());
+    let (mut stack_summary, mut folded, mut profile) = (None, Vec::new(), Vec::new());
     if let Some((st, errors)) = p.stacks {
         st.fill_summary(&mut procs, p.ledger, 5);
         stack_summary = Some(st.summary(errors));
         if p.folded {
             folded = st.folded(p.ledger);
+        }
+        if p.profile {
+            profile = st.profile(p.ledger);
         }
     }
     procs.extend(p.retired);
@@ -60,6 +65,7 @@ pub fn build(p: Parts) -> Record {
         stacks: stack_summary,
         procs,
         folded,
+        profile,
     }
 }
 

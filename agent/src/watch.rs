@@ -48,6 +48,9 @@ pub fn sinks_for(args: &WatchArgs) -> Result<Vec<Box<dyn Sink>>, AgentError> {
         let flamegraph = args.flamegraph.as_deref().map(OutFile::create).transpose()?;
         out.push(Box::new(StackFiles { folded, flamegraph }));
     }
+    if let Some(path) = &args.pprof {
+        out.push(Box::new(sinks::pprof::Pprof::new(OutFile::create(path)?)));
+    }
     Ok(out)
 }
 
@@ -100,6 +103,7 @@ pub fn run_with(mut args: WatchArgs, mut load: LoadOptions, sinks: Vec<Box<dyn S
         smaps_interval: Duration::from_secs_f64(args.smaps_interval),
         sinks,
         folded,
+        profile: args.pprof.is_some(),
     });
     let settings = Settings {
         interval: Duration::from_secs_f64(args.interval),

@@ -3,6 +3,8 @@
 //! registry). Logs go to stderr through `log`, never through a sink.
 pub mod human;
 pub mod json;
+pub mod pprof;
+mod pprof_proto;
 pub mod stack_files;
 
 use std::{io, time::Instant};
