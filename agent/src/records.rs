@@ -144,6 +144,28 @@ pub struct ProcSummary {
     pub stacks: Vec<StackStat>,
 }
 
+/// The OOM killer's victim as the kernel described it when it chose it (`oom:mark_victim`),
+/// in KiB.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct OomKernel {
+    pub total_vm_kib: u64,
+    pub anon_rss_kib: u64,
+    pub file_rss_kib: u64,
+    pub shmem_rss_kib: u64,
+    pub pgtables_kib: u64,
+    pub uid: u32,
+    pub oom_score_adj: i32,
+}
+
+/// A leak verdict a process had when it was killed (its last flagged trend).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LeakVerdict {
+    pub rate_kib_s: f64,
+    pub metric: &'static str,
+    pub window_s: f64,
+    pub growth_kib: i64,
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Record {
@@ -202,6 +224,36 @@ pub enum Record {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         stacks: Vec<StackStat>,
     },
+    /// The OOM killer chose a watched process: its post-mortem, emitted before its exit record.
+    Oom {
+        pid: u32,
+        /// The victim's name as the kernel had it when it was chosen.
+        comm: String,
+        /// `memcg` (a memory cgroup's limit was hit), `global` (the machine ran out),
+        /// `cpuset` / `mempolicy` (allowed nodes ran out), or `unknown`.
+        constraint: &'static str,
+        /// Where the constraint comes from: `kernel log` (the OOM killer's own lines in
+        /// /dev/kmsg) or `cgroup limits` (no log line: a limit below MemTotal that the cgroup's
+        /// peak usage reached), or `none`.
+        constraint_source: &'static str,
+        /// The memory cgroup (path in its hierarchy): for `memcg`, the one whose limit was hit;
+        /// otherwise the victim's. Absent when it could not be learned.
+        memcg: Option<String>,
+        /// The limit that applies to that cgroup (the smallest of its own and its ancestors'
+        /// below MemTotal), KiB; absent when unlimited or unknown.
+        limit_kib: Option<u64>,
+        /// The kernel's figures for the victim's mm (the tracepoint's, KiB).
+        kernel: OomKernel,
+        /// Its last smaps reading, if it had one.
+        last_mem: Option<MemStat>,
+        /// Its ledger by mapping over the whole watch: the mappings its faults grew most.
+        mappings: Vec<MappingStat>,
+        /// With --stacks: the three stacks that added the most pages to it.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        stacks: Vec<StackStat>,
+        /// The leak verdict it had, if one was flagged.
+        leak: Option<LeakVerdict>,
+    },
     Lost {
         events: u64,
     },
@@ -221,6 +273,10 @@ pub enum Record {
         /// stack-file sinks.
         #[serde(skip)]
         folded: Vec<String>,
+        /// With --pprof: the pages of every process by (stack, mapping), frames structured,
+        /// for the pprof sink.
+        #[serde(skip)]
+        profile: Vec<crate::stacks::ProfileSample>,
     },
 }
 

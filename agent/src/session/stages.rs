@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     attribution::{Ledger, MappingId},
-    judgement::{Evidence, Judge},
+    judgement::{self, Evidence, Judge},
     kernel::{
         bpf_maps::BpfMaps,
         events::{events, Event},
@@ -53,12 +53,16 @@ pub struct Pipeline {
     sinks: Sinks,
     /// A sink wants folded stacks in the summary.
     folded: bool,
+    /// A sink wants profile samples in the summary.
+    profile: bool,
     /// The start of the last ring poll whose batch the ledger has processed (ns since start).
     processed_ns: u64,
     /// The last interval closed.
     tick: u64,
     /// pid -> tick at which its exit was seen, until its kernel state is forgotten.
     exits: HashMap<u32, u64>,
+    /// Live pids seen gone from /proc at the last tick: their exit record may still be queued.
+    gone: Vec<u32>,
     /// Dead processes still in the ledger, oldest exit first.
     dead: VecDeque<u32>,
     /// Summaries of processes taken out of the ledger (pid reused, or too many dead kept).
@@ -80,6 +84,7 @@ pub struct Stages {
     pub smaps_interval: Duration,
     pub sinks: Sinks,
     pub folded: bool,
+    pub profile: bool,
 }
 
 impl Pipeline {
@@ -98,9 +103,11 @@ impl Pipeline {
             evidence,
             sinks: s.sinks,
             folded: s.folded,
+            profile: s.profile,
             processed_ns: 0,
             tick: 0,
             exits: HashMap::new(),
+            gone: Vec::new(),
             dead: VecDeque::new(),
             retired: Vec::new(),
             retired_dropped: 0,
@@ -161,6 +168,10 @@ impl Pipeline {
                 }
                 Ok(Event::Exec(e)) => Some(self.ledger.on_exec(&e)),
                 Ok(Event::Exit(e)) => self.on_exit(&e),
+                // Before its exit record (the kernel submitted it first): its state is all here.
+                Ok(Event::Oom(e)) => {
+                    Some(judgement::oom::post_mortem(&e, &self.ledger, &self.judge, self.stacks.as_mut()))
+                }
                 Err(e) => {
                     self.decode_errors += 1;
                     log::debug!("undecodable record: {e}");
@@ -200,9 +211,16 @@ impl Pipeline {
 
     /// The end of a fault interval: faults records, lost records, and forgetting the dead.
     pub fn close_interval(&mut self, tick: u64, dt: f64) {
-        // A process whose exit record was lost (ring overflow) is noticed here.
+        // A process whose exit record was lost (ring overflow) is noticed here: gone at two
+        // ticks in a row, so that its records still queued behind a busy pipeline (its exit; an
+        // OOM post-mortem, which must come first) are processed before we give up on them.
+        let gone_before = std::mem::take(&mut self.gone);
         for pid in self.ledger.live_pids() {
             if !proc_facts::exists(pid as i32) {
+                if !gone_before.contains(&pid) {
+                    self.gone.push(pid);
+                    continue;
+                }
                 if let Some(r) = self.on_exit(&ProcEvent { pid, ..Default::default() }) {
                     self.sinks.emit(&r);
                 }
@@ -335,6 +353,7 @@ impl Pipeline {
             judge: &self.judge,
             stacks: self.stacks.as_mut().map(|st| (st, counters[counter::STACK_ERRORS as usize])),
             folded: self.folded,
+            profile: self.profile,
             programs: std::mem::take(&mut self.program_stats),
         });
         self.sinks.emit(&summary);

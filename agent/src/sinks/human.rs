@@ -45,6 +45,58 @@ fn stack_lines(st: Option<&crate::records::StackStat>, page_kib: i64) -> String 
     s
 }
 
+/// The lines under an OOM header: the kernel's figures, the last reading, the ledger's top
+/// mappings, the top stack, the leak verdict.
+fn oom_lines(rec: &Record, page_kib: i64) -> String {
+    let Record::Oom { kernel: k, last_mem, mappings, stacks, leak, .. } = rec else { return String::new() };
+    let pad = format!("\n{:>17}", "");
+    let mut s = format!(
+        "{pad}kernel at the kill: anon {}, file {}, shmem {}, total vm {}, page tables {}, oom_score_adj {}",
+        size_kib(k.anon_rss_kib as i64),
+        size_kib(k.file_rss_kib as i64),
+        size_kib(k.shmem_rss_kib as i64),
+        size_kib(k.total_vm_kib as i64),
+        size_kib(k.pgtables_kib as i64),
+        k.oom_score_adj,
+    );
+    match last_mem {
+        Some(m) => {
+            let kib = |v: u64| size_kib(v as i64);
+            let _ = write!(
+                s,
+                "{pad}last reading: RSS {}, PSS {}, USS {}, swap {}",
+                kib(m.rss_kib),
+                kib(m.pss_kib),
+                kib(m.uss_kib),
+                kib(m.swap_kib)
+            );
+        }
+        None => s.push_str(&format!("{pad}last reading: none")),
+    }
+    let top: Vec<String> = mappings
+        .iter()
+        .take(3)
+        .map(|m| {
+            format!("{} ({}) +{}", m.mapping, if m.shared { "shared" } else { "private" }, size_kib(m.pages * page_kib))
+        })
+        .collect();
+    let _ = write!(s, "{pad}grew most: {}", if top.is_empty() { "-".into() } else { top.join(", ") });
+    s += &stack_lines(stacks.first(), page_kib);
+    match leak {
+        Some(l) => {
+            let _ = write!(
+                s,
+                "{pad}leak verdict: {}/s of {} for {:.0}s (+{})",
+                size_kib(l.rate_kib_s.round() as i64),
+                l.metric.to_uppercase(),
+                l.window_s,
+                size_kib(l.growth_kib)
+            );
+        }
+        None => s.push_str(&format!("{pad}leak verdict: none")),
+    }
+    s
+}
 
 /// Drift (KiB) below which a mem reading stays folded into the fault lines (or 2% of RSS).
 const DRIFT_SHOWN_KIB: i64 = 1024;
@@ -129,6 +181,15 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
             ) + &vma_line(smaps_mapping.as_ref())
                 + &stack_lines(stacks.first(), page_kib)
         }
+        Record::Oom { pid, comm, constraint, memcg, limit_kib, .. } => {
+            let why = match (*constraint, limit_kib) {
+                ("memcg", Some(l)) => format!("memcg limit {}", size_kib(*l as i64)),
+                ("global", _) => "global: the machine ran out".into(),
+                (c, _) => c.to_string(),
+            };
+            let cg = memcg.as_deref().map(|c| format!(", cgroup {c}")).unwrap_or_default();
+            format!("{t} {pid:>7} {comm:<15.15} OOM KILLED pid {pid} {comm} ({why}{cg})") + &oom_lines(rec, page_kib)
+        }
         Record::Lost { events } => {
             format!("{t} !! lost {events} events: the ring buffer was full, counts in this interval are low")
         }
@@ -194,7 +255,7 @@ impl<W: std::io::Write + Send> Human<W> {
 impl<W: std::io::Write + Send> super::Sink for Human<W> {
     fn emit(&mut self, ts: f64, record: &Record) -> std::io::Result<()> {
         let Some(text) = render(ts, record, self.page_kib) else { return Ok(()) };
-        if self.color && matches!(record, Record::Leak { .. }) {
+        if self.color && matches!(record, Record::Leak { .. } | Record::Oom { .. }) {
             // The leak line itself in bold red; its evidence lines under it plain.
             let (first, rest) = text.split_once('\n').map_or((text.as_str(), ""), |(a, b)| (a, b));
             let sep = if rest.is_empty() { "" } else { "\n" };
@@ -315,6 +376,7 @@ mod tests {
                     stacks: vec![],
                 }],
                 folded: vec![],
+                profile: vec![],
             },
             4,
         )
