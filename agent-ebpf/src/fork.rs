@@ -3,6 +3,7 @@
 //! they neither grow the watched set nor produce a record.
 use agent_common::{counter, nr, EventKind};
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_log_ebpf::error;
 
 use crate::{
     proc_event,
@@ -29,8 +30,18 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         }
     }
     if WATCHED.insert(child as u32, 1, 0).is_err() {
-        count(counter::MAP_FULL);
+        cold_watched_full(child as u32, tgid);
     }
     proc_event::emit(EventKind::Fork, child as u32, tid, child as u32, tgid);
+    0
+}
+
+/// Cold: the child cannot join WATCHED (counted in MAP_FULL). One line per lost child: forks
+/// are rare next to faults, and each line names a process the watch misses.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn cold_watched_full(child: u32, parent: u32) -> u32 {
+    count(counter::MAP_FULL);
+    error!(&(), "WATCHED map full: child pid {} of {} is not followed; raise WATCHED's max_entries", child, parent);
     0
 }

@@ -9,10 +9,11 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, TracePointContext},
     EbpfContext as _,
 };
+use aya_log_ebpf::warn;
 
 use crate::state::{
-    count, g, is_watched, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER, RSS_MM_ID,
-    RSS_SIZE, STACKS, STACKS_ON, TASKS,
+    count, count_first, first_on_cpu, g, is_watched, once, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER,
+    RSS_CURR, RSS_MEMBER, RSS_MM_ID, RSS_SIZE, STACKS, STACKS_ON, TASKS,
 };
 
 #[tracepoint]
@@ -118,10 +119,39 @@ fn stack_id(ctx: &TracePointContext) -> i32 {
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => id as i32,
         Err(e) => {
-            count(counter::STACK_ERRORS);
+            cold_stack_error(e);
             e.min(-2)
         }
     }
+}
+
+/// Cold: `bpf_get_stackid` failed (counted in STACK_ERRORS; logged when this CPU's count goes
+/// 0 -> 1, with the error).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn cold_stack_error(e: i32) -> u32 {
+    if count_first(counter::STACK_ERRORS) {
+        warn!(
+            &(),
+            "bpf_get_stackid failed with {} (logged once per CPU, STACK_ERRORS counts them all): -17 EEXIST = a STACKS bucket holds another stack, raise STACKS' max_entries; -14 EFAULT = no readable user stack",
+            e
+        );
+    }
+    0
+}
+
+/// Cold: `kmem:rss_stat` reported a member past the four this agent knows (a newer kernel).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn cold_unknown_member(member: u32) -> u32 {
+    if first_on_cpu(once::UNKNOWN_MEMBER) {
+        warn!(
+            &(),
+            "rss_stat member {} is unknown to this agent (it knows 0 FILE, 1 ANON, 2 SWAPENTS, 3 SHMEM): its changes are left out of every RSS figure (logged once per CPU)",
+            member
+        );
+    }
+    0
 }
 
 /// A fault on the page next to the task's previous one, with the same top four user frames,
@@ -157,6 +187,9 @@ fn emit(
     aux: u64,
     mut flags: u32,
 ) -> u32 {
+    if member >= 4 {
+        cold_unknown_member(member);
+    }
     let key = last_size_key(mm_id, member);
     let delta = match LAST_SIZE.get_ptr_mut(key) {
         Some(prev) => unsafe {

@@ -2,6 +2,15 @@
 //!
 //! Tracepoint field offsets are globals that userspace overwrites before load with the values it
 //! read from tracefs `format` files; the defaults are this kernel's layout.
+//!
+//! Diagnostics (aya-log-ebpf) are for rare, actionable conditions only. Each one lives in a
+//! `cold_*` function called only from the branch that found the condition: never inlined, so a
+//! hot program carries one call and not the record building; and global (`#[no_mangle] extern
+//! "C"`, returning a scalar as the verifier wants of global functions), so the verifier checks it
+//! once per program instead of once per call site (rss_stat: ~13k instructions processed instead
+//! of ~40k). Conditions that can repeat per event log once per CPU ([`count_first`],
+//! [`first_on_cpu`]). Records go through aya-log-ebpf's own ring (AYA_LOGS); its macros do not use
+//! the context argument, hence `&()`.
 use agent_common::{counter, TaskSlot};
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -9,6 +18,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::TracePointContext,
 };
+use aya_log_ebpf::{error, warn};
 
 macro_rules! global {
     ($name:ident, $default:expr) => {
@@ -124,6 +134,42 @@ pub fn count(idx: u32) {
     }
 }
 
+/// Count `idx`; true when this CPU's counter just went 0 -> 1. A rare condition then logs one
+/// line per CPU, not one per occurrence (the counter keeps the total).
+#[inline(always)]
+pub fn count_first(idx: u32) -> bool {
+    match COUNTERS.get_ptr_mut(idx) {
+        Some(p) => unsafe {
+            *p += 1;
+            *p == 1
+        },
+        None => false,
+    }
+}
+
+/// Bits of [`LOGGED`]: cold conditions that have no counter of their own to tell the first time.
+pub mod once {
+    pub const TASKS_FULL: u32 = 1;
+    pub const UNKNOWN_MEMBER: u32 = 2;
+}
+
+/// Per-CPU bits of the [`once`] conditions already logged on that CPU. Touched only on cold paths.
+#[map]
+static LOGGED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// True the first time `bit` is asked on this CPU.
+#[inline(always)]
+pub fn first_on_cpu(bit: u32) -> bool {
+    match LOGGED.get_ptr_mut(0) {
+        Some(p) => unsafe {
+            let first = *p & bit == 0;
+            *p |= bit;
+            first
+        },
+        None => false,
+    }
+}
+
 #[inline(always)]
 pub fn pid_tgid() -> (u32, u32) {
     let v = aya_ebpf::helpers::bpf_get_current_pid_tgid();
@@ -143,10 +189,26 @@ pub fn task_slot(tid: u32) -> Option<*mut TaskSlot> {
     }
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     if TASKS.insert(tid, TaskSlot { tgid, ..TaskSlot::IDLE }, 0).is_err() {
-        count(counter::MAP_FULL);
+        cold_tasks_full(tid, tgid);
         return None;
     }
     TASKS.get_ptr_mut(tid)
+}
+
+/// Cold: TASKS is full (counted; logged once per CPU, as it can repeat on every fault).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn cold_tasks_full(tid: u32, tgid: u32) -> u32 {
+    count(counter::MAP_FULL);
+    if first_on_cpu(once::TASKS_FULL) {
+        error!(
+            &(),
+            "TASKS map full: thread {} of pid {} gets no slot, its faults go uncounted and its page changes lose their cause; raise TASKS' max_entries (logged once per CPU)",
+            tid,
+            tgid
+        );
+    }
+    0
 }
 
 /// Submit flags: no wakeup unless the ring is filling up, so the reader polls on a timer.
@@ -164,8 +226,25 @@ pub fn submit_flags() -> u64 {
 #[inline(always)]
 pub fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
     let e = EVENTS.reserve::<T>(0);
-    count(if e.is_none() { counter::LOST } else { counter::SUBMITTED });
+    if e.is_none() {
+        cold_ring_full();
+    } else {
+        count(counter::SUBMITTED);
+    }
     e
+}
+
+/// Cold: a reservation failed (counted in LOST; logged when this CPU's count goes 0 -> 1).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn cold_ring_full() -> u32 {
+    if count_first(counter::LOST) {
+        warn!(
+            &(),
+            "EVENTS ring full: records are being lost (logged once per CPU; the summary's lost_events counts them all)"
+        );
+    }
+    0
 }
 
 #[inline(always)]
