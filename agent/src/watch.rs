@@ -12,6 +12,7 @@ use crate::{
     judgement::{Judge, Params},
     kernel::{
         bpf_maps::BpfMaps,
+        ebpf_log,
         loader::{self, LoadOptions},
     },
     proc_facts::Procfs,
@@ -83,6 +84,11 @@ pub fn run_with(mut args: WatchArgs, mut load: LoadOptions, sinks: Vec<Box<dyn S
     };
     load.stacks = args.stacks;
     let mut loaded = loader::load(&load)?;
+    // The programs' diagnostics, read by a task of the runtime for as long as it runs.
+    let _ebpf_log = {
+        let _ctx = rt.enter();
+        ebpf_log::forward(&mut loaded.ebpf)
+    };
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
     let mut bpf = BpfMaps::take(&mut loaded.ebpf)?;
     let stacks = if args.stacks { Some(Stacks::take(&mut loaded.ebpf)?) } else { None };

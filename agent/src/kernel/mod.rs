@@ -1,7 +1,9 @@
 //! The kernel side, seen from userspace: load and attach the programs (`loader`, with offsets
 //! from `tracefs`), the BPF maps we hold (`bpf_maps`), the ring reader thread (`ring`) and the
-//! decoding of its records into typed events (`events`).
+//! decoding of its records into typed events (`events`); the programs' own diagnostics
+//! (aya-log) forwarded into the agent's log (`ebpf_log`).
 pub mod bpf_maps;
+pub mod ebpf_log;
 pub mod events;
 pub mod loader;
 pub mod ring;
