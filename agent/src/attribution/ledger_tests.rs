@@ -1,40 +1,12 @@
 //! Unit tests of the ledger on synthetic kernel events (no root, no /proc: a fake answers).
-use std::sync::{Arc, Mutex};
-
 use agent_common::{EventHeader, EventKind};
 
 use super::*;
+use crate::attribution::FakeProc;
 use crate::records::{MappingStat, Pages};
 
 const PID: u32 = 4242;
 const PAGE: i64 = 4096;
-
-/// /proc as a test sets it up: the maps it holds for a pid, nothing else; and how often the
-/// ledger asked for maps.
-#[derive(Clone, Default)]
-struct FakeProc {
-    maps: Arc<Mutex<HashMap<u32, MappingMap>>>,
-    asked: Arc<Mutex<u32>>,
-}
-
-impl ProcSource for FakeProc {
-    fn facts(&self, _: u32) -> Option<(u32, String)> {
-        None
-    }
-    fn maps(&self, pid: u32) -> Option<MappingMap> {
-        *self.asked.lock().unwrap() += 1;
-        self.maps.lock().unwrap().get(&pid).cloned()
-    }
-    fn rss_seed(&self, _: u32) -> Option<[i64; 4]> {
-        None
-    }
-    fn zombie_comm(&self, _: u32) -> Option<String> {
-        None
-    }
-    fn comm(&self, _: u32) -> Option<String> {
-        None
-    }
-}
 
 fn ledger_with_maps() -> Ledger {
     ledger_on(FakeProc::default())

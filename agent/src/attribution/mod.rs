@@ -30,3 +30,32 @@ pub trait ProcSource: Send {
     /// Its name now (prctl renames make no event).
     fn comm(&self, pid: u32) -> Option<String>;
 }
+
+/// A /proc for unit tests: the maps a test put there for a pid, nothing else; and how often the
+/// ledger asked for maps.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub struct FakeProc {
+    pub maps: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, MappingMap>>>,
+    pub asked: std::sync::Arc<std::sync::Mutex<u32>>,
+}
+
+#[cfg(test)]
+impl ProcSource for FakeProc {
+    fn facts(&self, _: u32) -> Option<(u32, String)> {
+        None
+    }
+    fn maps(&self, pid: u32) -> Option<MappingMap> {
+        *self.asked.lock().unwrap() += 1;
+        self.maps.lock().unwrap().get(&pid).cloned()
+    }
+    fn rss_seed(&self, _: u32) -> Option<[i64; 4]> {
+        None
+    }
+    fn zombie_comm(&self, _: u32) -> Option<String> {
+        None
+    }
+    fn comm(&self, _: u32) -> Option<String> {
+        None
+    }
+}

@@ -80,30 +80,11 @@ mod tests {
     use agent_common::{EventHeader, EventKind};
 
     use super::*;
-    use crate::{attribution::MappingMap, attribution::ProcSource, judgement::Params};
-
-    struct NoProc;
-    impl ProcSource for NoProc {
-        fn facts(&self, _: u32) -> Option<(u32, String)> {
-            None
-        }
-        fn maps(&self, _: u32) -> Option<MappingMap> {
-            None
-        }
-        fn rss_seed(&self, _: u32) -> Option<[i64; 4]> {
-            None
-        }
-        fn zombie_comm(&self, _: u32) -> Option<String> {
-            None
-        }
-        fn comm(&self, _: u32) -> Option<String> {
-            None
-        }
-    }
+    use crate::judgement::Params;
 
     #[test]
     fn an_unknown_victim_still_gets_the_kernels_figures() {
-        let ledger = Ledger::new(Box::new(NoProc));
+        let ledger = Ledger::new(Box::new(crate::attribution::FakeProc::default()));
         let judge = Judge::new(Params::default());
         let e = OomEvent {
             hdr: EventHeader { kind: EventKind::Oom as u32, tgid: 42, tid: 42, _pad: 0, ts_ns: 1 },
