@@ -3,7 +3,7 @@
 use agent_common::cause;
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::state::{is_watched, pid_tgid, task_slot, Raw, PF_ADDR, PF_ERR, TASKS};
+use crate::state::{is_watched, pid_tgid, task_slot_unlogged, Raw, PF_ADDR, PF_ERR, TASKS};
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
@@ -12,7 +12,8 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
     // dropped at thread exit): one lookup instead of two on the hot path.
     let slot = match TASKS.get_ptr_mut(tid) {
         Some(s) => s,
-        None if is_watched(tgid) => match task_slot(tid) {
+        // No logging code in this program (see task_slot_unlogged).
+        None if is_watched(tgid) => match task_slot_unlogged(tid) {
             Some(s) => s,
             None => return 0,
         },
