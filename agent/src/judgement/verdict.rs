@@ -139,12 +139,67 @@ pub fn assess(samples: &[Sample], metric: Metric, p: &Params) -> Option<Trend> {
     Some(Trend { metric, rate_kib_s: rate, span_s: span, growth_kib: growth, monotonic, own_share, confidence })
 }
 
+/// Why a standing verdict was withdrawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The metric fell back below the start of the flagged span plus half the growth since:
+    /// the growth was given back (a sawtooth's drop, a cache emptied).
+    FellBack,
+    /// Over the most recent span as long as the one flagged (at least 3 minimum spans), the
+    /// metric did not grow by half of what the slowest leak would have added.
+    Stalled,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::FellBack => "fell_back",
+            Reason::Stalled => "stalled",
+        }
+    }
+}
+
+/// One verdict of a pid: when it was flagged, when and why it was withdrawn (seconds since the
+/// watch start), its last trend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Episode {
+    pub flagged_at: f64,
+    pub withdrawn: Option<(f64, Reason)>,
+    pub trend: Trend,
+}
+
+/// What a reading changed: a verdict to report (new, or its rate changed materially), or the
+/// standing verdict withdrawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Change {
+    Flagged(Trend),
+    Withdrawn(Episode),
+}
+
+/// The levels of a standing verdict's metric: at the start of its flagged span, and its peak.
+#[derive(Clone, Copy, Debug)]
+struct Levels {
+    metric: Metric,
+    base: f64,
+    peak: f64,
+}
+
+/// Episodes kept per pid (the most recent).
+const MAX_EPISODES: usize = 32;
+
 /// The verdict state of one pid: its recent readings and what was last reported.
 #[derive(Debug, Default)]
 pub struct Detector {
     samples: VecDeque<Sample>,
     reported: Option<Trend>,
+    /// The standing verdict (its latest trend); `None` before a flag and after a withdrawal.
     pub flagged: Option<Trend>,
+    levels: Option<Levels>,
+    /// After a withdrawal: the level of that metric a new verdict must pass (the withdrawn
+    /// verdict's peak and a margin), so a sawtooth back to its floor is not flagged anew on
+    /// every ramp.
+    ceiling: Option<(Metric, f64)>,
+    episodes: VecDeque<Episode>,
 }
 
 /// Suffix spans tried (multiples of the minimum span), shortest first.
@@ -154,11 +209,44 @@ impl Detector {
     /// Add a reading; returns a trend to report when a leak is first seen, or when its rate
     /// changed by more than a third since the last report.
     pub fn observe(&mut self, s: Sample, p: &Params) -> Option<Trend> {
+        match self.step(s, p)? {
+            Change::Flagged(t) => Some(t),
+            Change::Withdrawn(_) => None,
+        }
+    }
+
+    /// The verdicts so far, oldest first (the last may stand).
+    pub fn episodes(&self) -> impl Iterator<Item = &Episode> {
+        self.episodes.iter()
+    }
+
+    /// Add a reading; returns what it changed in the verdict, if anything worth a record.
+    pub fn step(&mut self, s: Sample, p: &Params) -> Option<Change> {
         self.samples.push_back(s);
         while self.samples.front().is_some_and(|f| s.t - f.t > p.window_s) {
             self.samples.pop_front();
         }
-        let best = self.assess_recent(p)?;
+        let best = self.assess_recent(p);
+        if let Some(e) = self.withdrawal(best.is_some(), p) {
+            return Some(Change::Withdrawn(e));
+        }
+        let best = best?;
+        if self.flagged.is_none() {
+            if let Some((m, level)) = self.ceiling {
+                if m == best.metric && m.of(&s) <= level {
+                    return None;
+                }
+            }
+            self.ceiling = None;
+            if self.episodes.len() == MAX_EPISODES {
+                self.episodes.pop_front();
+            }
+            self.episodes.push_back(Episode { flagged_at: s.t, withdrawn: None, trend: best });
+        }
+        self.note_levels(&best);
+        if let Some(e) = self.episodes.back_mut() {
+            e.trend = best;
+        }
         self.flagged = Some(best);
         let material = match self.reported {
             None => true,
@@ -166,8 +254,59 @@ impl Detector {
         };
         material.then(|| {
             self.reported = Some(best);
-            best
+            Change::Flagged(best)
         })
+    }
+
+    /// The standing verdict's base (the earliest start of a span it was flagged on) and peak.
+    fn note_levels(&mut self, t: &Trend) {
+        let now = self.samples.back().expect("a reading").t;
+        let span = self.samples.iter().filter(|x| x.t >= now - t.span_s - 1e-6);
+        let base = span.clone().next().map_or(0.0, |x| t.metric.of(x));
+        let peak = span.map(|x| t.metric.of(x)).fold(base, f64::max);
+        match &mut self.levels {
+            Some(l) if l.metric == t.metric => (l.base, l.peak) = (l.base.min(base), l.peak.max(peak)),
+            l => *l = Some(Levels { metric: t.metric, base, peak }),
+        }
+    }
+
+    /// Withdraw the standing verdict if its growth no longer holds: given back (fell below
+    /// its base plus half its growth), or, with no trend found now, stalled.
+    fn withdrawal(&mut self, trend_holds: bool, p: &Params) -> Option<Episode> {
+        let (t, l) = (self.flagged?, self.levels.as_mut()?);
+        let last = *self.samples.back()?;
+        let v = l.metric.of(&last);
+        l.peak = l.peak.max(v);
+        let reason = if v < l.base + 0.5 * (l.peak - l.base) {
+            Reason::FellBack
+        } else if !trend_holds && self.stalled(&t, p) {
+            Reason::Stalled
+        } else {
+            return None;
+        };
+        let l = self.levels.take()?;
+        self.ceiling = Some((l.metric, l.peak + (0.25 * (l.peak - l.base)).max(p.min_growth_kib)));
+        (self.flagged, self.reported) = (None, None);
+        let e = self.episodes.back_mut()?;
+        e.withdrawn = Some((last.t, reason));
+        Some(*e)
+    }
+
+    /// No growth over the most recent span as long as `t`'s (at least 3 minimum spans, at most
+    /// the window): less than half of what the slowest leak (`--leak-min-rate`, 1 MiB at least)
+    /// would have added.
+    fn stalled(&self, t: &Trend, p: &Params) -> bool {
+        let (first, last) = (self.samples[0], self.samples[self.samples.len() - 1]);
+        let span = t.span_s.max(3.0 * p.min_span_s).min(p.window_s);
+        if last.t - first.t < 0.9 * span {
+            return false;
+        }
+        let then = self
+            .samples
+            .iter()
+            .min_by(|a, b| (a.t - (last.t - span)).abs().total_cmp(&(b.t - (last.t - span)).abs()))
+            .expect("non-empty");
+        t.metric.of(&last) - t.metric.of(then) < 0.5 * p.min_growth_kib.max(p.min_rate_kib_s * span)
     }
 
     fn assess_recent(&self, p: &Params) -> Option<Trend> {
@@ -357,5 +496,89 @@ mod tests {
         }
         assert!((2..=4).contains(&reports), "{reports} reports");
         assert_rate(&d.flagged.unwrap(), 3072.0);
+    }
+
+    /// Feed a series; every change with the time of its reading.
+    fn changes(samples: &[Sample]) -> (Detector, Vec<(f64, Change)>) {
+        let mut d = Detector::default();
+        let p = Params::default();
+        let out = samples.iter().filter_map(|s| d.step(*s, &p).map(|c| (s.t, c))).collect();
+        (d, out)
+    }
+
+    fn withdrawals(c: &[(f64, Change)]) -> Vec<(f64, Reason)> {
+        c.iter()
+            .filter_map(|(_, c)| match c {
+                Change::Withdrawn(e) => e.withdrawn,
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The sawtooth: +1 MiB/s for 30 s, all freed, 4 times.
+    fn sawtooth(t: f64) -> f64 {
+        let cycle = t % 31.0;
+        8_000.0 + if t < 124.0 && cycle < 30.0 { 1024.0 * cycle } else { 0.0 }
+    }
+
+    #[test]
+    fn a_sawtooth_is_withdrawn_at_its_first_drop_and_not_flagged_again() {
+        let (d, c) = changes(&series(160.0, sawtooth));
+        let (at, _) = c.iter().find(|(_, c)| matches!(c, Change::Flagged(_))).expect("the first ramp is flagged");
+        assert!((20.0..30.0).contains(at), "flagged at {at}");
+        assert_eq!(withdrawals(&c), [(30.0, Reason::FellBack)], "{c:?}");
+        assert!(d.flagged.is_none());
+        let e: Vec<_> = d.episodes().collect();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].flagged_at, e[0].withdrawn), (*at, Some((30.0, Reason::FellBack))));
+        assert_rate(&e[0].trend, 1024.0);
+    }
+
+    #[test]
+    fn a_sawtooth_whose_peaks_climb_is_flagged_again_past_the_old_peak() {
+        // 40 MiB ramps over 40 s, down to a floor 16 MiB higher each cycle of 44 s.
+        let ramp = |u: f64| if u <= 40.0 { 1024.0 * u } else { 0.0 };
+        let f = |t: f64| 8_000.0 + 16_384.0 * (t / 44.0).floor() + ramp(t % 44.0);
+        let (d, c) = changes(&series(200.0, f));
+        let e: Vec<_> = d.episodes().collect();
+        assert_eq!(e[0].withdrawn, Some((42.0, Reason::FellBack)), "{c:?}");
+        // Not before its first ramp's peak plus a margin (a quarter of its growth): 34 s into
+        // the second ramp.
+        assert!(e.len() >= 2 && e[1].flagged_at >= 44.0 + 34.0, "{e:?}");
+    }
+
+    #[test]
+    fn real_leaks_are_never_withdrawn() {
+        for (name, f) in [
+            ("linear", Box::new(|t: f64| 50_000.0 + 1024.0 * t) as Box<dyn Fn(f64) -> f64>),
+            ("slow", Box::new(|t| 80_000.0 + 64.0 * t)),
+            ("staircase, 10 s steps", Box::new(|t| 10_000.0 + 5120.0 * (t / 10.0).floor())),
+            ("staircase, 30 s steps", Box::new(|t| 10_000.0 + 15_360.0 * (t / 30.0).floor())),
+        ] {
+            let (d, c) = changes(&series(600.0, f));
+            assert!(withdrawals(&c).is_empty() && d.flagged.is_some(), "{name}: {c:?}");
+            assert_eq!(d.episodes().count(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_leak_with_a_dip_stays_flagged() {
+        // 1 MiB/s; at 80 s a 16 MiB buffer is freed and refilled within one reading.
+        let (d, c) = changes(&series(200.0, |t| 1024.0 * t - if t == 80.0 { 16_384.0 } else { 0.0 }));
+        assert!(withdrawals(&c).is_empty() && d.flagged.is_some(), "{c:?}");
+    }
+
+    #[test]
+    fn growth_that_stops_is_withdrawn_once_it_stalled_as_long_as_it_grew() {
+        // 1 MiB/s for 100 s, then flat: withdrawn once it was flat for as long as the span of
+        // its last trend (no sooner than 60 s).
+        let (d, c) = changes(&series(400.0, |t| 10_000.0 + 1024.0 * t.min(100.0)));
+        let w = withdrawals(&c);
+        assert_eq!(w.len(), 1, "{c:?}");
+        let (at, why) = w[0];
+        assert_eq!(why, Reason::Stalled);
+        let span = d.episodes().next().unwrap().trend.span_s;
+        assert!(at - 100.0 >= 60.0 && (at - 100.0 - span).abs() <= 4.0, "withdrawn at {at}, span {span}");
+        assert!(d.flagged.is_none());
     }
 }
