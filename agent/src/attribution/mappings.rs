@@ -18,14 +18,22 @@ struct Region {
     id: MappingId,
     /// Anonymous regions merge with a neighbour like the kernel merges VMAs.
     anon: bool,
+    /// PROT_READ | PROT_WRITE | PROT_EXEC: VMAs with different protections never merge.
+    prot: u8,
     /// File offset of the region's start, for a file mapping (symbolizing its addresses).
     file_off: Option<u64>,
 }
 
 impl Region {
-    /// The part of this region from `at` on (for a split): its file offset moves along.
+    /// The part of this region from `at` on (for a split): its file offset moves along; an
+    /// anonymous piece is a VMA of its own now, named by its start as `/proc/PID/maps` would.
     fn tail(&self, start: u64, at: u64) -> Region {
-        Region { file_off: self.file_off.map(|o| o + (at - start)), ..self.clone() }
+        let id = if self.anon && at != start {
+            MappingId { name: anon_name(at, self.id.shared), shared: self.id.shared }
+        } else {
+            self.id.clone()
+        };
+        Region { id, file_off: self.file_off.map(|o| o + (at - start)), ..self.clone() }
     }
 }
 
@@ -34,6 +42,13 @@ pub struct MappingMap {
     regions: BTreeMap<u64, Region>,
     /// Start of the heap, learned from the first brk while there is no [heap] region.
     brk_start: Option<u64>,
+}
+
+/// `PROT_*` bits as mmap/mprotect take them.
+pub mod prot {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const EXEC: u8 = 4;
 }
 
 /// Name of an anonymous mapping: by start address, so two segments stay apart.
@@ -71,7 +86,11 @@ impl MappingMap {
                 MMapPath::Anonymous | MMapPath::Rollup => (anon_name(start, shared), true),
             };
             let file_off = matches!(map.pathname, MMapPath::Path(_)).then_some(map.offset).filter(|_| !anon);
-            m.regions.insert(start, Region { end, id: MappingId { name, shared }, anon, file_off });
+            let prot = [(MMPermissions::READ, prot::READ), (MMPermissions::WRITE, prot::WRITE), (MMPermissions::EXECUTE, prot::EXEC)]
+                .iter()
+                .filter(|(perm, _)| map.perms.contains(*perm))
+                .fold(0, |acc, (_, bit)| acc | bit);
+            m.regions.insert(start, Region { end, id: MappingId { name, shared }, anon, prot, file_off });
         }
         m
     }
@@ -128,22 +147,61 @@ impl MappingMap {
         }
     }
 
-    /// Map [start, end) as `id`, replacing what was there (MAP_FIXED semantics). An anonymous
-    /// region adjacent to an anonymous region with the same sharing joins it and keeps the older
-    /// name, so a heap that grows by mmap stays one mapping.
+    /// Map [start, end) as `id`, read-write (see [`MappingMap::map_prot`]).
     pub fn map(&mut self, start: u64, end: u64, id: MappingId, anon: bool) {
+        self.map_prot(start, end, id, anon, prot::READ | prot::WRITE);
+    }
+
+    /// Map [start, end) as `id` with protections `prot`, replacing what was there (MAP_FIXED
+    /// semantics). An anonymous region adjacent to an anonymous region with the same sharing
+    /// and protections joins it, as the kernel merges the VMAs, and keeps the older name, so a
+    /// heap that grows by mmap stays one mapping. Different protections stay apart, as they do
+    /// in the kernel (and so in `/proc/PID/maps`, which seeds a `-p` watch).
+    pub fn map_prot(&mut self, start: u64, end: u64, id: MappingId, anon: bool, prot: u8) {
         self.unmap(start, end);
+        self.insert_merging(start, Region { end, id, anon, prot, file_off: None });
+    }
+
+    /// A file mapping at file offset `off`.
+    pub fn map_file(&mut self, start: u64, end: u64, id: MappingId, prot: u8, off: u64) {
+        self.unmap(start, end);
+        self.regions.insert(start, Region { end, id, anon: false, prot, file_off: Some(off) });
+    }
+
+    /// mprotect: [start, end) gets `prot`; the regions it covers split at its edges, and an
+    /// anonymous piece joins an equal neighbour like the kernel merges them.
+    pub fn protect(&mut self, start: u64, end: u64, prot: u8) {
+        let pieces: Vec<(u64, Region)> = self
+            .regions
+            .range(..end)
+            .rev()
+            .take_while(|(_, r)| r.end > start)
+            .map(|(&s, r)| {
+                let (s2, e2) = (s.max(start), r.end.min(end));
+                (s2, Region { end: e2, prot, ..r.tail(s, s2) })
+            })
+            .collect();
+        for (s, r) in pieces.into_iter().rev() {
+            self.unmap(s, r.end);
+            self.insert_merging(s, r);
+        }
+    }
+
+    fn insert_merging(&mut self, start: u64, r: Region) {
+        let Region { end, id, anon, prot, file_off } = r;
         let (mut start, mut end, mut id) = (start, end, id);
+        let shared = id.shared;
+        let joins = move |r: &Region| r.anon && r.id.shared == shared && r.prot == prot;
         if anon {
             let mut merged_below = false;
             if let Some((&s, r)) = self.regions.range(..start).next_back() {
-                if r.end == start && r.anon && r.id.shared == id.shared {
+                if r.end == start && joins(r) {
                     id = r.id.clone();
                     start = s;
                     merged_below = true;
                 }
             }
-            let above = self.regions.get(&end).is_some_and(|r| r.anon && r.id.shared == id.shared);
+            let above = self.regions.get(&end).is_some_and(joins);
             if above {
                 let r = self.regions.remove(&end).expect("present");
                 if !merged_below {
@@ -153,23 +211,23 @@ impl MappingMap {
                 end = r.end;
             }
         }
-        self.regions.insert(start, Region { end, id, anon, file_off: None });
+        self.regions.insert(start, Region { end, id, anon, prot, file_off });
     }
 
     /// Move [old, old+old_len) to new (mremap); grows or shrinks to new_len.
     pub fn remap(&mut self, old: u64, old_len: u64, new: u64, new_len: u64) {
         let Some(id) = self.lookup(old).cloned() else { return };
-        let anon = self.regions.range(..=old).next_back().is_some_and(|(_, r)| r.anon);
+        let (anon, prot) = self.regions.range(..=old).next_back().map_or((false, 0), |(_, r)| (r.anon, r.prot));
         if new == old {
             if new_len < old_len {
                 self.unmap(old + new_len, old + old_len);
             } else {
-                self.map(old, old + new_len, id, anon);
+                self.map_prot(old, old + new_len, id, anon, prot);
             }
             return;
         }
         self.unmap(old, old + old_len);
-        self.map(new, new + new_len, id, anon);
+        self.map_prot(new, new + new_len, id, anon, prot);
     }
 
     /// brk returned `new_end`. The first brk (glibc's `brk(0)`) tells where the heap starts
@@ -257,6 +315,31 @@ mod tests {
         // A shared one next to it stays apart.
         m.map(0x30000, 0x40000, MappingId { name: anon_name(0x30000, true), shared: true }, true);
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn different_protections_stay_apart_and_mprotect_splits_like_the_kernel() {
+        let anon = |s: u64| MappingId { name: anon_name(s, false), shared: false };
+        let (rw, rwx) = (prot::READ | prot::WRITE, prot::READ | prot::WRITE | prot::EXEC);
+        let mut m = MappingMap::default();
+        // Top-down, alternating: the kernel keeps four VMAs, /proc/PID/maps names each by its start.
+        for (i, s) in [0x40000u64, 0x30000, 0x20000, 0x10000].into_iter().enumerate() {
+            m.map_prot(s, s + 0x10000, anon(s), true, if i % 2 == 0 { rw } else { rwx });
+        }
+        assert_eq!(m.len(), 4);
+        assert_eq!(m.lookup(0x20000).unwrap().name.as_ref(), "anon@0x20000");
+        // One mapping split by mprotect: three VMAs, the pieces named by their starts.
+        let mut m = MappingMap::default();
+        m.map_prot(0x10000, 0x40000, anon(0x10000), true, rw);
+        m.protect(0x20000, 0x30000, rwx);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.lookup(0x10000).unwrap().name.as_ref(), "anon@0x10000");
+        assert_eq!(m.lookup(0x20000).unwrap().name.as_ref(), "anon@0x20000");
+        assert_eq!(m.lookup(0x30000).unwrap().name.as_ref(), "anon@0x30000");
+        // Protected back: the kernel merges them again, under the oldest name.
+        m.protect(0x20000, 0x30000, rw);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.lookup(0x3ffff).unwrap().name.as_ref(), "anon@0x10000");
     }
 
     #[test]
