@@ -29,9 +29,27 @@ use crate::{
 };
 
 /// `agent watch` as the command line asks: records on stdout or `-o FILE`, stack files if asked.
+/// Records and a spawned command's output never share a stream: when the records go to a stdout
+/// that is not a terminal, the command's stdout is the agent's stderr. If the record stream
+/// fails, the summary goes to stderr in the same format.
 pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
-    let out = sinks_for(&args)?;
-    run_with(args, LoadOptions::default(), out)
+    use std::io::IsTerminal as _;
+    let sinks = sinks_for(&args)?;
+    let stderr = std::io::stderr();
+    let color = stderr.is_terminal();
+    let fallback = Some(sinks::stream(std::io::BufWriter::new(stderr), args.format, color));
+    let child_stdout_to_stderr = args.output.is_none() && !std::io::stdout().is_terminal();
+    run_to(args, LoadOptions::default(), Outputs { sinks, fallback, child_stdout_to_stderr })
+}
+
+/// Where a watch writes.
+pub struct Outputs {
+    /// The record stream first, then the other sinks.
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// Where the summary goes if the record stream fails.
+    pub fallback: Option<Box<dyn Sink>>,
+    /// A spawned command writes its stdout to the agent's stderr.
+    pub child_stdout_to_stderr: bool,
 }
 
 /// The sinks the command line asks for, their files created now: a path that cannot be written
@@ -69,7 +87,12 @@ fn check(args: &WatchArgs) -> Result<(), AgentError> {
 
 /// A watch with these load options and sinks: the library's entry point (tests use it with a
 /// collecting sink and options that force a condition).
-pub fn run_with(mut args: WatchArgs, mut load: LoadOptions, sinks: Vec<Box<dyn Sink>>) -> anyhow::Result<i32> {
+pub fn run_with(args: WatchArgs, load: LoadOptions, sinks: Vec<Box<dyn Sink>>) -> anyhow::Result<i32> {
+    run_to(args, load, Outputs { sinks, fallback: None, child_stdout_to_stderr: false })
+}
+
+/// A watch with these load options and outputs.
+pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyhow::Result<i32> {
     check(&args)?;
     let folded = args.folded.is_some() || args.flamegraph.is_some();
     args.stacks |= folded || args.pprof.is_some();
@@ -93,11 +116,15 @@ pub fn run_with(mut args: WatchArgs, mut load: LoadOptions, sinks: Vec<Box<dyn S
     let mut bpf = BpfMaps::take(&mut loaded.ebpf)?;
     let stacks = if args.stacks { Some(Stacks::take(&mut loaded.ebpf)?) } else { None };
     let mut ledger = Ledger::new(Box::new(Procfs));
-    let started = target.start(&mut ledger, &mut bpf)?;
+    let started = target.start(&mut ledger, &mut bpf, out.child_stdout_to_stderr)?;
 
-    let mut sinks = Sinks::new(start, sinks);
+    let mut sinks = Sinks::new(start, out.sinks);
+    if let Some(f) = out.fallback {
+        sinks = sinks.with_fallback(f);
+    }
     sinks.emit(&Record::Start { targets: started.pids, hooks: loaded.hooks, missing_hooks: loaded.missing });
     sinks.flush();
+    let stream = sinks.failure();
     let params = Params { window_s: args.leak_window, min_rate_kib_s: args.leak_min_rate, ..Params::default() };
     let stats = args.bpf_stats.then(loader::enable_stats).flatten();
     let pipeline = Pipeline::new(session::Stages {
@@ -115,6 +142,11 @@ pub fn run_with(mut args: WatchArgs, mut load: LoadOptions, sinks: Vec<Box<dyn S
         interval: Duration::from_secs_f64(args.interval),
         duration: args.duration.map(Duration::from_secs_f64),
         fail_on_leak: args.fail_on_leak,
+        stream,
     };
-    rt.block_on(session::run(pipeline, ring, signals, settings, started.child))
+    let code = rt.block_on(session::run(pipeline, ring, signals, settings, started.child));
+    // Not waiting for the blocking pool: a command that outlived the stop still has its
+    // waitpid task there.
+    rt.shutdown_background();
+    code
 }

@@ -23,7 +23,7 @@ use tokio::{
 };
 
 pub use self::stages::{Kernel, Pipeline, Stages};
-use crate::{kernel::ring, records::Record, sampling::smaps::Swept, targets::spawn};
+use crate::{kernel::ring, records::Record, sampling::smaps::Swept, sinks::StreamFailure, targets::spawn};
 
 /// SIGINT and SIGTERM, taken before loading so that a signal while loading still gets a
 /// summary. Must be called inside the runtime.
@@ -34,13 +34,21 @@ impl Signals {
         Ok(Signals(signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
     }
 
-    async fn recv(&mut self) {
+    /// The next signal: SIGINT or SIGTERM.
+    async fn recv(&mut self) -> i32 {
         tokio::select! {
-            _ = self.0.recv() => {}
-            _ = self.1.recv() => {}
+            _ = self.0.recv() => libc::SIGINT,
+            _ = self.1.recv() => libc::SIGTERM,
         }
     }
 }
+
+/// How long a stop waits for the spawned command to exit after passing the signal on.
+const CHILD_GRACE: Duration = Duration::from_millis(1500);
+
+/// Exit code when the record stream's reader went away (`| head`): 128 + SIGPIPE, what a shell
+/// shows for a writer killed by it. Any other write error on the stream: 1.
+pub const EXIT_STREAM_CLOSED: i32 = 128 + libc::SIGPIPE;
 
 /// How the session runs, besides its stages.
 pub struct Settings {
@@ -50,11 +58,16 @@ pub struct Settings {
     pub duration: Option<Duration>,
     /// Exit 3 if any leak was flagged.
     pub fail_on_leak: bool,
+    /// The record stream's write error: stop on it.
+    pub stream: StreamFailure,
 }
 
-/// Run the pipeline until the watched tree is gone, the duration ends or a signal comes; then
-/// detach, drain, and emit the summary. The exit code: the spawned command's, 3 with
-/// `fail_on_leak` and a leak, else 0.
+/// Run the pipeline until the watched tree is gone, the duration ends, a signal comes or the
+/// record stream fails; then detach, drain, and emit the summary. On a signal or a failed
+/// stream, a spawned command still running gets the signal (SIGTERM for the stream; not a
+/// SIGINT that the terminal already sent it, Ctrl-C) and up to `CHILD_GRACE` to exit; it is
+/// never waited for beyond that. The exit code: 141 (`EXIT_STREAM_CLOSED`) or 1 if the stream
+/// failed, else 3 with `fail_on_leak` and a leak, else 0 after a signal, else the command's.
 pub async fn run(
     (mut p, mut swept_rx, mut evidence_rx): (Pipeline, mpsc::Receiver<Swept>, mpsc::UnboundedReceiver<Record>),
     ring: RingBuf<MapData>,
@@ -68,6 +81,9 @@ pub async fn run(
     let reader = ring::spawn(ring, tx, shared.clone());
     let mut child_exit = child.map(|pid| tokio::task::spawn_blocking(move || spawn::wait_exit_code(pid)));
     let mut exit_code = None;
+    // Set once stopping: the command has been passed the signal and is given until then.
+    let mut grace: Option<tokio::time::Instant> = None;
+    let mut signalled = false;
 
     let mut tick = every(settings.interval);
     tick.tick().await;
@@ -80,6 +96,12 @@ pub async fn run(
     let deadline = settings.duration.map(|d| start + d);
 
     loop {
+        if grace.is_none() && settings.stream.get().is_some() {
+            match stop(child, &child_exit, exit_code, libc::SIGTERM) {
+                Some(until) => grace = Some(until),
+                None => break,
+            }
+        }
         tokio::select! {
             Some((at, batch)) = rx.recv() => p.on_batch(at, batch),
             _ = tick.tick() => {
@@ -105,8 +127,19 @@ pub async fn run(
             }
             Some(code) = async { match child_exit.as_mut() { Some(h) => h.await.ok(), None => None } }, if exit_code.is_none() => {
                 exit_code = Some(code);
+                if grace.is_some() {
+                    break; // its exit record is drained below
+                }
             }
-            _ = signals.recv() => { exit_code = Some(0); break; }
+            _ = async { tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)).await }, if grace.is_some() => break,
+            sig = signals.recv() => {
+                signalled = true;
+                // A second signal while the command is given its grace: stop waiting for it.
+                match (grace, stop(child, &child_exit, exit_code, sig)) {
+                    (None, Some(until)) => grace = Some(until),
+                    _ => break,
+                }
+            }
         }
     }
 
@@ -140,12 +173,39 @@ pub async fn run(
     }
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     let leaks = p.finish(ticks + 1, last_tick.elapsed().as_secs_f64(), evidence_rx).await;
+    // A command still running past its grace is not waited for (nor is its waitpid task: the
+    // runtime is shut down without it).
     let code = match (exit_code, child_exit) {
         (Some(c), _) => c,
         (None, Some(h)) if h.is_finished() => h.await.unwrap_or(0),
         _ => 0,
     };
-    Ok(if settings.fail_on_leak && leaks > 0 { 3 } else { code })
+    Ok(match settings.stream.get() {
+        Some(std::io::ErrorKind::BrokenPipe) => EXIT_STREAM_CLOSED,
+        Some(_) => 1,
+        None if settings.fail_on_leak && leaks > 0 => 3,
+        None if signalled => 0,
+        None => code,
+    })
+}
+
+/// Stopping: pass `sig` on to the spawned command if it still runs, and return until when to
+/// wait for it; `None` when there is nothing to wait for. A SIGINT while the agent is in the
+/// terminal's foreground is Ctrl-C, which the command got from the terminal already.
+fn stop(
+    child: Option<u32>,
+    exit: &Option<tokio::task::JoinHandle<i32>>,
+    code: Option<i32>,
+    sig: i32,
+) -> Option<tokio::time::Instant> {
+    let pid = child?;
+    if code.is_some() || exit.as_ref().is_none_or(|h| h.is_finished()) {
+        return None; // exited (and reaped: its pid may be another process's by now)
+    }
+    if !(sig == libc::SIGINT && spawn::in_foreground()) {
+        spawn::signal(pid, sig);
+    }
+    Some(tokio::time::Instant::now() + CHILD_GRACE)
 }
 
 fn every(period: Duration) -> tokio::time::Interval {

@@ -7,7 +7,11 @@ pub mod pprof;
 mod pprof_proto;
 pub mod stack_files;
 
-use std::{io, time::Instant};
+use std::{
+    io,
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use crate::records::Record;
 
@@ -41,30 +45,78 @@ pub fn stream(out: impl io::Write + Send + 'static, format: Format, color: bool)
     }
 }
 
-/// Every sink of a session, fed in the order they were given.
+/// Every sink of a session, fed in the order they were given. The first is the record stream
+/// (stdout or `-o FILE`): its first write error is kept, the session stops on it, and from then
+/// on only the summary is written, to the fallback (stderr, in the stream's format) if any.
 pub struct Sinks {
     start: Instant,
     sinks: Vec<Box<dyn Sink>>,
+    fallback: Option<Box<dyn Sink>>,
+    failed: StreamFailure,
+}
+
+/// The record stream's first write error, shared with the session, which stops on it.
+#[derive(Clone, Debug, Default)]
+pub struct StreamFailure(Arc<OnceLock<io::ErrorKind>>);
+
+impl StreamFailure {
+    pub fn get(&self) -> Option<io::ErrorKind> {
+        self.0.get().copied()
+    }
 }
 
 impl Sinks {
     pub fn new(start: Instant, sinks: Vec<Box<dyn Sink>>) -> Sinks {
-        Sinks { start, sinks }
+        Sinks { start, sinks, fallback: None, failed: StreamFailure::default() }
+    }
+
+    /// Where the summary goes when the record stream has failed.
+    pub fn with_fallback(mut self, fallback: Box<dyn Sink>) -> Sinks {
+        self.fallback = Some(fallback);
+        self
+    }
+
+    /// The record stream's first write error (stdout closed, disk full), as it will be known.
+    pub fn failure(&self) -> StreamFailure {
+        self.failed.clone()
     }
 
     pub fn emit(&mut self, record: &Record) {
         let ts = (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-        for s in &mut self.sinks {
+        for (i, s) in self.sinks.iter_mut().enumerate() {
+            if i == 0 && self.failed.get().is_some() {
+                continue;
+            }
             if let Err(e) = s.emit(ts, record) {
-                // stdout closed (e.g. piped into `head`): nothing more to say there.
-                log::debug!("sink: {e}");
+                Self::fail(&self.failed, i, e);
+            }
+        }
+        if self.failed.get().is_some() && matches!(record, Record::Summary { .. }) {
+            if let Some(f) = self.fallback.as_mut() {
+                let _ = f.emit(ts, record);
             }
         }
     }
 
     pub fn flush(&mut self) {
-        for s in &mut self.sinks {
-            let _ = s.flush();
+        for (i, s) in self.sinks.iter_mut().enumerate() {
+            if i == 0 && self.failed.get().is_some() {
+                continue;
+            }
+            if let Err(e) = s.flush() {
+                Self::fail(&self.failed, i, e);
+            }
+        }
+        if let Some(f) = self.fallback.as_mut() {
+            let _ = f.flush();
+        }
+    }
+
+    fn fail(failed: &StreamFailure, i: usize, e: io::Error) {
+        if i == 0 && failed.0.set(e.kind()).is_ok() {
+            log::warn!("the record stream failed ({e}): stopping");
+        } else {
+            log::debug!("sink {i}: {e}");
         }
     }
 }

@@ -38,8 +38,9 @@ impl Target {
         }
     }
 
-    /// Put the target's processes in the watched set: the kernel's and the ledger's.
-    pub fn start(&self, ledger: &mut Ledger, bpf: &mut BpfMaps) -> anyhow::Result<Started> {
+    /// Put the target's processes in the watched set: the kernel's and the ledger's. With
+    /// `stdout_to_stderr`, a spawned command writes its stdout to the agent's stderr.
+    pub fn start(&self, ledger: &mut Ledger, bpf: &mut BpfMaps, stdout_to_stderr: bool) -> anyhow::Result<Started> {
         match self {
             Target::Tree(root) => {
                 let mut pids = Vec::new();
@@ -59,7 +60,7 @@ impl Target {
                 Ok(Started { pids, child: None })
             }
             Target::Command(argv) => {
-                let gated = spawn::spawn_gated(argv)?;
+                let gated = spawn::spawn_gated(argv, stdout_to_stderr)?;
                 let pid = gated.pid;
                 bpf.watch(pid)?;
                 ledger.add_existing(pid);

@@ -65,8 +65,9 @@ fn sudo_ids() -> Option<(libc::uid_t, libc::gid_t)> {
     Some((uid, gid))
 }
 
-/// Fork `argv`; the child waits at the gate. Call this while the process is single-threaded.
-pub fn spawn_gated(argv: &[String]) -> Result<Gated, AgentError> {
+/// Fork `argv`; the child waits at the gate. With `stdout_to_stderr` its stdout is the agent's
+/// stderr (the records own stdout). Call this while the process is single-threaded.
+pub fn spawn_gated(argv: &[String], stdout_to_stderr: bool) -> Result<Gated, AgentError> {
     let path = resolve(&argv[0])?;
     let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| AgentError::CommandNotFound(argv[0].clone()))?;
     let cargs: Vec<CString> = argv.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
@@ -85,6 +86,11 @@ pub fn spawn_gated(argv: &[String]) -> Result<Gated, AgentError> {
             let mut b = [0u8; 1];
             if libc::read(gate_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) != 1 {
                 libc::_exit(1); // the agent went away before releasing us
+            }
+            if stdout_to_stderr && libc::dup2(2, 1) < 0 {
+                let e = *libc::__errno_location();
+                libc::write(err_w.as_raw_fd(), (&e as *const i32).cast(), 4);
+                libc::_exit(126);
             }
             if let Some((uid, gid)) = ids {
                 let groups = [gid];
@@ -141,6 +147,27 @@ pub fn wait_exit_code(pid: u32) -> i32 {
     } else {
         1
     }
+}
+
+/// Send `sig` to our child `pid` (not its group: the agent is in it).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory preconditions; `pid` is our unreaped child.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// The agent's process group is the foreground group of its controlling terminal: a SIGINT was
+/// most likely Ctrl-C, which the terminal sent to the whole group, the command included.
+pub fn in_foreground() -> bool {
+    // SAFETY: opening a path with a NUL-terminated name; the fd is closed below.
+    let fd = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false; // no controlling terminal (a service manager, a pipeline under setsid)
+    }
+    // SAFETY: fd is ours and open.
+    let fg = unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() };
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(fd) };
+    fg
 }
 
 #[cfg(test)]

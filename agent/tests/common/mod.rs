@@ -194,3 +194,20 @@ pub fn start_workload(args: &[&str]) -> Child {
 pub fn go(child: &mut Child, n: usize) {
     child.stdin.as_mut().unwrap().write_all(&vec![b'g'; n]).unwrap();
 }
+
+impl Running {
+    /// A running agent from a command of the caller's making (its stdout is taken here).
+    pub fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn agent");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines: rx, seen: Vec::new() }
+    }
+}
