@@ -22,6 +22,11 @@ pub enum EventKind {
     /// The OOM killer chose a watched process as its victim (`oom:mark_victim`); see
     /// [`OomEvent`]. It comes before the victim's exit record.
     Oom = 6,
+    /// A watched process opened a file (open, openat, openat2 returned an fd); see
+    /// [`OpenEvent`]. Names its later file mmaps when /proc is gone by then.
+    Open = 7,
+    /// A watched thread took a write fault on a present page (copy-on-write); see [`CowEvent`].
+    Cow = 8,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -34,6 +39,8 @@ impl TryFrom<u32> for EventKind {
             4 => Self::Exec,
             5 => Self::Exit,
             6 => Self::Oom,
+            7 => Self::Open,
+            8 => Self::Cow,
             other => return Err(other),
         })
     }
@@ -123,7 +130,9 @@ pub struct RssEvent {
 
 /// Syscall numbers (x86_64) of the calls that change mappings.
 pub mod nr {
+    pub const OPEN: u64 = 2;
     pub const MMAP: u64 = 9;
+    pub const MPROTECT: u64 = 10;
     pub const MUNMAP: u64 = 11;
     pub const BRK: u64 = 12;
     pub const MREMAP: u64 = 25;
@@ -132,7 +141,9 @@ pub mod nr {
     pub const VFORK: u64 = 58;
     pub const EXECVE: u64 = 59;
     pub const EXECVEAT: u64 = 322;
+    pub const OPENAT: u64 = 257;
     pub const CLONE3: u64 = 435;
+    pub const OPENAT2: u64 = 437;
 }
 
 /// A mapping syscall that returned successfully, with its arguments.
@@ -209,6 +220,20 @@ pub struct ProcEvent {
     pub comm: [u8; COMM_LEN],
 }
 
+/// A user write fault on a present page (`error_code` has both the protection and the write
+/// bit): in a private mapping, a copy-on-write (a page shared with a fork partner, the zero
+/// page, or a private file page made private). Sent at fault entry, before the rss changes the
+/// fault makes (a COW of an anonymous page makes none). `hdr.ts_ns` is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CowEvent {
+    pub hdr: EventHeader,
+    /// The faulting user address.
+    pub addr: u64,
+    /// The fault's error code.
+    pub err: u64,
+}
+
 /// The OOM killer's victim, as `oom:mark_victim` describes it. `hdr.tgid` is the victim's
 /// process, `hdr.tid` the thread that ran the OOM killer (often the victim itself).
 #[repr(C)]
@@ -230,6 +255,26 @@ pub struct OomEvent {
     /// The victim's `oom_score_adj` (a `short` in the kernel).
     pub oom_score_adj: i32,
     pub _pad: u32,
+}
+
+/// Bytes of an opened path kept in [`OpenEvent`] (NUL-terminated; longer paths are cut).
+pub const PATH_LEN: usize = 256;
+
+/// A file a watched process opened, with the fd it got: the path as the process passed it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    /// Bytes of `path` read (with the NUL), or a negative error: unreadable.
+    pub len: i32,
+    pub path: [u8; PATH_LEN],
+}
+
+impl Default for OpenEvent {
+    fn default() -> Self {
+        OpenEvent { hdr: EventHeader::default(), fd: 0, len: 0, path: [0; PATH_LEN] }
+    }
 }
 
 /// Indices of the per-CPU `COUNTERS` array.
@@ -273,7 +318,9 @@ mod pod {
     unsafe impl aya::Pod for SyscallEvent {}
     unsafe impl aya::Pod for ProcEvent {}
     unsafe impl aya::Pod for OomEvent {}
+    unsafe impl aya::Pod for OpenEvent {}
     unsafe impl aya::Pod for TaskSlot {}
+    unsafe impl aya::Pod for CowEvent {}
 }
 
 #[cfg(test)]
@@ -318,6 +365,14 @@ mod tests {
     }
 
     #[test]
+    fn cow_layout() {
+        assert_eq!(size_of::<CowEvent>(), 40);
+        assert_eq!(offset_of!(CowEvent, addr), 24);
+        assert_eq!(offset_of!(CowEvent, err), 32);
+        assert_eq!(EventKind::try_from(8), Ok(EventKind::Cow));
+    }
+
+    #[test]
     fn oom_layout() {
         assert_eq!(size_of::<OomEvent>(), 96);
         assert_eq!(offset_of!(OomEvent, pid), 24);
@@ -332,6 +387,14 @@ mod tests {
     }
 
     #[test]
+    fn open_layout() {
+        assert_eq!(size_of::<OpenEvent>(), 288);
+        assert_eq!(offset_of!(OpenEvent, fd), 24);
+        assert_eq!(offset_of!(OpenEvent, len), 28);
+        assert_eq!(offset_of!(OpenEvent, path), 32);
+    }
+
+    #[test]
     fn task_slot_layout() {
         assert_eq!(size_of::<TaskSlot>(), 152);
         assert_eq!(offset_of!(TaskSlot, faults), 136);
@@ -340,7 +403,7 @@ mod tests {
 
     #[test]
     fn kind_round_trip_and_unknown() {
-        for k in [EventKind::Rss, EventKind::Syscall, EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Oom]
+        for k in [EventKind::Rss, EventKind::Syscall, EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Oom, EventKind::Open]
         {
             assert_eq!(EventKind::try_from(k as u32), Ok(k));
         }

@@ -1,9 +1,19 @@
 //! `exceptions:page_fault_user`: note in the task's slot that it is inside a fault at `address`.
 //! The rss changes that follow in this task are that fault's pages (see `rss.rs`).
-use agent_common::cause;
+//!
+//! A write to a present page (error bits protection + write) is, in a private mapping, a
+//! copy-on-write: a page shared with a fork partner copied, which no rss counter shows. Those
+//! faults are sent as a `CowEvent` (userspace keeps the private mappings' ones). The fault storm
+//! takes first-touch faults only (page not present): it pays one test and branch.
+use agent_common::{cause, counter, CowEvent, EventHeader, EventKind};
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::state::{is_watched, pid_tgid, task_slot_unlogged, Raw, PF_ADDR, PF_ERR, TASKS};
+use crate::state::{
+    count, is_watched, pid_tgid, submit_flags, task_slot_unlogged, Raw, EVENTS, PF_ADDR, PF_ERR, TASKS,
+};
+
+/// `error_code` bits: the page was present (a protection fault), and the access was a write.
+const PF_PROT_WRITE: u64 = 1 | 2;
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
@@ -25,9 +35,24 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
     slot.faults += 1;
     // A user-mode fault means no syscall is in progress in this task.
     slot.sys_nr = -1;
-    slot.fault_addr = raw.u64_at(&PF_ADDR);
-    slot.fault_err = raw.u64_at(&PF_ERR);
+    let (addr, err) = (raw.u64_at(&PF_ADDR), raw.u64_at(&PF_ERR));
+    slot.fault_addr = addr;
+    slot.fault_err = err;
     slot.fault_cause = cause::FAULT;
     slot.fault_fresh = 1;
+    if err & PF_PROT_WRITE == PF_PROT_WRITE {
+        // Submitted at fault entry, so before the fault's rss changes (if any): userspace pairs
+        // them. Reserved here and not through `state::reserve`, whose full-ring path logs: this
+        // program carries no logging code (see `task_slot_unlogged`); a loss is still counted.
+        match EVENTS.reserve::<CowEvent>(0) {
+            Some(mut e) => {
+                count(counter::SUBMITTED);
+                let hdr = EventHeader { kind: EventKind::Cow as u32, tgid, tid, _pad: 0, ts_ns: 0 };
+                e.write(CowEvent { hdr, addr, err });
+                e.submit(submit_flags());
+            }
+            None => count(counter::LOST),
+        }
+    }
     0
 }

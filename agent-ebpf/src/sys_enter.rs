@@ -21,7 +21,10 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
     slot.fault_cause = 0;
     slot.fault_fresh = 0;
     let id = id as u64;
-    if matches!(id, nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::CLONE | nr::CLONE3) {
+    if matches!(
+        id,
+        nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::MPROTECT | nr::CLONE | nr::CLONE3 | nr::OPEN | nr::OPENAT | nr::OPENAT2
+    ) {
         let base = g(&SYS_ARGS);
         for i in 0..6 {
             slot.args[i] = unsafe { ctx.read_at::<u64>(base + i * 8) }.unwrap_or(0);

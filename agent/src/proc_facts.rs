@@ -26,6 +26,9 @@ impl ProcSource for Procfs {
     fn comm(&self, pid: u32) -> Option<String> {
         comm(pid)
     }
+    fn real_path(&self, path: &str) -> Option<String> {
+        Some(std::fs::canonicalize(path).ok()?.to_string_lossy().into_owned())
+    }
 }
 
 pub struct ProcFacts {

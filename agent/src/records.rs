@@ -7,9 +7,14 @@ pub struct Pages {
     pub anon: i64,
     pub file: i64,
     pub shmem: i64,
+    /// Pages of private mappings made private by the pid's own copy-on-write write faults
+    /// that no rss counter showed (a page shared with a fork partner, copied): RSS unchanged,
+    /// USS up. Not in `total` (which is RSS).
+    pub cow: i64,
 }
 
 impl Pages {
+    /// Pages added to RSS.
     pub fn total(&self) -> i64 {
         self.anon + self.file + self.shmem
     }
@@ -21,6 +26,8 @@ pub struct MappingStat {
     pub shared: bool,
     pub faults: u64,
     pub pages: i64,
+    /// Pages made private by copy-on-write (see `Pages::cow`).
+    pub cow: i64,
 }
 
 /// A user stack and the pages its faults added.
@@ -79,6 +86,10 @@ pub struct Explain {
     /// ring poll nearest each reading).
     pub faulted_private_kib: i64,
     pub faulted_shared_kib: i64,
+    /// KiB its own copy-on-write write faults made private without adding to RSS (a page
+    /// shared with a fork partner, copied): USS grows, RSS does not (the ledger when each
+    /// reading was processed).
+    pub cow_kib: i64,
     /// Net KiB of other own causes (negative: munmap, madvise, reclaim).
     pub released_kib: i64,
     /// PSS change that its own RSS change does not account for (delta PSS - delta RSS): other
@@ -136,12 +147,28 @@ pub struct ProcSummary {
     pub peak_uss_kib: u64,
     pub last_pss_kib: u64,
     pub mappings: Vec<MappingStat>,
-    /// A leak was flagged for this pid; its last rate.
+    /// A leak verdict stands for this pid at the end (or stood when it exited); its last rate.
     pub leak: bool,
     pub leak_rate_kib_s: Option<f64>,
+    /// Every verdict of this pid, oldest first: when it was flagged and, if it was, withdrawn.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<VerdictSpan>,
     /// With --stacks, for flagged pids and the biggest faulters: their top stacks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stacks: Vec<StackStat>,
+}
+
+/// One leak verdict of a pid (times in seconds since the watch start, of the readings that
+/// flagged and withdrew it).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct VerdictSpan {
+    pub flagged_at: f64,
+    /// `null` while it stands.
+    pub withdrawn_at: Option<f64>,
+    /// Why it was withdrawn: `fell_back` or `stalled`.
+    pub reason: Option<&'static str>,
+    /// Its last rate.
+    pub rate_kib_s: f64,
 }
 
 /// The OOM killer's victim as the kernel described it when it chose it (`oom:mark_victim`),
@@ -206,6 +233,10 @@ pub enum Record {
         /// What moved PSS/USS since this pid's previous reading (absent on the first).
         #[serde(skip_serializing_if = "Option::is_none")]
         explain: Option<Explain>,
+        /// Live watched processes on the same mm (`clone(CLONE_VM)` without `CLONE_THREAD`,
+        /// vfork): smaps and the ledger both count the whole mm for each of them.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        mm_shared_with: Vec<u32>,
     },
     Leak {
         pid: u32,
@@ -217,6 +248,19 @@ pub enum Record {
         mapping: String,
         shared: bool,
         confidence: f64,
+        /// What made the growth over the flagged span, whichever accounts for more of it:
+        /// `faults` (pages its own faults added to RSS) or `cow` (pages its own copy-on-write
+        /// writes made private, e.g. a pre-fork worker writing its parent's heap).
+        cause: &'static str,
+        /// `flagged` (a new verdict, or its rate changed by more than a third) or `withdrawn`
+        /// (its growth no longer holds; the other fields are its last trend).
+        state: &'static str,
+        /// Withdrawn: why (`fell_back`: the growth was given back; `stalled`: no growth over
+        /// as long a span as it was flagged on), and when it had been flagged.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        flagged_at: Option<f64>,
         /// The growing mapping as the full smaps of this pid accounts it (read for this record).
         #[serde(skip_serializing_if = "Option::is_none")]
         smaps_mapping: Option<VmaStat>,
@@ -263,6 +307,9 @@ pub enum Record {
         /// Records the kernel put in the ring buffer, and records the agent read from it.
         events_submitted: u64,
         events_received: u64,
+        /// Pages faults added to mappings that stayed unnamed (`[file]`, `[unmapped]`): what a
+        /// process gone before /proc was read had mapped, and the ledger could not name.
+        unnamed_pages: i64,
         /// What watching cost the agent itself.
         agent: AgentCost,
         /// With --stacks: how deep the recorded stacks were, and the ones that could not be taken.

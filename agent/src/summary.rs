@@ -61,6 +61,7 @@ pub fn build(p: Parts) -> Record {
         lost_events: p.ring.lost,
         events_received: p.ring.received,
         events_submitted: p.ring.submitted,
+        unnamed_pages: p.ledger.unnamed_pages(),
         agent: AgentCost { programs: p.programs, ..own_cost(p.elapsed_s) },
         stacks: stack_summary,
         procs,

@@ -18,9 +18,10 @@ fn the_command_runs_as_sudo_uid_and_its_exit_status_is_returned() {
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "the command's exit status");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    // `id -u` writes to the same stdout as the agent: find its line.
-    assert!(stdout.lines().any(|l| l == "65534"), "the command ran as SUDO_UID: {stdout}");
-    let recs = parse(&stdout.lines().filter(|l| l.starts_with('{')).collect::<Vec<_>>().join("\n"));
+    // Records on a pipe: the command's stdout goes to the agent's stderr, never into them.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().any(|l| l == "65534"), "the command ran as SUDO_UID: {stderr}");
+    let recs = parse(&stdout);
     let execs: Vec<_> = of_type(&recs, "proc").into_iter().filter(|r| r["event"] == "exec").collect();
     assert!(execs.len() >= 2, "sh and id both exec under watch: {execs:?}");
     assert_eq!(summary(&recs)["type"], "summary");

@@ -95,6 +95,35 @@ pub enum Workload {
         #[arg(long, default_value_t = 40.0)]
         duration: f64,
     },
+    /// The withdrawn-verdict scenario: a `sawtooth` child writes --mib-s of private anon per
+    /// second for --ramp-s, unmaps it all, --cycles times (then holds its floor for 2 s); with
+    /// --leaker-mib-s, a `leaker` child leaks that much per second meanwhile.
+    Sawtooth {
+        #[arg(long, default_value_t = 30.0)]
+        ramp_s: f64,
+        #[arg(long, default_value_t = 1.0)]
+        mib_s: f64,
+        #[arg(long, default_value_t = 4)]
+        cycles: u32,
+        #[arg(long, default_value_t = 0.0)]
+        leaker_mib_s: f64,
+    },
+    /// A pre-fork server (`wl-prefork`): writes a --heap-mib private heap, forks --workers
+    /// (`wl-worker-N`) that share it copy-on-write. Worker 0 writes (unshares) --rate-mib-s of
+    /// the heap per second, in 125 ms steps, until --duration; the others write --once-mib of
+    /// it once, right after the fork, then sleep until --duration.
+    Prefork {
+        #[arg(long, default_value_t = 128)]
+        heap_mib: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 1.0)]
+        rate_mib_s: f64,
+        #[arg(long, default_value_t = 16)]
+        once_mib: usize,
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+    },
     /// Create a file of --mib, then mmap it and read every page.
     File {
         #[command(flatten)]
@@ -112,6 +141,30 @@ pub enum Workload {
         every_ms: u64,
         #[arg(long, default_value_t = 4096)]
         max_mib: usize,
+    },
+    /// --n private anonymous VMAs of --pages the kernel keeps apart (protections alternate
+    /// read-write / read-write-exec: --mprotect makes one mapping and splits it by mprotect),
+    /// made before --wait-stdin; then every page written, as `wl-vmas`. Prints each VMA's
+    /// start on stderr, `wl-vmas: 0x...`.
+    Vmas {
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        #[arg(long)]
+        mprotect: bool,
+        /// Pages per VMA, all written.
+        #[arg(long, default_value_t = 1)]
+        pages: usize,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Two processes on one mm: the parent (`wl-clonevm`) clones a child (`wl-clonevm-c`,
+    /// CLONE_VM without CLONE_THREAD) on its own stack; the child writes --child-mib, the
+    /// parent --mib, both hold --hold seconds.
+    Clonevm {
+        #[arg(long, default_value_t = 32)]
+        child_mib: usize,
+        #[command(flatten)]
+        c: Common,
     },
 }
 
@@ -315,6 +368,16 @@ pub fn run(w: Workload) -> i32 {
                 hold(every_ms as f64 / 1000.0);
             }
         }
+        Workload::Vmas { n, mprotect, pages, c } => vmas(n, mprotect, pages, &c),
+        Workload::Clonevm { child_mib, c } => clonevm(child_mib, &c),
+        Workload::Sawtooth { ramp_s, mib_s, cycles, leaker_mib_s } => {
+            set_name("wl-sawtooth");
+            sawtooth(Duration::from_secs_f64(ramp_s), mib_s, cycles, leaker_mib_s);
+        }
+        Workload::Prefork { heap_mib, workers, rate_mib_s, once_mib, duration } => {
+            set_name("wl-prefork");
+            prefork(heap_mib * MIB, workers, rate_mib_s, once_mib * MIB, Duration::from_secs_f64(duration));
+        }
         Workload::File { common: c, path } => {
             set_name("wl-file");
             let len = c.mib * MIB;
@@ -451,4 +514,118 @@ fn grow_cache(p: *mut u8, mib: usize) -> *mut u8 {
 fn grow_index(p: *mut u8, mib: usize) -> *mut u8 {
     touch(p, mib * MIB, Duration::ZERO);
     p
+}
+
+fn vmas(n: usize, by_mprotect: bool, pages_per: usize, c: &Common) {
+    set_name("wl-vmas");
+    let pg = page_size() * pages_per;
+    let (rw, rwx) = (libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC);
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    // SAFETY: fresh anonymous mappings, checked; mprotect within the one just made.
+    let pages: Vec<*mut u8> = unsafe {
+        if by_mprotect {
+            let p = libc::mmap(std::ptr::null_mut(), n * pg, rw, flags, -1, 0);
+            assert!(p != libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+            let p = p.cast::<u8>();
+            for i in (1..n).step_by(2) {
+                assert_eq!(libc::mprotect(p.add(i * pg).cast(), pg, rwx), 0);
+            }
+            (0..n).map(|i| p.add(i * pg)).collect()
+        } else {
+            (0..n)
+                .map(|i| {
+                    let p = libc::mmap(std::ptr::null_mut(), pg, if i % 2 == 0 { rw } else { rwx }, flags, -1, 0);
+                    assert!(p != libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+                    p.cast::<u8>()
+                })
+                .collect()
+        }
+    };
+    for p in &pages {
+        eprintln!("wl-vmas: {:#x}", *p as usize);
+    }
+    wait_go(c);
+    for &p in &pages {
+        touch(p, pg, Duration::ZERO);
+    }
+    hold(c.hold);
+}
+
+fn clonevm(child_mib: usize, c: &Common) {
+    set_name("wl-clonevm");
+    const STACK: usize = 256 * 1024;
+    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: arg points at the parent's (mib, hold), alive until we are reaped.
+        let (mib, hold_s) = unsafe { *arg.cast::<(usize, f64)>() };
+        // prctl only: the mm (and so its name tables) is the parent's, the comm is ours.
+        set_name("wl-clonevm-c");
+        let p = map(mib * MIB, false);
+        touch(p, mib * MIB, Duration::ZERO);
+        hold(hold_s);
+        // SAFETY: leave without running the parent's atexit handlers.
+        unsafe { libc::_exit(0) }
+    }
+    let mut args = (child_mib, c.hold);
+    let stack = map(STACK, false);
+    // SAFETY: the child runs on its own stack and only touches `args` and its own mapping.
+    let pid = unsafe {
+        libc::clone(child, stack.add(STACK).cast(), libc::CLONE_VM | libc::SIGCHLD, (&raw mut args).cast())
+    };
+    assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+    // The child first, then the parent: the bug gave the child's ledger only its own pages.
+    hold(0.5);
+    let p = map(c.mib * MIB, false);
+    touch(p, c.mib * MIB, Duration::ZERO);
+    wait_all(&[pid]);
+}
+
+fn sawtooth(ramp: Duration, mib_s: f64, cycles: u32, leaker_mib_s: f64) {
+    let (start, every, tail) = (Instant::now(), Duration::from_millis(125), Duration::from_secs(2));
+    let per_step = |mib_s: f64| ((mib_s * MIB as f64 / 8.0) as usize).next_multiple_of(page_size());
+    let mut kids = vec![fork_child("sawtooth", move || {
+        let (step, len) = (per_step(mib_s), (mib_s * ramp.as_secs_f64()) as usize * MIB);
+        for _ in 0..cycles {
+            let p = map(len, false);
+            paced(Instant::now(), ramp, every, |i| {
+                if (i + 1) * step <= len {
+                    touch(p.wrapping_add(i * step), step, Duration::ZERO)
+                }
+            });
+            // SAFETY: unmapping what we mapped.
+            unsafe { libc::munmap(p.cast(), len) };
+        }
+        std::thread::sleep(tail);
+    })];
+    if leaker_mib_s > 0.0 {
+        let step = per_step(leaker_mib_s);
+        kids.push(fork_child("leaker", move || {
+            paced(start, ramp * cycles + tail, every, |_| touch(map(step, false), step, Duration::ZERO))
+        }));
+    }
+    wait_all(&kids);
+}
+
+fn prefork(heap_len: usize, workers: usize, rate_mib_s: f64, once: usize, total: Duration) {
+    let heap = map(heap_len, false);
+    touch(heap, heap_len, Duration::ZERO);
+    let (start, heap) = (Instant::now(), heap as usize);
+    let step = ((rate_mib_s * MIB as f64 / 8.0) as usize).next_multiple_of(page_size());
+    let kids: Vec<i32> = (0..workers)
+        .map(|i| {
+            fork_child(&format!("wl-worker-{i}"), move || {
+                let heap = heap as *mut u8;
+                if i == 0 && step > 0 {
+                    paced(start, total, Duration::from_millis(125), |k| {
+                        if (k + 1) * step <= heap_len {
+                            touch(heap.wrapping_add(k * step), step, Duration::ZERO)
+                        }
+                    });
+                } else {
+                    touch(heap, once.min(heap_len), Duration::ZERO);
+                    std::thread::sleep(total.saturating_sub(start.elapsed()));
+                }
+            })
+        })
+        .collect();
+    wait_all(&kids);
 }

@@ -4,10 +4,10 @@
 //! process's interval map current.
 use std::collections::HashMap;
 
-use agent_common::{cause, member, nr, rss_flags, EventKind, ProcEvent, RssEvent, SyscallEvent};
+use agent_common::{cause, member, rss_flags, EventKind, ProcEvent, RssEvent};
 
 use super::{
-    mappings::{anon_name, MappingId, MappingMap},
+    mappings::{MappingId, MappingMap},
     process::{MmCounters, Proc},
     rss_trace::{self, RssTrace},
     ProcSource,
@@ -17,8 +17,6 @@ use crate::{
     records::{ProcSummary, Record},
 };
 
-const MAP_SHARED_TYPE: u64 = 0x03;
-const MAP_ANONYMOUS: u64 = 0x20;
 /// Bound on mms built but never run on (a vfork child that exited, say).
 const MAX_NEW_MMS: usize = 4096;
 
@@ -33,6 +31,12 @@ pub struct Ledger {
     unseeded_dropped: u64,
     /// The ring poll the records being fed now came from.
     batch_at: rss_trace::Poll,
+    /// Opened paths -> the name `/proc/PID/maps` would give them (see `ledger_names.rs`).
+    paths: HashMap<String, std::sync::Arc<str>>,
+    /// mm_id -> the processes that ran on it together (see `ledger_shared.rs`).
+    sharing: HashMap<u32, Vec<u32>>,
+    /// Pages faults added to mappings nothing could name (`[file]`, `[unmapped]`).
+    unnamed_pages: i64,
 }
 
 impl Ledger {
@@ -46,6 +50,9 @@ impl Ledger {
             new_mms: HashMap::new(),
             unseeded_dropped: 0,
             batch_at: Default::default(),
+            paths: HashMap::new(),
+            sharing: HashMap::new(),
+            unnamed_pages: 0,
         }
     }
 
@@ -60,6 +67,14 @@ impl Ledger {
 
     pub fn page_size(&self) -> i64 {
         self.page_size
+    }
+
+    /// Pages (net) faults added to mappings that stayed unnamed: `[file]` (a file mmap whose
+    /// process was gone before /proc named it and whose open was not seen) and `[unmapped]`
+    /// (an address in no mapping the ledger knew, e.g. what exec mapped in a process gone
+    /// before /proc could be read).
+    pub fn unnamed_pages(&self) -> i64 {
+        self.unnamed_pages
     }
 
     /// First counter changes that had no seed and could not be attributed.
@@ -125,6 +140,9 @@ impl Ledger {
                 p.rss_trace.note(at, kib, p.own_pages);
             }
         }
+        if !self.sharing.is_empty() {
+            self.share_counter(e, at);
+        }
     }
 
     /// Apply one rss change; the process it changed, if any.
@@ -143,6 +161,7 @@ impl Ledger {
             }
             return None;
         }
+        let joined = self.join_shared_mm(e.hdr.tgid, e.mm_id);
         let facts = self.facts.as_ref();
         let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
         let m = e.member as usize;
@@ -154,6 +173,8 @@ impl Ledger {
             Some(i) => i,
             None => {
                 let c = match (unseeded, p.mms.is_empty(), p.seed) {
+                    // An mm a live watched process runs on too: its counters are the mm's.
+                    _ if joined.is_some() => joined.expect("some"),
                     // The mm the process had when the watch began: /proc/PID/status seeded it.
                     (true, true, Some(seed)) => MmCounters { mm_id: e.mm_id, rss: seed, known: [true; 4], torn: false },
                     (true, _, _) => MmCounters { mm_id: e.mm_id, rss: [0; 4], known: [false; 4], torn: false },
@@ -196,8 +217,18 @@ impl Ledger {
         match e.cause {
             cause::FAULT | cause::KERNEL_FAULT => {
                 let id = p.mapping_of(e.addr, facts);
+                if matches!(&*id.name, "[file]" | "[unmapped]") {
+                    self.unnamed_pages += pages;
+                }
                 p.own_pages[usize::from(id.shared)] += pages;
                 p.interval.pages[m] += pages;
+                if e.cause == cause::FAULT
+                    && e.aux & cow::PROT_WRITE == cow::PROT_WRITE
+                    && e.member == member::ANON
+                    && pages > 0
+                {
+                    p.cow_shown(e.addr, page, &id);
+                }
                 if e.stack_id >= 0 {
                     let n = p.stacks.entry(e.stack_id).or_default();
                     if *n == 0 {
@@ -220,39 +251,15 @@ impl Ledger {
         Some(p)
     }
 
-    pub fn on_syscall(&mut self, e: &SyscallEvent) {
-        let page = self.page_size as u64;
-        let round = |len: u64| len.div_ceil(page) * page;
-        let facts = self.facts.as_ref();
-        let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
-        let a = e.args;
-        match e.nr {
-            nr::MMAP => {
-                let (start, flags) = (e.ret as u64, a[3]);
-                let end = start + round(a[1]);
-                let shared = matches!(flags & MAP_SHARED_TYPE, 0x01 | 0x03);
-                if flags & MAP_ANONYMOUS != 0 {
-                    p.maps.map(start, end, MappingId { name: anon_name(start, shared), shared }, true);
-                } else {
-                    // A file mapping: /proc/PID/maps has its name. Force the re-read.
-                    if !p.reload_maps(facts) {
-                        p.maps.map(start, end, MappingId { name: "[file]".into(), shared }, false);
-                    }
-                }
-            }
-            nr::MUNMAP => p.maps.unmap(a[0], a[0] + round(a[1])),
-            nr::MREMAP => p.maps.remap(a[0], round(a[1]), e.ret as u64, round(a[2])),
-            nr::BRK => p.maps.set_brk(e.ret as u64),
-            _ => {}
-        }
-    }
-
     pub fn on_fork(&mut self, e: &ProcEvent) -> Record {
         debug_assert!(self.procs.get(&e.pid).is_none_or(|p| !p.alive), "a live pid forked again");
-        let maps = self.procs.get(&e.ppid).map(|p| p.maps.clone()).unwrap_or_default();
+        let parent = self.procs.get(&e.ppid);
+        let (maps, fds) = parent.map(|p| (p.maps.clone(), p.fds.clone())).unwrap_or_default();
         let comm = comm_str(&e.comm);
         // The kernel tracked the child's counters from zero (fork copy), so no seed is needed.
-        self.procs.insert(e.pid, Proc::new(e.pid, e.ppid, comm.clone(), maps));
+        let mut child = Proc::new(e.pid, e.ppid, comm.clone(), maps);
+        child.fds = fds;
+        self.procs.insert(e.pid, child);
         Record::Proc { pid: e.pid, ppid: e.ppid, comm, event: "fork" }
     }
 
@@ -268,7 +275,10 @@ impl Ledger {
         if !p.reload_maps(facts) {
             p.maps = MappingMap::default();
         }
-        Record::Proc { pid: e.pid, ppid: p.ppid, comm, event: "exec" }
+        let ppid = p.ppid;
+        // A vfork child ran on its parent's mm until now.
+        self.leave_shared_mms(e.pid);
+        Record::Proc { pid: e.pid, ppid, comm, event: "exec" }
     }
 
     /// The exit of a process; `None` if it was already seen gone (the /proc liveness check can
@@ -287,8 +297,10 @@ impl Ledger {
             return None;
         }
         p.alive = false;
-        // It will not be read again: its trace is dead weight while it waits to be retired.
+        // It will not be read again: its trace and open files are dead weight while it waits
+        // to be retired.
         p.rss_trace = RssTrace::default();
+        p.fds = Default::default();
         // Its last name: prctl(PR_SET_NAME) makes no event. When the last thread out is the
         // leader, the record has it; else /proc has the zombie leader's name, as long as the
         // number is not already another process's; the exiting thread's own name is the
@@ -303,7 +315,9 @@ impl Ledger {
         } else {
             p.comm_at_exit_unknown = true;
         }
-        Some(Record::Proc { pid: e.pid, ppid: p.ppid, comm: p.comm.clone(), event: "exit" })
+        let rec = Record::Proc { pid: e.pid, ppid: p.ppid, comm: p.comm.clone(), event: "exit" };
+        self.leave_shared_mms(e.pid);
+        Some(rec)
     }
 
     /// Close an interval: `faults` holds the kernel's cumulative fault count per pid. Returns a
@@ -320,6 +334,7 @@ impl Ledger {
                 p.kernel_faults = n;
             }
             let a = std::mem::take(&mut p.interval);
+            p.cow_seen = HashMap::new();
             p.age_mapping_rates(&a, interval_s);
             if a.is_empty() {
                 continue;
@@ -331,7 +346,7 @@ impl Ledger {
                     p.comm = c;
                 }
             }
-            if a.faults == 0 && a.pages == [0; 4] {
+            if a.faults == 0 && a.pages == [0; 4] && a.cow == 0 {
                 continue;
             }
             out.push(Record::Faults {
@@ -376,6 +391,12 @@ fn proc_entry<'a>(procs: &'a mut HashMap<u32, Proc>, facts: &dyn ProcSource, pid
     })
 }
 
+#[path = "ledger_cow.rs"]
+mod cow;
+#[path = "ledger_names.rs"]
+mod names;
+#[path = "ledger_shared.rs"]
+mod shared;
 #[cfg(test)]
 #[path = "ledger_tests.rs"]
 mod tests;

@@ -1,5 +1,5 @@
 //! Unit tests of the ledger on synthetic kernel events (no root, no /proc: a fake answers).
-use agent_common::{EventHeader, EventKind};
+use agent_common::{nr, EventHeader, EventKind, SyscallEvent};
 
 use super::*;
 use crate::attribution::FakeProc;
@@ -51,9 +51,12 @@ fn fault_pages_go_to_the_mapping_of_the_address() {
     let recs = l.close_interval(&HashMap::from([(PID, 9)]), 1.0);
     let Record::Faults { faults, pages, mappings, .. } = &recs[0] else { panic!("{recs:?}") };
     assert_eq!(*faults, 9);
-    assert_eq!(*pages, Pages { anon: 8, file: 0, shmem: 4 });
-    assert_eq!(mappings[0], MappingStat { mapping: "anon@0x100000".into(), shared: false, faults: 8, pages: 8 });
-    assert_eq!(mappings[1], MappingStat { mapping: "/dev/shm/seg".into(), shared: true, faults: 1, pages: 4 });
+    assert_eq!(*pages, Pages { anon: 8, file: 0, shmem: 4, cow: 0 });
+    assert_eq!(
+        mappings[0],
+        MappingStat { mapping: "anon@0x100000".into(), shared: false, faults: 8, pages: 8, cow: 0 }
+    );
+    assert_eq!(mappings[1], MappingStat { mapping: "/dev/shm/seg".into(), shared: true, faults: 1, pages: 4, cow: 0 });
     let p = &l.procs[&PID];
     assert_eq!(p.total.other[cause::SYSCALL as usize], -2);
     assert_eq!(p.mms[0].rss[member::ANON as usize], PAGE * 27, "the ledger keeps the absolute counter");
@@ -209,4 +212,30 @@ fn stack_pages_are_kept_per_stack_and_per_mapping() {
     let anon = MappingId { name: "anon@0x100000".into(), shared: false };
     let shm = MappingId { name: "/dev/shm/seg".into(), shared: true };
     assert_eq!(p.stack_mappings, HashMap::from([((7, anon.clone()), 3), ((7, shm), 1), ((8, anon), 2)]));
+}
+
+#[test]
+fn processes_on_one_mm_hold_its_whole_counters_and_their_own_faults() {
+    let mut l = ledger_with_maps();
+    let child = PID + 1;
+    l.on_fork(&ProcEvent {
+        hdr: EventHeader { kind: EventKind::Fork as u32, tgid: child, tid: PID, _pad: 0, ts_ns: 0 },
+        pid: child,
+        ppid: PID,
+        comm: [0; 16],
+    });
+    // The parent's first change (seeded), then the child (clone(CLONE_VM)) writes 8 pages of the
+    // same mm, then the parent 4.
+    l.on_rss(&rss(member::ANON, cause::FAULT, rss_flags::UNSEEDED, PAGE * 21, PAGE * 21, 0x10_0000));
+    let mut e = rss(member::ANON, cause::FAULT, 0, PAGE * 29, PAGE * 8, 0x10_1000);
+    e.hdr.tgid = child;
+    l.on_rss(&e);
+    l.on_rss(&rss(member::ANON, cause::FAULT, 0, PAGE * 33, PAGE * 4, 0x10_9000));
+    let kib = |pid| l.get(pid).unwrap().ledger_rss_kib().unwrap();
+    assert_eq!(kib(PID), kib(child), "both hold the mm's counters");
+    assert_eq!(kib(PID), (10 + 33) * PAGE / 1024);
+    assert_eq!(l.mm_shared_with(PID), vec![child]);
+    assert_eq!(l.mm_shared_with(child), vec![PID]);
+    assert_eq!(l.get(child).unwrap().interval.pages[member::ANON as usize], 8, "the child's own faults");
+    assert_eq!(l.get(PID).unwrap().interval.pages[member::ANON as usize], 1 + 4);
 }

@@ -29,6 +29,8 @@ pub trait ProcSource: Send {
     fn zombie_comm(&self, pid: u32) -> Option<String>;
     /// Its name now (prctl renames make no event).
     fn comm(&self, pid: u32) -> Option<String>;
+    /// An absolute path with its symlinks resolved, as `/proc/PID/maps` names a mapped file.
+    fn real_path(&self, path: &str) -> Option<String>;
 }
 
 /// A /proc for unit tests: the maps a test put there for a pid, nothing else; and how often the
@@ -56,6 +58,9 @@ impl ProcSource for FakeProc {
         None
     }
     fn comm(&self, _: u32) -> Option<String> {
+        None
+    }
+    fn real_path(&self, _: &str) -> Option<String> {
         None
     }
 }

@@ -60,6 +60,12 @@ pub struct Proc {
     pub(super) new_stacks: Vec<i32>,
     /// With --stacks: the same pages per (user stack id, mapping they went to).
     pub stack_mappings: HashMap<(i32, MappingId), i64>,
+    /// Files it opened under the watch, by fd: names its file mmaps once /proc is gone.
+    pub(super) fds: HashMap<i32, std::sync::Arc<str>>,
+    /// Pages its own copy-on-write faults made private so far (see `Activity::cow`).
+    pub(super) own_cow: i64,
+    /// This interval's COW pages (page address -> still counted in `cow`; see `ledger_cow.rs`).
+    pub(super) cow_seen: HashMap<u64, bool>,
 }
 
 impl Proc {
@@ -85,6 +91,9 @@ impl Proc {
             stacks: HashMap::new(),
             new_stacks: Vec::new(),
             stack_mappings: HashMap::new(),
+            fds: HashMap::new(),
+            own_cow: 0,
+            cow_seen: HashMap::new(),
         }
     }
 
@@ -128,6 +137,11 @@ impl Proc {
         (self.own_pages[0] + self.own_pages[1]) * page / 1024
     }
 
+    /// KiB its own copy-on-write faults made private so far without adding to RSS.
+    pub fn own_cow_kib(&self, page: i64) -> i64 {
+        self.own_cow * page / 1024
+    }
+
     /// KiB so far, net: added by own faults into private and into shared mappings, and
     /// changed by other causes (munmap, madvise, exit teardown, reclaim), as the ledger stood
     /// when an smaps reading of `smaps_kib` RSS was taken between `from` and `to` (ns since
@@ -152,7 +166,7 @@ impl Proc {
             .iter()
             .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(id, _)| id.clone())
-            .or_else(|| self.total.by_mapping.iter().max_by_key(|(_, s)| s.pages).map(|(id, _)| id.clone()))
+            .or_else(|| self.total.by_mapping.iter().max_by_key(|(_, s)| s.growth()).map(|(id, _)| id.clone()))
     }
 
     /// Fold an interval's activity into the smoothed growth rate per mapping (~30 s); a dead
@@ -165,8 +179,8 @@ impl Proc {
                 *r >= 0.5
             });
             for (id, st) in &a.by_mapping {
-                if st.pages > 0 {
-                    *self.mapping_rate.entry(id.clone()).or_default() += st.pages as f64;
+                if st.growth() > 0 {
+                    *self.mapping_rate.entry(id.clone()).or_default() += st.growth() as f64;
                 }
             }
         } else if self.exit_record_seen {
@@ -199,6 +213,7 @@ impl Proc {
             mappings: self.total.top(TOP_MAPPINGS),
             leak: false,
             leak_rate_kib_s: None,
+            verdicts: Vec::new(),
             stacks: Vec::new(),
         }
     }

@@ -126,6 +126,7 @@ mod tests {
                 shared: false,
                 faults: 15_360,
                 pages: 15_360,
+                cow: 0,
             }],
             stacks: Vec::new(),
             leak: Some(LeakVerdict { rate_kib_s: 2048.0, metric: "uss", window_s: 20.0, growth_kib: 40_960 }),

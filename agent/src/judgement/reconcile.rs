@@ -1,12 +1,12 @@
 //! Reconcile and flag: each smaps reading is checked against the eBPF ledger (RSS drift) and fed
 //! to the pid's leak detector together with the pages its own faults added. The judgement owns
 //! what it learned of each pid: its last reading, its peak USS, its detector.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use super::verdict::{Detector, Params, Sample};
+use super::verdict::{Change, Detector, Params, Sample, Trend};
 use crate::{
     attribution::Ledger,
-    records::{Explain, MemStat, ProcSummary, Record},
+    records::{Explain, MemStat, ProcSummary, Record, VerdictSpan},
 };
 
 /// What the judgement knows of one pid.
@@ -16,6 +16,15 @@ struct Judged {
     last: Option<(MemStat, (i64, i64, i64))>,
     peak_uss_kib: u64,
     detector: Detector,
+    /// The mapping its last leak record named (and whether shared), for a withdrawal.
+    leak_mapping: Option<(String, bool)>,
+    /// Its own COW KiB at its latest reading (for `explain`).
+    last_cow_kib: i64,
+    /// (t, own fault KiB, own COW KiB) at each observation within the leak window: which of
+    /// the two made the growth over a flagged span (`cause`).
+    own_hist: VecDeque<(f64, i64, i64)>,
+    /// The cause its last flagged verdict named.
+    leak_cause: &'static str,
 }
 
 /// One smaps reading of a pid, with the window it was taken in (ns since the watch start).
@@ -32,17 +41,18 @@ pub struct Reading {
 pub struct Judge {
     params: Params,
     procs: HashMap<u32, Judged>,
-    leaks_flagged: u64,
+    /// Processes that exited while a verdict stood.
+    retired_standing: u64,
 }
 
 impl Judge {
     pub fn new(params: Params) -> Judge {
-        Judge { params, procs: HashMap::new(), leaks_flagged: 0 }
+        Judge { params, procs: HashMap::new(), retired_standing: 0 }
     }
 
-    /// Leak records emitted so far (new verdicts and material rate changes).
-    pub fn leaks_flagged(&self) -> u64 {
-        self.leaks_flagged
+    /// Verdicts standing now: of live pids, and of pids that exited while theirs stood.
+    pub fn leaks_standing(&self) -> u64 {
+        self.retired_standing + self.procs.values().filter(|j| j.detector.flagged.is_some()).count() as u64
     }
 
     /// The latest smaps reading of `pid`.
@@ -50,13 +60,13 @@ impl Judge {
         self.procs.get(&pid)?.last.as_ref().map(|(m, _)| m)
     }
 
-    /// The leak verdict of `pid`, if one was flagged (its last trend).
+    /// The leak verdict of `pid`, if one stands (its last trend).
     pub fn leak_verdict(&self, pid: u32) -> Option<&super::verdict::Trend> {
         self.procs.get(&pid)?.detector.flagged.as_ref()
     }
 
-    /// A fresh reading: its mem record, and a leak record when the verdict is new or its rate
-    /// changed.
+    /// A fresh reading: its mem record, and a leak record when the verdict is new, its rate
+    /// changed, or it was withdrawn.
     pub fn on_reading(&mut self, ledger: &Ledger, r: Reading) -> Vec<Record> {
         let Some(p) = ledger.get(r.pid) else {
             return vec![];
@@ -68,8 +78,20 @@ impl Judge {
         let j = self.procs.entry(r.pid).or_default();
         j.peak_uss_kib = j.peak_uss_kib.max(mem.uss_kib);
         let explain = j.last.replace((mem.clone(), own)).map(|(prev, prev_own)| explain(&prev, prev_own, &mem, own));
+        let cow_kib = p.own_cow_kib(ledger.page_size());
+        let explain = explain.map(|e| Explain { cow_kib: cow_kib - j.last_cow_kib, ..e });
+        j.last_cow_kib = cow_kib;
         let comm = p.comm.clone();
-        let mut out = vec![Record::Mem { pid: r.pid, comm, sweep: r.sweep, mem, ledger_rss_kib, drift_kib, explain }];
+        let mut out = vec![Record::Mem {
+            pid: r.pid,
+            comm,
+            sweep: r.sweep,
+            mem,
+            ledger_rss_kib,
+            drift_kib,
+            explain,
+            mm_shared_with: ledger.mm_shared_with(r.pid),
+        }];
         out.extend(self.observe(ledger, r.pid, r.t));
         out
     }
@@ -84,28 +106,34 @@ impl Judge {
         let p = ledger.get(pid)?;
         let j = self.procs.get_mut(&pid)?;
         let (mem, _) = j.last.as_ref()?;
+        // Own growth: pages its faults added to RSS, and pages its COW writes made private.
+        let (fault_kib, cow_kib) = (p.own_fault_kib(ledger.page_size()), p.own_cow_kib(ledger.page_size()));
+        j.own_hist.push_back((t, fault_kib, cow_kib));
+        while j.own_hist.front().is_some_and(|h| t - h.0 > self.params.window_s) {
+            j.own_hist.pop_front();
+        }
         let sample = Sample {
             t,
             uss_kib: mem.uss_kib as f64,
             pss_kib: mem.pss_kib as f64,
-            own_kib: p.own_fault_kib(ledger.page_size()) as f64,
+            own_kib: (fault_kib + cow_kib) as f64,
         };
-        let trend = j.detector.observe(sample, &self.params)?;
-        self.leaks_flagged += 1;
-        let mapping = p.growing_mapping();
-        Some(Record::Leak {
-            pid,
-            comm: p.comm.clone(),
-            rate_kib_s: round2(trend.rate_kib_s),
-            window_s: round2(trend.span_s),
-            growth_kib: trend.growth_kib.round() as i64,
-            metric: trend.metric.name(),
-            mapping: mapping.as_ref().map_or_else(|| "?".into(), |m| m.name.to_string()),
-            shared: mapping.is_some_and(|m| m.shared),
-            confidence: trend.confidence,
-            smaps_mapping: None,
-            stacks: Vec::new(),
-        })
+        let (trend, state, withdrawn) = match j.detector.step(sample, &self.params)? {
+            Change::Flagged(t) => {
+                let m = p.growing_mapping();
+                let name = m.as_ref().map_or_else(|| "?".into(), |m| m.name.to_string());
+                j.leak_mapping = Some((name, m.is_some_and(|m| m.shared)));
+                j.leak_cause = cause_over(&j.own_hist, t.span_s);
+                (t, "flagged", None)
+            }
+            Change::Withdrawn(e) => (e.trend, "withdrawn", e.withdrawn.map(|(_, r)| (r.name(), round2(e.flagged_at)))),
+        };
+        let (mapping, shared) = j.leak_mapping.clone().unwrap_or_else(|| ("?".into(), false));
+        let mut rec = leak_record(pid, p.comm.clone(), &trend, (mapping, shared), state, withdrawn);
+        if let Record::Leak { cause, .. } = &mut rec {
+            *cause = j.leak_cause;
+        }
+        Some(rec)
     }
 
     /// What the judgement adds to a pid's summary entry: peak USS, last PSS, its verdict.
@@ -119,7 +147,36 @@ impl Judge {
     pub fn retire(&mut self, s: &mut ProcSummary) {
         if let Some(j) = self.procs.remove(&s.pid) {
             fill(s, &j);
+            self.retired_standing += u64::from(j.detector.flagged.is_some());
         }
+    }
+}
+
+/// A `leak` record: a verdict flagged, or withdrawn (`reason`, flagged at).
+fn leak_record(
+    pid: u32,
+    comm: String,
+    t: &Trend,
+    (mapping, shared): (String, bool),
+    state: &'static str,
+    withdrawn: Option<(&'static str, f64)>,
+) -> Record {
+    Record::Leak {
+        pid,
+        comm,
+        rate_kib_s: round2(t.rate_kib_s),
+        window_s: round2(t.span_s),
+        growth_kib: t.growth_kib.round() as i64,
+        metric: t.metric.name(),
+        mapping,
+        shared,
+        confidence: t.confidence,
+        cause: "faults",
+        state,
+        reason: withdrawn.map(|w| w.0),
+        flagged_at: withdrawn.map(|w| w.1),
+        smaps_mapping: None,
+        stacks: Vec::new(),
     }
 }
 
@@ -130,6 +187,16 @@ fn fill(s: &mut ProcSummary, j: &Judged) {
         s.leak = true;
         s.leak_rate_kib_s = Some(round2(t.rate_kib_s));
     }
+    s.verdicts = j
+        .detector
+        .episodes()
+        .map(|e| VerdictSpan {
+            flagged_at: round2(e.flagged_at),
+            withdrawn_at: e.withdrawn.map(|(t, _)| round2(t)),
+            reason: e.withdrawn.map(|(_, r)| r.name()),
+            rate_kib_s: round2(e.trend.rate_kib_s),
+        })
+        .collect();
 }
 
 /// The PSS/USS change between two readings: the ledger says what the pid's own activity did,
@@ -145,7 +212,20 @@ fn explain(prev: &MemStat, prev_own: (i64, i64, i64), now: &MemStat, own: (i64, 
         faulted_private_kib: own.0 - prev_own.0,
         faulted_shared_kib: own.1 - prev_own.1,
         released_kib: own.2 - prev_own.2,
+        cow_kib: 0,
         sharing_kib: delta_pss_kib - delta_rss_kib,
+    }
+}
+
+/// What made the growth over the last `span_s` seconds of `hist` (t, own fault KiB, own COW
+/// KiB): `cow` when its COW writes made more private than its faults added, else `faults`.
+fn cause_over(hist: &VecDeque<(f64, i64, i64)>, span_s: f64) -> &'static str {
+    let Some(&(now, f1, c1)) = hist.back() else { return "faults" };
+    let (_, f0, c0) = hist.iter().find(|h| h.0 >= now - span_s - 1e-6).copied().unwrap_or((now, f1, c1));
+    if c1 - c0 > f1 - f0 {
+        "cow"
+    } else {
+        "faults"
     }
 }
 
@@ -170,6 +250,17 @@ mod tests {
     }
 
     #[test]
+    fn the_cause_is_what_grew_most_over_the_flagged_span() {
+        // A worker that first-touched 64 MiB long ago, then made 1 MiB/s private by COW.
+        let hist: VecDeque<_> = (0..=60).map(|i| (i as f64, 65_536 + 8 * i, 1024 * (i - 30).max(0))).collect();
+        assert_eq!(cause_over(&hist, 20.0), "cow");
+        // Over the first 30 s it was only faults.
+        let early: VecDeque<_> = hist.iter().copied().take(31).collect();
+        assert_eq!(cause_over(&early, 20.0), "faults");
+        assert_eq!(cause_over(&VecDeque::new(), 20.0), "faults");
+    }
+
+    #[test]
     fn a_siblings_exit_shows_as_sharing_not_as_own_growth() {
         // PSS +5 MiB, nothing of its own moved: all of it is sharing.
         let e = explain(&mem(20_480, 10_240, 100), (0, 0, 0), &mem(20_480, 15_360, 100), (0, 0, 0));
@@ -187,5 +278,63 @@ mod tests {
         assert_eq!(e.delta_rss_kib, 10_240);
         assert_eq!(e.sharing_kib, 8192 - 10_240);
         assert_eq!(e.delta_uss_kib, 6144);
+    }
+
+    /// A judge whose pids saw `f(t)` (USS = PSS = own faults) every 2 s for `secs`.
+    fn judged(judge: &mut Judge, pid: u32, secs: usize, f: impl Fn(f64) -> f64) {
+        let j = judge.procs.entry(pid).or_default();
+        for i in 0..=secs / 2 {
+            let t = i as f64 * 2.0;
+            j.detector.step(Sample { t, uss_kib: f(t), pss_kib: f(t), own_kib: f(t) }, &judge.params);
+        }
+    }
+
+    fn entry(pid: u32) -> ProcSummary {
+        ProcSummary {
+            pid,
+            comm: "p".into(),
+            faults: 0,
+            pages: Default::default(),
+            other_pages: 0,
+            causes: Default::default(),
+            peak_uss_kib: 0,
+            last_pss_kib: 0,
+            mappings: vec![],
+            leak: false,
+            leak_rate_kib_s: None,
+            verdicts: vec![],
+            stacks: vec![],
+        }
+    }
+
+    #[test]
+    fn only_verdicts_standing_at_the_end_count_and_exits_while_flagged_do() {
+        let mut judge = Judge::new(Params::default());
+        let leak = |t: f64| 1024.0 * t;
+        // Ramps of 30 s back to the floor.
+        let saw = |t: f64| if t % 32.0 <= 30.0 { 1024.0 * (t % 32.0) } else { 0.0 };
+        judged(&mut judge, 1, 100, leak);
+        judged(&mut judge, 2, 100, saw);
+        judged(&mut judge, 3, 100, leak);
+        judged(&mut judge, 4, 100, saw);
+        assert_eq!(judge.leaks_standing(), 2);
+        // 3 exits while flagged: still counted; 4 exits withdrawn: not.
+        let (mut s3, mut s4) = (entry(3), entry(4));
+        judge.retire(&mut s3);
+        judge.retire(&mut s4);
+        assert_eq!(judge.leaks_standing(), 2);
+        assert!(s3.leak && s3.verdicts.len() == 1 && s3.verdicts[0].withdrawn_at.is_none(), "{s3:?}");
+
+        let mut s2 = entry(2);
+        judge.fill_summary(&mut s2);
+        assert!(!s2.leak && s2.leak_rate_kib_s.is_none(), "{s2:?}");
+        let v = &s2.verdicts[0];
+        assert_eq!((v.withdrawn_at, v.reason), (Some(32.0), Some("fell_back")), "{s2:?}");
+        assert!(v.flagged_at < 30.0 && (v.rate_kib_s - 1024.0).abs() < 100.0, "{v:?}");
+        let json = serde_json::to_value(&s2).unwrap();
+        assert_eq!(json["leak"], false);
+        assert_eq!(json["verdicts"][0]["withdrawn_at"], 32.0);
+        // Never flagged: no list at all.
+        assert!(serde_json::to_value(entry(9)).unwrap().get("verdicts").is_none());
     }
 }

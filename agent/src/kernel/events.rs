@@ -2,7 +2,7 @@
 //! unknown record is an error, never undefined behaviour.
 use std::mem::size_of;
 
-use agent_common::{EventHeader, EventKind, OomEvent, ProcEvent, RssEvent, SyscallEvent};
+use agent_common::{CowEvent, EventHeader, EventKind, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub enum Event {
     Exec(ProcEvent),
     Exit(ProcEvent),
     Oom(OomEvent),
+    Open(OpenEvent),
+    Cow(CowEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,6 +42,8 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exec => read(buf, "proc event").map(Event::Exec),
         EventKind::Exit => read(buf, "proc event").map(Event::Exit),
         EventKind::Oom => read(buf, "oom event").map(Event::Oom),
+        EventKind::Open => read(buf, "open event").map(Event::Open),
+        EventKind::Cow => read(buf, "cow event").map(Event::Cow),
     }
 }
 
@@ -143,6 +147,13 @@ mod tests {
         };
         assert_eq!(decode(&bytes_of(&o)), Ok(Event::Oom(o)));
         assert!(matches!(decode(&bytes_of(&o)[..95]), Err(DecodeError::Truncated { what: "oom event", .. })));
+        let c = CowEvent {
+            hdr: EventHeader { kind: EventKind::Cow as u32, tgid: 5, tid: 6, _pad: 0, ts_ns: 0 },
+            addr: 0x7f00_0000_1234,
+            err: 7,
+        };
+        assert_eq!(decode(&bytes_of(&c)), Ok(Event::Cow(c)));
+        assert!(matches!(decode(&bytes_of(&c)[..39]), Err(DecodeError::Truncated { what: "cow event", .. })));
     }
 
     #[test]
@@ -193,11 +204,11 @@ mod fuzz {
 
         /// A valid header kind followed by random bytes of any length.
         #[test]
-        fn decode_known_kinds_with_random_bodies(kind in 0u32..8, body in proptest::collection::vec(any::<u8>(), 0..120)) {
+        fn decode_known_kinds_with_random_bodies(kind in 0u32..10, body in proptest::collection::vec(any::<u8>(), 0..120)) {
             let mut buf = kind.to_le_bytes().to_vec();
             buf.extend(body);
             match decode(&buf) {
-                Ok(_) => prop_assert!((1..=6).contains(&kind)),
+                Ok(_) => prop_assert!((1..=8).contains(&kind)),
                 Err(DecodeError::UnknownKind(k)) => prop_assert_eq!(k, kind),
                 Err(DecodeError::Truncated { need, got, .. }) => prop_assert!(got < need),
             }

@@ -166,6 +166,14 @@ impl Pipeline {
                     self.retire(e.pid);
                     Some(self.ledger.on_fork(&e))
                 }
+                Ok(Event::Open(e)) => {
+                    self.ledger.on_open(&e);
+                    None
+                }
+                Ok(Event::Cow(e)) => {
+                    self.ledger.on_cow(&e);
+                    None
+                }
                 Ok(Event::Exec(e)) => Some(self.ledger.on_exec(&e)),
                 Ok(Event::Exit(e)) => self.on_exit(&e),
                 // Before its exit record (the kernel submitted it first): its state is all here.
@@ -324,7 +332,7 @@ impl Pipeline {
     }
 
     /// After the last drain: the last readings and verdicts, the last interval, the summary.
-    /// Returns the number of leak records emitted over the run.
+    /// Returns the number of leak verdicts standing at the end (exited processes included).
     pub async fn finish(&mut self, tick: u64, dt: f64, evidence: mpsc::UnboundedReceiver<Record>) -> u64 {
         self.settle(u64::MAX);
         for r in self.evidence.finish(evidence).await {
@@ -358,6 +366,6 @@ impl Pipeline {
         });
         self.sinks.emit(&summary);
         self.sinks.flush();
-        self.judge.leaks_flagged()
+        self.judge.leaks_standing()
     }
 }

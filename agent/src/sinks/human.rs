@@ -130,10 +130,14 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
                 Some(m) => (size_kib(m.rss_kib as i64), size_kib(m.pss_kib as i64), size_kib(m.uss_kib as i64)),
                 None => ("-".into(), "-".into(), "-".into()),
             };
-            let top = mappings
+            let mut top = mappings
                 .first()
                 .map(|m| format!("{} {} +{}", m.mapping, if m.shared { "(shared)" } else { "(private)" }, kib(m.pages)))
                 .unwrap_or_default();
+            if pages.cow != 0 {
+                // Made private by copy-on-write: USS grows, no rss column does.
+                let _ = write!(top, "; COW +{}", kib(pages.cow));
+            }
             format!(
                 "{t} {pid:>7} {comm:<15.15} {faults:>7} {:>9} {:>9} {:>9} {:>9} {rss:>9} {pss:>9} {uss:>9}  {top}",
                 kib(pages.total()),
@@ -155,6 +159,19 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
             )
         }
         Record::Mem { .. } => return None,
+        Record::Leak { pid, comm, rate_kib_s, metric, state: "withdrawn", reason, flagged_at, .. } => {
+            format!(
+                "{t} {pid:>7} {comm:<15.15} leak withdrawn: {} (flagged at {:.0}s, last {}/s of {})",
+                match *reason {
+                    Some("fell_back") => "fell back below half its flagged growth",
+                    Some("stalled") => "no growth over as long as it was flagged on",
+                    _ => "its growth no longer holds",
+                },
+                flagged_at.unwrap_or_default(),
+                size_kib(rate_kib_s.round() as i64),
+                metric.to_uppercase(),
+            )
+        }
         Record::Leak {
             pid,
             comm,
@@ -165,11 +182,13 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
             mapping,
             shared,
             confidence,
+            cause,
             smaps_mapping,
             stacks,
+            ..
         } => {
             format!(
-                "{t} {pid:>7} {comm:<15.15} LEAK {}/s of {} for {window_s:.0}s (+{}) into {mapping} ({}), confidence {confidence:.2}",
+                "{t} {pid:>7} {comm:<15.15} LEAK {}/s of {} for {window_s:.0}s (+{}) into {mapping} ({}){}, confidence {confidence:.2}",
                 size_kib(rate_kib_s.round() as i64),
                 metric.to_uppercase(),
                 size_kib(*growth_kib),
@@ -178,6 +197,7 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
                     (true, _) => "shared",
                     _ => "private",
                 },
+                if *cause == "cow" { " made private by copy-on-write" } else { "" },
             ) + &vma_line(smaps_mapping.as_ref())
                 + &stack_lines(stacks.first(), page_kib)
         }
@@ -218,6 +238,8 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
                     p.mappings.first().map(|m| format!("{} +{}", m.mapping, kib(m.pages))).unwrap_or_default();
                 if let Some(r) = p.leak_rate_kib_s {
                     top = format!("LEAK {}/s  {top}", size_kib(r.round() as i64));
+                } else if let Some(w) = p.verdicts.last().and_then(|v| v.withdrawn_at) {
+                    top = format!("(leak withdrawn at {w:.0}s)  {top}");
                 }
                 let _ = writeln!(
                     s,
@@ -255,7 +277,7 @@ impl<W: std::io::Write + Send> Human<W> {
 impl<W: std::io::Write + Send> super::Sink for Human<W> {
     fn emit(&mut self, ts: f64, record: &Record) -> std::io::Result<()> {
         let Some(text) = render(ts, record, self.page_kib) else { return Ok(()) };
-        if self.color && matches!(record, Record::Leak { .. } | Record::Oom { .. }) {
+        if self.color && matches!(record, Record::Leak { state: "flagged", .. } | Record::Oom { .. }) {
             // The leak line itself in bold red; its evidence lines under it plain.
             let (first, rest) = text.split_once('\n').map_or((text.as_str(), ""), |(a, b)| (a, b));
             let sep = if rest.is_empty() { "" } else { "\n" };
@@ -291,8 +313,14 @@ mod tests {
             comm: "demo-leaker".into(),
             interval_s: 1.0,
             faults: 256,
-            pages: Pages { anon: 256, file: 0, shmem: 0 },
-            mappings: vec![MappingStat { mapping: "anon@0x7f00".into(), shared: false, faults: 256, pages: 256 }],
+            pages: Pages { anon: 256, file: 0, shmem: 0, cow: 0 },
+            mappings: vec![MappingStat {
+                mapping: "anon@0x7f00".into(),
+                shared: false,
+                faults: 256,
+                pages: 256,
+                cow: 0,
+            }],
             last_mem: Some(MemStat {
                 rss_kib: 4096,
                 pss_kib: 2048,
@@ -316,6 +344,32 @@ mod tests {
     }
 
     #[test]
+    fn a_withdrawn_verdict_has_its_own_line() {
+        let rec = Record::Leak {
+            pid: 9,
+            comm: "sawtooth".into(),
+            rate_kib_s: 1021.7,
+            window_s: 28.0,
+            growth_kib: 28_659,
+            metric: "uss",
+            mapping: "anon@0x7f00".into(),
+            shared: false,
+            confidence: 0.5,
+            cause: "faults",
+            state: "withdrawn",
+            reason: Some("fell_back"),
+            flagged_at: Some(20.4),
+            smaps_mapping: None,
+            stacks: vec![],
+        };
+        let line = render(30.7, &rec, 4).unwrap();
+        assert!(
+            line.ends_with("9 sawtooth        leak withdrawn: fell back below half its flagged growth (flagged at 20s, last 1022 KiB/s of USS)"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn mem_is_folded_and_summary_lists_procs() {
         let mem = MemStat {
             rss_kib: 1,
@@ -335,6 +389,7 @@ mod tests {
                 ledger_rss_kib: None,
                 drift_kib: None,
                 explain: None,
+                mm_shared_with: vec![],
                 mem: mem.clone(),
             },
             4
@@ -348,6 +403,7 @@ mod tests {
             ledger_rss_kib: Some(10_240),
             drift_kib: Some(-40_960),
             explain: None,
+            mm_shared_with: vec![],
             mem: MemStat { rss_kib: 51_200, ..mem },
         };
         let line = render(1.0, &drifted, 4).unwrap();
@@ -359,13 +415,14 @@ mod tests {
                 lost_events: 0,
                 events_submitted: 0,
                 events_received: 0,
+                unnamed_pages: 0,
                 agent: Default::default(),
                 stacks: None,
                 procs: vec![ProcSummary {
                     pid: 7,
                     comm: "writer".into(),
                     faults: 10,
-                    pages: Pages { anon: 0, file: 0, shmem: 10 },
+                    pages: Pages { anon: 0, file: 0, shmem: 10, cow: 0 },
                     other_pages: 0,
                     causes: Default::default(),
                     peak_uss_kib: 40,
@@ -373,6 +430,7 @@ mod tests {
                     mappings: vec![],
                     leak: true,
                     leak_rate_kib_s: Some(2048.0),
+                    verdicts: vec![],
                     stacks: vec![],
                 }],
                 folded: vec![],

@@ -293,6 +293,7 @@ mod tests {
             lost_events: 0,
             events_submitted: 0,
             events_received: 0,
+            unnamed_pages: 0,
             agent: Default::default(),
             stacks: None,
             procs: vec![],

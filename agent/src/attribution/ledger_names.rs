@@ -1,0 +1,73 @@
+//! Naming, the ledger's part: mapping syscalls keep each process's interval map current (with
+//! the protections, so anonymous regions merge and split as the kernel's VMAs do), and the files
+//! a process opened name its file mmaps when `/proc/PID/maps` can no longer be read (a
+//! short-lived process is often gone by the time its records are read).
+use std::sync::Arc;
+
+use agent_common::{nr, OpenEvent, SyscallEvent};
+
+use super::{proc_entry, Ledger};
+use crate::attribution::mappings::{anon_name, MappingId};
+
+const MAP_SHARED_TYPE: u64 = 0x03;
+const MAP_ANONYMOUS: u64 = 0x20;
+const PROT_MASK: u64 = 0x7;
+/// Distinct opened paths remembered (their resolved names), a bound on a long watch.
+const MAX_PATHS: usize = 16_384;
+
+impl Ledger {
+    pub fn on_syscall(&mut self, e: &SyscallEvent) {
+        let page = self.page_size as u64;
+        let round = |len: u64| len.div_ceil(page) * page;
+        let facts = self.facts.as_ref();
+        let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
+        let a = e.args;
+        match e.nr {
+            nr::MMAP => {
+                let (start, prot, flags) = (e.ret as u64, (a[2] & PROT_MASK) as u8, a[3]);
+                let end = start + round(a[1]);
+                let shared = matches!(flags & MAP_SHARED_TYPE, 0x01 | 0x03);
+                if flags & MAP_ANONYMOUS != 0 {
+                    p.maps.map_prot(start, end, MappingId { name: anon_name(start, shared), shared }, true, prot);
+                } else if !p.reload_maps(facts) {
+                    // A file mapping: /proc/PID/maps has its name, if the process is still there;
+                    // else the path it opened the fd under.
+                    let name = p.fds.get(&(a[4] as i32)).cloned().unwrap_or_else(|| "[file]".into());
+                    p.maps.map_file(start, end, MappingId { name, shared }, prot, a[5]);
+                }
+            }
+            nr::MPROTECT => p.maps.protect(a[0], a[0] + round(a[1]), (a[2] & PROT_MASK) as u8),
+            nr::MUNMAP => p.maps.unmap(a[0], a[0] + round(a[1])),
+            nr::MREMAP => p.maps.remap(a[0], round(a[1]), e.ret as u64, round(a[2])),
+            nr::BRK => p.maps.set_brk(e.ret as u64),
+            _ => {}
+        }
+    }
+
+    /// A file opened: remember the fd's path (resolved the way `/proc/PID/maps` shows it) for
+    /// a later mmap of it. A relative or unreadable path is not kept: it would name wrongly.
+    pub fn on_open(&mut self, e: &OpenEvent) {
+        let facts = self.facts.as_ref();
+        let len = usize::try_from(e.len).unwrap_or(0).min(e.path.len());
+        let raw = &e.path[..len];
+        let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+        let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
+        if raw.first() != Some(&b'/') {
+            p.fds.remove(&e.fd);
+            return;
+        }
+        let path = String::from_utf8_lossy(raw);
+        if self.paths.len() > MAX_PATHS {
+            self.paths.clear();
+        }
+        let name = match self.paths.get(path.as_ref()) {
+            Some(n) => n.clone(),
+            None => {
+                let n: Arc<str> = facts.real_path(&path).unwrap_or_else(|| path.to_string()).into();
+                self.paths.insert(path.to_string(), n.clone());
+                n
+            }
+        };
+        p.fds.insert(e.fd, name);
+    }
+}
