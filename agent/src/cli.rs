@@ -57,7 +57,8 @@ pub struct WatchArgs {
     /// Slowest sustained growth called a leak, KiB/s.
     #[arg(long, default_value_t = 32.0, value_parser = positive)]
     pub leak_min_rate: f64,
-    /// Exit 3 if any leak was flagged (for CI pipelines that run a service under the agent).
+    /// Exit 3 if a leak verdict still stands at the end (withdrawn verdicts do not count; a
+    /// process that exited while flagged does), for CI pipelines that run a service under the agent.
     #[arg(long)]
     pub fail_on_leak: bool,
     /// Record the user stack of every fault that adds pages, and show where memory came from.

@@ -56,7 +56,7 @@ pub struct Settings {
     pub interval: Duration,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Exit 3 if any leak was flagged.
+    /// Exit 3 if a leak verdict still stands at the end.
     pub fail_on_leak: bool,
     /// The record stream's write error: stop on it.
     pub stream: StreamFailure,
@@ -67,7 +67,7 @@ pub struct Settings {
 /// stream, a spawned command still running gets the signal (SIGTERM for the stream; not a
 /// SIGINT that the terminal already sent it, Ctrl-C) and up to `CHILD_GRACE` to exit; it is
 /// never waited for beyond that. The exit code: 141 (`EXIT_STREAM_CLOSED`) or 1 if the stream
-/// failed, else 3 with `fail_on_leak` and a leak, else 0 after a signal, else the command's.
+/// failed, else 3 with `fail_on_leak` and a standing leak verdict, else 0 after a signal, else the command's.
 pub async fn run(
     (mut p, mut swept_rx, mut evidence_rx): (Pipeline, mpsc::Receiver<Swept>, mpsc::UnboundedReceiver<Record>),
     ring: RingBuf<MapData>,
