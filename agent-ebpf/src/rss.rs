@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, TracePointContext},
     EbpfContext as _,
 };
-use aya_log_ebpf::warn;
+use aya_log_ebpf::{info, warn};
 
 use crate::state::{
     count, count_first, first_on_cpu, g, is_watched, once, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER,
@@ -130,8 +130,10 @@ fn stack_id(ctx: &TracePointContext) -> i32 {
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub extern "C" fn cold_stack_error(e: i32) -> u32 {
+    // Info, not warn: the summary reports the stacks not taken, and the map's size is not a
+    // user's knob; the line is there for `RUST_LOG=info` when the count looks high.
     if count_first(counter::STACK_ERRORS) {
-        warn!(
+        info!(
             &(),
             "bpf_get_stackid failed with {} (logged once per CPU, STACK_ERRORS counts them all): -17 EEXIST = a STACKS bucket holds another stack, raise STACKS' max_entries; -14 EFAULT = no readable user stack",
             e
