@@ -403,8 +403,15 @@ mod tests {
 
     #[test]
     fn kind_round_trip_and_unknown() {
-        for k in [EventKind::Rss, EventKind::Syscall, EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Oom, EventKind::Open]
-        {
+        for k in [
+            EventKind::Rss,
+            EventKind::Syscall,
+            EventKind::Fork,
+            EventKind::Exec,
+            EventKind::Exit,
+            EventKind::Oom,
+            EventKind::Open,
+        ] {
             assert_eq!(EventKind::try_from(k as u32), Ok(k));
         }
         assert_eq!(EventKind::try_from(0), Err(0));

@@ -23,7 +23,16 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
     let id = id as u64;
     if matches!(
         id,
-        nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::MPROTECT | nr::CLONE | nr::CLONE3 | nr::OPEN | nr::OPENAT | nr::OPENAT2
+        nr::MMAP
+            | nr::MUNMAP
+            | nr::BRK
+            | nr::MREMAP
+            | nr::MPROTECT
+            | nr::CLONE
+            | nr::CLONE3
+            | nr::OPEN
+            | nr::OPENAT
+            | nr::OPENAT2
     ) {
         let base = g(&SYS_ARGS);
         for i in 0..6 {

@@ -3,8 +3,7 @@
 //! their arguments so userspace keeps each process's address -> mapping map current without
 //! re-reading /proc/PID/maps; then mark the task idle again.
 use agent_common::{nr, EventHeader, EventKind, OpenEvent, SyscallEvent};
-use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext};
 
 use crate::state::{field, is_watched, now, pid_tgid, reserve, submit_flags, SYS_RET, TASKS};
 
@@ -21,7 +20,8 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     slot.sys_nr = -1;
     slot.fault_cause = 0;
     slot.fault_fresh = 0;
-    if !matches!(id, nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::MPROTECT | nr::OPEN | nr::OPENAT | nr::OPENAT2) {
+    if !matches!(id, nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::MPROTECT | nr::OPEN | nr::OPENAT | nr::OPENAT2)
+    {
         return 0;
     }
     let ret = field::<i64>(&ctx, &SYS_RET).unwrap_or(-1);

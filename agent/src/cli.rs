@@ -85,7 +85,9 @@ pub struct WatchArgs {
 
 impl WatchArgs {
     /// The arguments of `agent watch ARGS...` (what the library's callers and tests build).
-    pub fn parse_from<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString> + Clone>(args: I) -> Result<WatchArgs, clap::Error> {
+    pub fn parse_from<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString> + Clone>(
+        args: I,
+    ) -> Result<WatchArgs, clap::Error> {
         #[derive(Parser)]
         struct One {
             #[command(flatten)]

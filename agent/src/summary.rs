@@ -5,7 +5,7 @@ use crate::{
     attribution::Ledger,
     judgement::Judge,
     proc_facts,
-    records::{AgentCost, ProgStat, ProcSummary, Record},
+    records::{AgentCost, ProcSummary, ProgStat, Record},
     sampling::smaps,
     stacks::Stacks,
 };

@@ -9,6 +9,7 @@ use aya::maps::{MapData, RingBuf};
 use crate::{
     attribution::Ledger,
     cli::WatchArgs,
+    error::AgentError,
     judgement::{Judge, Params},
     kernel::{
         bpf_maps::BpfMaps,
@@ -18,7 +19,6 @@ use crate::{
     proc_facts::Procfs,
     records::Record,
     session::{self, Pipeline, Settings, Signals},
-    error::AgentError,
     sinks::{
         self,
         stack_files::{OutFile, StackFiles},

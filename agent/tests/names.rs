@@ -17,9 +17,7 @@ const PAGES: i64 = 1024;
 
 /// The VMA starts a `wl-vmas` printed on stderr.
 fn starts(lines: impl Iterator<Item = String>) -> HashSet<u64> {
-    lines
-        .filter_map(|l| l.strip_prefix("wl-vmas: 0x").and_then(|h| u64::from_str_radix(h.trim(), 16).ok()))
-        .collect()
+    lines.filter_map(|l| l.strip_prefix("wl-vmas: 0x").and_then(|h| u64::from_str_radix(h.trim(), 16).ok())).collect()
 }
 
 /// Each anonymous mapping named in `wl-vmas`'s entry is one of its VMAs and holds its pages:
@@ -27,8 +25,12 @@ fn starts(lines: impl Iterator<Item = String>) -> HashSet<u64> {
 fn check(recs: &[Value], starts: &HashSet<u64>, how: &str) {
     assert_eq!(starts.len(), N, "{how}: the workload printed its VMAs");
     let p = proc_by_comm(recs, "wl-vmas");
-    let anon: Vec<&Value> =
-        p["mappings"].as_array().unwrap().iter().filter(|m| m["mapping"].as_str().unwrap().starts_with("anon@")).collect();
+    let anon: Vec<&Value> = p["mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["mapping"].as_str().unwrap().starts_with("anon@"))
+        .collect();
     assert!(!anon.is_empty(), "{how}: anonymous mappings in {p}");
     for m in anon {
         let name = m["mapping"].as_str().unwrap();
@@ -102,7 +104,8 @@ fn short_lived_processes_file_mappings_are_named_and_the_rest_counted() {
     let procs = s["procs"].as_array().unwrap();
     let trues: Vec<&Value> = procs.iter().filter(|p| p["comm"] == "true").collect();
     assert!(trues.len() >= 450, "the /bin/true runs are in the summary: {}", trues.len());
-    let total: i64 = procs.iter().map(|p| p["pages"]["anon"].as_i64().unwrap() + p["pages"]["file"].as_i64().unwrap()).sum();
+    let total: i64 =
+        procs.iter().map(|p| p["pages"]["anon"].as_i64().unwrap() + p["pages"]["file"].as_i64().unwrap()).sum();
     let unnamed = s["unnamed_pages"].as_i64().expect("unnamed_pages in the summary");
     // libc (the bulk of a /bin/true's pages) is mapped by ld.so from an fd it opened: named
     // from the open even when the process is gone before /proc is read. What exec itself

@@ -54,7 +54,8 @@ fn signal_agent_alone(sig: i32, workload: &[&str], wait_for: &str) {
     assert_eq!(code, 0, "signal {sig}: exit 0");
     summary(&recs);
     // The command got the signal (forwarded) and its exit was seen before the summary.
-    let exits: Vec<_> = of_type(&recs, "proc").into_iter().filter(|r| r["event"] == "exit" && r["pid"] == child).collect();
+    let exits: Vec<_> =
+        of_type(&recs, "proc").into_iter().filter(|r| r["event"] == "exit" && r["pid"] == child).collect();
     assert_eq!(exits.len(), 1, "signal {sig}: the command's exit is in the records");
     for _ in 0..20 {
         if !alive(child) {

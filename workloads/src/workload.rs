@@ -568,9 +568,8 @@ fn clonevm(child_mib: usize, c: &Common) {
     let mut args = (child_mib, c.hold);
     let stack = map(STACK, false);
     // SAFETY: the child runs on its own stack and only touches `args` and its own mapping.
-    let pid = unsafe {
-        libc::clone(child, stack.add(STACK).cast(), libc::CLONE_VM | libc::SIGCHLD, (&raw mut args).cast())
-    };
+    let pid =
+        unsafe { libc::clone(child, stack.add(STACK).cast(), libc::CLONE_VM | libc::SIGCHLD, (&raw mut args).cast()) };
     assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
     // The child first, then the parent: the bug gave the child's ledger only its own pages.
     hold(0.5);

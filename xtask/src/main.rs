@@ -63,7 +63,9 @@ fn run(cmd: Cmd) -> Result<()> {
             status(c, "cargo build -p workloads")?;
             // The root integration tests load the same kernel hooks: one test at a time.
             let mut c = cargo();
-            c.args(["test", "--workspace", "--exclude", "agent-ebpf", "--no-fail-fast", "--"]).arg("--test-threads=1").args(&args);
+            c.args(["test", "--workspace", "--exclude", "agent-ebpf", "--no-fail-fast", "--"])
+                .arg("--test-threads=1")
+                .args(&args);
             status(c, "cargo test")
         }
         Cmd::Bench => {

@@ -2,8 +2,10 @@
 use agent_common::{nr, EventHeader, EventKind, SyscallEvent};
 
 use super::*;
-use crate::attribution::FakeProc;
-use crate::records::{MappingStat, Pages};
+use crate::{
+    attribution::FakeProc,
+    records::{MappingStat, Pages},
+};
 
 const PID: u32 = 4242;
 const PAGE: i64 = 4096;

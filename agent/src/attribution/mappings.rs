@@ -86,10 +86,14 @@ impl MappingMap {
                 MMapPath::Anonymous | MMapPath::Rollup => (anon_name(start, shared), true),
             };
             let file_off = matches!(map.pathname, MMapPath::Path(_)).then_some(map.offset).filter(|_| !anon);
-            let prot = [(MMPermissions::READ, prot::READ), (MMPermissions::WRITE, prot::WRITE), (MMPermissions::EXECUTE, prot::EXEC)]
-                .iter()
-                .filter(|(perm, _)| map.perms.contains(*perm))
-                .fold(0, |acc, (_, bit)| acc | bit);
+            let prot = [
+                (MMPermissions::READ, prot::READ),
+                (MMPermissions::WRITE, prot::WRITE),
+                (MMPermissions::EXECUTE, prot::EXEC),
+            ]
+            .iter()
+            .filter(|(perm, _)| map.perms.contains(*perm))
+            .fold(0, |acc, (_, bit)| acc | bit);
             m.regions.insert(start, Region { end, id: MappingId { name, shared }, anon, prot, file_off });
         }
         m

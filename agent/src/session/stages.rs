@@ -346,7 +346,10 @@ impl Pipeline {
             log::info!("{} first counter changes had no seed and were not attributed", self.ledger.unseeded_dropped());
         }
         if self.retired_dropped > 0 {
-            log::warn!("{} exited processes were left out of the summary (more than {MAX_RETIRED})", self.retired_dropped);
+            log::warn!(
+                "{} exited processes were left out of the summary (more than {MAX_RETIRED})",
+                self.retired_dropped
+            );
         }
         let counters = self.kernel.bpf.counters();
         let summary = summary::build(summary::Parts {

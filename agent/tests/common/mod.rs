@@ -132,22 +132,9 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(agent())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn agent");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines: rx, seen: Vec::new() }
+        let mut cmd = Command::new(agent());
+        cmd.args(args).stderr(Stdio::inherit());
+        Running::spawn(cmd)
     }
 
     /// Read records until one of type `ty` arrives.
