@@ -101,6 +101,11 @@ pub mod rss_flags {
     pub const NEW_MM_FIRST: u32 = 4;
 }
 
+/// Set in a stack id taken without its leaf frame: the whole stack's bucket in `STACKS` held
+/// another stack (a hash collision), so the kernel was asked again one frame up, which hashes
+/// elsewhere. The id in the map is the stack id without this bit.
+pub const STACK_LEAF_SKIPPED: i32 = 1 << 30;
+
 /// An mm counter change joined in the kernel with what caused it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,8 +127,9 @@ pub struct RssEvent {
     pub addr: u64,
     /// Syscall number for `SYSCALL`, fault error code for faults.
     pub aux: u64,
-    /// With `--stacks`: the user stack of a fault that added pages, an id in the `STACKS` map;
-    /// negative when none was taken (-1: not asked; other: the helper's error).
+    /// With `--stacks`: the user stack of a fault that added pages, an id in the `STACKS` map
+    /// (with [`STACK_LEAF_SKIPPED`] set when it was taken without its leaf frame); negative when
+    /// none was taken (-1: not asked; other: the helper's error).
     pub stack_id: i32,
     pub _pad2: u32,
 }

@@ -1,7 +1,9 @@
 //! `kmem:rss_stat`: turn the absolute counter into a delta per (mm, member) and join it with
 //! what the task was doing (fault at an address, a syscall, exit) so userspace gets
 //! "pid P added N pages at address A" instead of a fault count.
-use agent_common::{cause, counter, last_size_key, nr, rss_flags, EventHeader, EventKind, RssEvent, TaskSlot};
+use agent_common::{
+    cause, counter, last_size_key, nr, rss_flags, EventHeader, EventKind, RssEvent, TaskSlot, STACK_LEAF_SKIPPED,
+};
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::bpf_get_stack,
@@ -113,16 +115,25 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
 
 const PAGE: u64 = 4096;
 
-/// The full user stack's id in STACKS, or the helper's error (counted).
+/// The full user stack's id in STACKS, or the helper's error (counted). When the stack's bucket
+/// holds another stack (-EEXIST, a hash collision), the stack without its leaf frame is taken
+/// instead: it hashes elsewhere, and the id says so (STACK_LEAF_SKIPPED).
 #[inline(always)]
 fn stack_id(ctx: &TracePointContext) -> i32 {
-    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
-        Err(e) => {
-            cold_stack_error(e);
-            e.min(-2)
+    let e = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => return id as i32,
+        Err(e) => e,
+    };
+    let e = if e == -17 {
+        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64 | 1) {
+            Ok(id) => return id as i32 | STACK_LEAF_SKIPPED,
+            Err(e) => e,
         }
-    }
+    } else {
+        e
+    };
+    cold_stack_error(e);
+    e.min(-2)
 }
 
 /// Cold: `bpf_get_stackid` failed (counted in STACK_ERRORS; logged when this CPU's count goes

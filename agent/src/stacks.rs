@@ -148,7 +148,9 @@ impl Stacks {
         if let Some(f) = self.resolved.get(&(pid, id)) {
             return f.clone();
         }
-        let ips: Vec<u64> = match self.map.get(&(id as u32), 0) {
+        // A stack taken without its leaf frame (a collision in the map) is stored under the id
+        // without the flag.
+        let ips: Vec<u64> = match self.map.get(&((id & !agent_common::STACK_LEAF_SKIPPED) as u32), 0) {
             Ok(st) => st.frames().iter().map(|f| f.ip).collect(),
             Err(_) => {
                 self.missing += 1;
