@@ -4,10 +4,13 @@
 //! short-lived process is often gone by the time its records are read).
 use std::sync::Arc;
 
-use agent_common::{nr, OpenEvent, SyscallEvent};
+use agent_common::{nr, ExecMmEvent, OpenEvent, SyscallEvent};
 
 use super::{proc_entry, Ledger};
-use crate::attribution::mappings::{anon_name, MappingId};
+use crate::attribution::{
+    exec_image,
+    mappings::{anon_name, MappingId},
+};
 
 const MAP_SHARED_TYPE: u64 = 0x03;
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -41,6 +44,46 @@ impl Ledger {
             nr::MREMAP => p.maps.remap(a[0], round(a[1]), e.ret as u64, round(a[2])),
             nr::BRK => p.maps.set_brk(e.ret as u64),
             _ => {}
+        }
+    }
+
+    /// The new image's layout, right after its exec record. When `/proc/PID/maps` could not be
+    /// read at exec (the process is gone: its map is empty), place what exec mapped: the binary
+    /// (the exec'd path) and its interpreter (`PT_INTERP`, at `AT_BASE`) over their program
+    /// headers, the stack, and the heap's start. Nothing /proc gave is replaced.
+    pub fn on_exec_mm(&mut self, e: &ExecMmEvent) {
+        let page = self.page_size as u64;
+        let facts = self.facts.as_ref();
+        let Some(p) = self.procs.get_mut(&e.hdr.tgid) else { return };
+        if !p.maps.is_empty() {
+            return;
+        }
+        let len = usize::try_from(e.len).unwrap_or(0).min(e.filename.len());
+        let raw = &e.filename[..len];
+        let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+        // A relative path is relative to a cwd we do not know: the binary stays unnamed.
+        let binary = (raw.first() == Some(&b'/')).then(|| String::from_utf8_lossy(raw).into_owned());
+        let resolve = |path: &str| -> Option<(Arc<str>, exec_image::ElfImage)> {
+            let name = facts.real_path(path).unwrap_or_else(|| path.to_string());
+            let img = facts.elf_image(&name)?;
+            Some((name.into(), img))
+        };
+        let mut interp = None;
+        if let Some((name, img)) = binary.as_deref().and_then(resolve) {
+            if let Some(bias) = img.bias_from_start_code(e.start_code) {
+                img.place(&mut p.maps, bias, &name, page);
+                interp = img.interp.clone();
+            }
+        }
+        if let Some((name, img)) = interp.filter(|_| e.at_base != 0).as_deref().and_then(resolve) {
+            img.place(&mut p.maps, e.at_base, &name, page);
+        }
+        if let Some((lo, hi)) = exec_image::stack_range(e.start_stack, e.env_end, page) {
+            // The mmap area (the interpreter's segments) sits a stack gap lower: no overlap.
+            p.maps.map(lo, hi, MappingId { name: "[stack]".into(), shared: false }, false);
+        }
+        if e.start_brk != 0 {
+            p.maps.set_brk(e.start_brk);
         }
     }
 
