@@ -311,6 +311,8 @@ pub struct ExecMmEvent {
     /// auxv AT_PHDR and AT_ENTRY.
     pub at_phdr: u64,
     pub at_entry: u64,
+    /// auxv AT_SYSINFO_EHDR: where the vDSO is mapped.
+    pub at_sysinfo_ehdr: u64,
     /// Bytes of `filename` read (with the NUL), or a negative error.
     pub len: i32,
     pub _pad: u32,
@@ -332,6 +334,7 @@ impl Default for ExecMmEvent {
             at_base: 0,
             at_phdr: 0,
             at_entry: 0,
+            at_sysinfo_ehdr: 0,
             len: 0,
             _pad: 0,
             filename: [0; PATH_LEN],
@@ -459,14 +462,15 @@ mod tests {
 
     #[test]
     fn exec_mm_layout() {
-        assert_eq!(size_of::<ExecMmEvent>(), 368);
+        assert_eq!(size_of::<ExecMmEvent>(), 376);
         assert_eq!(offset_of!(ExecMmEvent, start_code), 24);
         assert_eq!(offset_of!(ExecMmEvent, start_stack), 64);
         assert_eq!(offset_of!(ExecMmEvent, env_end), 72);
         assert_eq!(offset_of!(ExecMmEvent, at_base), 80);
         assert_eq!(offset_of!(ExecMmEvent, at_entry), 96);
-        assert_eq!(offset_of!(ExecMmEvent, len), 104);
-        assert_eq!(offset_of!(ExecMmEvent, filename), 112);
+        assert_eq!(offset_of!(ExecMmEvent, at_sysinfo_ehdr), 104);
+        assert_eq!(offset_of!(ExecMmEvent, len), 112);
+        assert_eq!(offset_of!(ExecMmEvent, filename), 120);
         assert_eq!(EventKind::try_from(9), Ok(EventKind::ExecMm));
     }
 

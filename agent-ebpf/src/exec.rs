@@ -41,6 +41,7 @@ global!(MM_SAVED_AUXV, 0);
 const AT_PHDR: u64 = 3;
 const AT_BASE: u64 = 7;
 const AT_ENTRY: u64 = 9;
+const AT_SYSINFO_EHDR: u64 = 33;
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
@@ -81,6 +82,7 @@ fn emit_mm(ctx: &TracePointContext, tgid: u32, tid: u32) {
         (*p).at_base = 0;
         (*p).at_phdr = 0;
         (*p).at_entry = 0;
+        (*p).at_sysinfo_ehdr = 0;
         (*p)._pad = 0;
         let auxv = mm as usize + g(&MM_SAVED_AUXV);
         for i in 0..AUXV_PAIRS as usize {
@@ -90,6 +92,7 @@ fn emit_mm(ctx: &TracePointContext, tgid: u32, tid: u32) {
                 AT_PHDR => (*p).at_phdr = kv[1],
                 AT_BASE => (*p).at_base = kv[1],
                 AT_ENTRY => (*p).at_entry = kv[1],
+                AT_SYSINFO_EHDR => (*p).at_sysinfo_ehdr = kv[1],
                 _ => {}
             }
         }

@@ -35,6 +35,15 @@ impl ProcSource for Procfs {
         std::fs::File::open(path).ok()?.take(exec_image::HEAD_BYTES as u64).read_to_end(&mut head).ok()?;
         exec_image::parse(&head)
     }
+    fn vdso_len(&self) -> Option<u64> {
+        // Our own: the kernel maps one vDSO image into every process.
+        static LEN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        *LEN.get_or_init(|| {
+            let maps = Process::myself().ok()?.maps().ok()?;
+            let m = maps.iter().find(|m| matches!(m.pathname, procfs::process::MMapPath::Vdso))?;
+            Some(m.address.1 - m.address.0)
+        })
+    }
 }
 
 pub struct ProcFacts {

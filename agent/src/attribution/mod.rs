@@ -34,6 +34,8 @@ pub trait ProcSource: Send {
     fn real_path(&self, path: &str) -> Option<String>;
     /// An ELF file's loadable segments and interpreter (see [`exec_image::parse`]).
     fn elf_image(&self, path: &str) -> Option<exec_image::ElfImage>;
+    /// Bytes of the vDSO exec maps (the same image in every process of this kernel).
+    fn vdso_len(&self) -> Option<u64>;
 }
 
 /// A /proc for unit tests: the maps a test put there for a pid, nothing else; and how often the
@@ -70,5 +72,8 @@ impl ProcSource for FakeProc {
     }
     fn elf_image(&self, path: &str) -> Option<exec_image::ElfImage> {
         self.elfs.lock().unwrap().get(path).cloned()
+    }
+    fn vdso_len(&self) -> Option<u64> {
+        Some(0x2000)
     }
 }

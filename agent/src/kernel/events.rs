@@ -164,7 +164,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decode(&bytes_of(&x)), Ok(Event::ExecMm(x)));
-        assert!(matches!(decode(&bytes_of(&x)[..367]), Err(DecodeError::Truncated { what: "exec mm event", .. })));
+        assert!(matches!(decode(&bytes_of(&x)[..375]), Err(DecodeError::Truncated { what: "exec mm event", .. })));
     }
 
     #[test]
