@@ -114,7 +114,7 @@ pub fn stack_range(start_stack: u64, env_end: u64, page: u64) -> Option<(u64, u6
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A 64-bit ELF head: two PT_LOADs (r-x, rw- with a bss tail) and a PT_INTERP.

@@ -33,9 +33,9 @@ impl Ledger {
                 let shared = matches!(flags & MAP_SHARED_TYPE, 0x01 | 0x03);
                 if flags & MAP_ANONYMOUS != 0 {
                     p.maps.map_prot(start, end, MappingId { name: anon_name(start, shared), shared }, true, prot);
-                } else if !p.reload_maps(facts) {
-                    // A file mapping: /proc/PID/maps has its name, if the process is still there;
-                    // else the path it opened the fd under.
+                } else if !p.reload_maps(facts) || p.maps.lookup(start).is_none() {
+                    // A file mapping: /proc/PID/maps has its name, if the process is still there
+                    // and has not unmapped it since; else the path it opened the fd under.
                     let name = p.fds.get(&(a[4] as i32)).cloned().unwrap_or_else(|| "[file]".into());
                     p.maps.map_file(start, end, MappingId { name, shared }, prot, a[5]);
                 }

@@ -2,7 +2,9 @@
 //! unknown record is an error, never undefined behaviour.
 use std::mem::size_of;
 
-use agent_common::{CowEvent, EventHeader, EventKind, ExecMmEvent, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent};
+use agent_common::{
+    CowEvent, EventHeader, EventKind, ExecMmEvent, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -236,7 +236,9 @@ const EXEC_MM_FIELDS: &[(&str, &str, &str)] = &[
 /// said once here) when the BTF or one of the members is missing.
 fn exec_mm_offsets() -> Vec<(&'static str, u32)> {
     let Some(btf) = btf::Btf::from_sys() else {
-        log::info!("no kernel BTF (/sys/kernel/btf/vmlinux): what exec maps is named only while /proc/PID/maps can be read");
+        log::info!(
+            "no kernel BTF (/sys/kernel/btf/vmlinux): what exec maps is named only while /proc/PID/maps can be read"
+        );
         return Vec::new();
     };
     let found: Option<Vec<_>> =
