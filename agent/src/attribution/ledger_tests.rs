@@ -314,7 +314,9 @@ fn a_file_mmap_proc_no_longer_shows_is_named_from_its_open() {
     // /proc answers with maps read after the process unmapped the file again (ld.so's
     // ld.so.cache): the mmap record still places it, under the path its fd was opened as.
     let facts = FakeProc::default();
-    facts.maps.lock().unwrap().insert(PID, MappingMap::default());
+    let mut later = MappingMap::default();
+    later.map(0x10_0000, 0x20_0000, MappingId { name: "anon@0x100000".into(), shared: false }, true);
+    facts.maps.lock().unwrap().insert(PID, later);
     let mut l = ledger_on(facts);
     let hdr = |kind: EventKind| EventHeader { kind: kind as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 };
     let mut open = OpenEvent { hdr: hdr(EventKind::Open), fd: 3, len: 15, ..Default::default() };
@@ -327,4 +329,17 @@ fn a_file_mmap_proc_no_longer_shows_is_named_from_its_open() {
         ret: 0x7f00_0000_0000,
     });
     assert_eq!(l.procs[&PID].maps.lookup(0x7f00_0000_8000).unwrap().name.as_ref(), "/etc/ld.so.cach");
+}
+
+#[test]
+fn a_zombies_empty_maps_do_not_wipe_the_ledgers() {
+    // The process exited but is not reaped: /proc/PID/maps reads empty. A lookup miss then must
+    // not replace the map every later fault of its records is named by.
+    let facts = FakeProc::default();
+    facts.maps.lock().unwrap().insert(PID, MappingMap::default());
+    let mut l = ledger_on(facts);
+    l.on_rss(&rss(member::ANON, cause::FAULT, 0, PAGE * 21, PAGE, 0x90_0000));
+    l.on_rss(&rss(member::ANON, cause::FAULT, 0, PAGE * 22, PAGE, 0x10_0000));
+    let anon = MappingId { name: "anon@0x100000".into(), shared: false };
+    assert_eq!(l.procs[&PID].interval.by_mapping.get(&anon).map(|s| s.pages), Some(1));
 }

@@ -106,11 +106,12 @@ impl Proc {
     /// for pages that are mapped, so a miss means our map is behind: re-reading is always right.
     pub(super) fn reload_maps(&mut self, facts: &dyn ProcSource) -> bool {
         match facts.maps(self.pid) {
-            Some(m) => {
+            // An empty map is a zombie's (its mm is gone), never a live process's: keep ours.
+            Some(m) if !m.is_empty() => {
                 self.maps = m;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
