@@ -27,6 +27,9 @@ pub enum EventKind {
     Open = 7,
     /// A watched thread took a write fault on a present page (copy-on-write); see [`CowEvent`].
     Cow = 8,
+    /// What exec mapped in a watched process's new image (code, data, brk, stack, the
+    /// interpreter's base), sent right after its [`EventKind::Exec`] record; see [`ExecMmEvent`].
+    ExecMm = 9,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -41,6 +44,7 @@ impl TryFrom<u32> for EventKind {
             6 => Self::Oom,
             7 => Self::Open,
             8 => Self::Cow,
+            9 => Self::ExecMm,
             other => return Err(other),
         })
     }
@@ -283,6 +287,61 @@ impl Default for OpenEvent {
     }
 }
 
+/// Pairs of `mm->saved_auxv` the exec program scans for [`ExecMmEvent`]'s entries.
+pub const AUXV_PAIRS: u32 = 24;
+
+/// The new image's layout at `sched:sched_process_exec`, read from the task's mm (offsets from
+/// the kernel's BTF): exec maps the binary, the interpreter and the stack itself, with no mmap
+/// syscall, so a process gone before `/proc/PID/maps` is read is named from this. A field the
+/// kernel did not give is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecMmEvent {
+    pub hdr: EventHeader,
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub start_stack: u64,
+    /// End of the environment strings: the stack's top page holds it.
+    pub env_end: u64,
+    /// auxv AT_BASE: the interpreter's load base (0: no interpreter).
+    pub at_base: u64,
+    /// auxv AT_PHDR and AT_ENTRY.
+    pub at_phdr: u64,
+    pub at_entry: u64,
+    /// auxv AT_SYSINFO_EHDR: where the vDSO is mapped.
+    pub at_sysinfo_ehdr: u64,
+    /// Bytes of `filename` read (with the NUL), or a negative error.
+    pub len: i32,
+    pub _pad: u32,
+    /// The tracepoint's `filename`: the path exec was given (NUL-terminated, cut at PATH_LEN).
+    pub filename: [u8; PATH_LEN],
+}
+
+impl Default for ExecMmEvent {
+    fn default() -> Self {
+        ExecMmEvent {
+            hdr: EventHeader::default(),
+            start_code: 0,
+            end_code: 0,
+            start_data: 0,
+            end_data: 0,
+            start_brk: 0,
+            start_stack: 0,
+            env_end: 0,
+            at_base: 0,
+            at_phdr: 0,
+            at_entry: 0,
+            at_sysinfo_ehdr: 0,
+            len: 0,
+            _pad: 0,
+            filename: [0; PATH_LEN],
+        }
+    }
+}
+
 /// Indices of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Ring-buffer reservations that failed: records lost.
@@ -327,6 +386,7 @@ mod pod {
     unsafe impl aya::Pod for OpenEvent {}
     unsafe impl aya::Pod for TaskSlot {}
     unsafe impl aya::Pod for CowEvent {}
+    unsafe impl aya::Pod for ExecMmEvent {}
 }
 
 #[cfg(test)]
@@ -401,6 +461,20 @@ mod tests {
     }
 
     #[test]
+    fn exec_mm_layout() {
+        assert_eq!(size_of::<ExecMmEvent>(), 376);
+        assert_eq!(offset_of!(ExecMmEvent, start_code), 24);
+        assert_eq!(offset_of!(ExecMmEvent, start_stack), 64);
+        assert_eq!(offset_of!(ExecMmEvent, env_end), 72);
+        assert_eq!(offset_of!(ExecMmEvent, at_base), 80);
+        assert_eq!(offset_of!(ExecMmEvent, at_entry), 96);
+        assert_eq!(offset_of!(ExecMmEvent, at_sysinfo_ehdr), 104);
+        assert_eq!(offset_of!(ExecMmEvent, len), 112);
+        assert_eq!(offset_of!(ExecMmEvent, filename), 120);
+        assert_eq!(EventKind::try_from(9), Ok(EventKind::ExecMm));
+    }
+
+    #[test]
     fn task_slot_layout() {
         assert_eq!(size_of::<TaskSlot>(), 152);
         assert_eq!(offset_of!(TaskSlot, faults), 136);
@@ -417,6 +491,8 @@ mod tests {
             EventKind::Exit,
             EventKind::Oom,
             EventKind::Open,
+            EventKind::Cow,
+            EventKind::ExecMm,
         ] {
             assert_eq!(EventKind::try_from(k as u32), Ok(k));
         }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use procfs::process::Process;
 
-use crate::attribution::{MappingMap, ProcSource};
+use crate::attribution::{exec_image, MappingMap, ProcSource};
 
 /// The real /proc.
 pub struct Procfs;
@@ -28,6 +28,21 @@ impl ProcSource for Procfs {
     }
     fn real_path(&self, path: &str) -> Option<String> {
         Some(std::fs::canonicalize(path).ok()?.to_string_lossy().into_owned())
+    }
+    fn elf_image(&self, path: &str) -> Option<exec_image::ElfImage> {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(exec_image::HEAD_BYTES);
+        std::fs::File::open(path).ok()?.take(exec_image::HEAD_BYTES as u64).read_to_end(&mut head).ok()?;
+        exec_image::parse(&head)
+    }
+    fn vdso_len(&self) -> Option<u64> {
+        // Our own: the kernel maps one vDSO image into every process.
+        static LEN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        *LEN.get_or_init(|| {
+            let maps = Process::myself().ok()?.maps().ok()?;
+            let m = maps.iter().find(|m| matches!(m.pathname, procfs::process::MMapPath::Vdso))?;
+            Some(m.address.1 - m.address.0)
+        })
     }
 }
 

@@ -217,9 +217,8 @@ impl Ledger {
         match e.cause {
             cause::FAULT | cause::KERNEL_FAULT => {
                 let id = p.mapping_of(e.addr, facts);
-                if matches!(&*id.name, "[file]" | "[unmapped]") {
-                    self.unnamed_pages += pages;
-                }
+                let first = e.flags & rss_flags::FIRST_OF_FAULT != 0;
+                self.unnamed_pages += p.note_unnamed(&id, e.addr, pages, e.cause == cause::KERNEL_FAULT, first);
                 p.own_pages[usize::from(id.shared)] += pages;
                 p.interval.pages[m] += pages;
                 if e.cause == cause::FAULT

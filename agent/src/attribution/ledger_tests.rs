@@ -1,5 +1,5 @@
 //! Unit tests of the ledger on synthetic kernel events (no root, no /proc: a fake answers).
-use agent_common::{nr, EventHeader, EventKind, SyscallEvent};
+use agent_common::{nr, EventHeader, EventKind, OpenEvent, SyscallEvent};
 
 use super::*;
 use crate::{
@@ -240,4 +240,106 @@ fn processes_on_one_mm_hold_its_whole_counters_and_their_own_faults() {
     assert_eq!(l.mm_shared_with(child), vec![PID]);
     assert_eq!(l.get(child).unwrap().interval.pages[member::ANON as usize], 8, "the child's own faults");
     assert_eq!(l.get(PID).unwrap().interval.pages[member::ANON as usize], 1 + 4);
+}
+
+#[test]
+fn what_exec_mapped_is_named_from_its_layout_record_once_proc_is_gone() {
+    use agent_common::{ExecMmEvent, ProcEvent};
+
+    use crate::attribution::exec_image;
+    let facts = FakeProc::default();
+    let img = exec_image::parse(&exec_image::tests::elf()).unwrap();
+    facts.elfs.lock().unwrap().extend([("/bin/x".to_string(), img.clone()), ("/ld.so".to_string(), img)]);
+    let mut l = ledger_on(facts);
+    let hdr = |kind: EventKind| EventHeader { kind: kind as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 };
+    let f = rss_flags::FIRST_OF_FAULT;
+    // Exec zeroes the binary's bss tail before its record: a kernel fault nothing names yet.
+    l.on_rss(&rss(member::FILE, cause::KERNEL_FAULT, f, PAGE * 11, PAGE, 0x5555_0000_4100));
+    assert_eq!(l.unnamed_pages(), 1);
+    l.on_exec(&ProcEvent { hdr: hdr(EventKind::Exec), pid: PID, ppid: 0, comm: *b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" });
+    let mut e = ExecMmEvent {
+        hdr: hdr(EventKind::ExecMm),
+        start_code: 0x5555_0000_1000,
+        start_brk: 0x5555_0001_0000,
+        start_stack: 0x7ffc_0000_0f00,
+        env_end: 0x7ffc_0000_1ff0,
+        at_base: 0x7f00_0000_0000,
+        at_sysinfo_ehdr: 0x7f00_0001_0000,
+        len: 7,
+        ..Default::default()
+    };
+    e.filename[..7].copy_from_slice(b"/bin/x\0");
+    l.on_exec_mm(&e);
+    assert_eq!(l.unnamed_pages(), 0, "the early kernel fault is named now");
+    for (addr, name) in [
+        (0x5555_0000_1000u64, "/bin/x"),
+        (0x5555_0000_6000, "anon@0x555500005000"),
+        (0x7f00_0000_4000, "/ld.so"),
+        (0x7f00_0001_0020, "[vdso]"),
+        (0x7ffc_0000_0100, "[stack]"),
+        (0x7ffb_ff90_0000, "[stack]"),
+    ] {
+        l.on_rss(&rss(member::FILE, cause::FAULT, f, PAGE * 12, PAGE, addr));
+        let p = &l.procs[&PID];
+        assert_eq!(p.maps.lookup(addr).map(|id| id.name.to_string()).as_deref(), Some(name), "{addr:#x}");
+    }
+    assert_eq!(l.unnamed_pages(), 0);
+    let recs = l.close_interval(&HashMap::from([(PID, 8)]), 1.0);
+    let Record::Faults { mappings, .. } = &recs[0] else { panic!("{recs:?}") };
+    let bin = mappings.iter().find(|m| m.mapping == "/bin/x").unwrap();
+    assert_eq!((bin.faults, bin.pages), (2, 2), "{mappings:?}");
+    assert!(mappings.iter().all(|m| m.mapping != "[unmapped]"), "{mappings:?}");
+    // Heap from the first brk past start_brk.
+    l.on_syscall(&SyscallEvent { hdr: hdr(EventKind::Syscall), nr: nr::BRK, args: [0; 6], ret: 0x5555_0002_0000 });
+    assert_eq!(l.procs[&PID].maps.lookup(0x5555_0001_0000).unwrap().name.as_ref(), "[heap]");
+}
+
+#[test]
+fn the_exec_layout_never_replaces_what_proc_gave() {
+    use agent_common::ExecMmEvent;
+    let mut l = ledger_with_maps();
+    let e = ExecMmEvent {
+        hdr: EventHeader { kind: EventKind::ExecMm as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 },
+        start_stack: 0x18_0000,
+        env_end: 0x18_0100,
+        ..Default::default()
+    };
+    l.on_exec_mm(&e);
+    assert_eq!(l.procs[&PID].maps.lookup(0x10_0000).unwrap().name.as_ref(), "anon@0x100000");
+    assert!(l.procs[&PID].maps.lookup(0x30_0000).is_none());
+}
+
+#[test]
+fn a_file_mmap_proc_no_longer_shows_is_named_from_its_open() {
+    // /proc answers with maps read after the process unmapped the file again (ld.so's
+    // ld.so.cache): the mmap record still places it, under the path its fd was opened as.
+    let facts = FakeProc::default();
+    let mut later = MappingMap::default();
+    later.map(0x10_0000, 0x20_0000, MappingId { name: "anon@0x100000".into(), shared: false }, true);
+    facts.maps.lock().unwrap().insert(PID, later);
+    let mut l = ledger_on(facts);
+    let hdr = |kind: EventKind| EventHeader { kind: kind as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 };
+    let mut open = OpenEvent { hdr: hdr(EventKind::Open), fd: 3, len: 15, ..Default::default() };
+    open.path[..15].copy_from_slice(b"/etc/ld.so.cach");
+    l.on_open(&open);
+    l.on_syscall(&SyscallEvent {
+        hdr: hdr(EventKind::Syscall),
+        nr: nr::MMAP,
+        args: [0, 0x9000, 1, 2, 3, 0],
+        ret: 0x7f00_0000_0000,
+    });
+    assert_eq!(l.procs[&PID].maps.lookup(0x7f00_0000_8000).unwrap().name.as_ref(), "/etc/ld.so.cach");
+}
+
+#[test]
+fn a_zombies_empty_maps_do_not_wipe_the_ledgers() {
+    // The process exited but is not reaped: /proc/PID/maps reads empty. A lookup miss then must
+    // not replace the map every later fault of its records is named by.
+    let facts = FakeProc::default();
+    facts.maps.lock().unwrap().insert(PID, MappingMap::default());
+    let mut l = ledger_on(facts);
+    l.on_rss(&rss(member::ANON, cause::FAULT, 0, PAGE * 21, PAGE, 0x90_0000));
+    l.on_rss(&rss(member::ANON, cause::FAULT, 0, PAGE * 22, PAGE, 0x10_0000));
+    let anon = MappingId { name: "anon@0x100000".into(), shared: false };
+    assert_eq!(l.procs[&PID].interval.by_mapping.get(&anon).map(|s| s.pages), Some(1));
 }

@@ -126,6 +126,10 @@ impl MappingMap {
         self.regions.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
     /// Remove [start, end), splitting regions that straddle the edges.
     pub fn unmap(&mut self, start: u64, end: u64) {
         if start >= end {

@@ -5,6 +5,7 @@
 //! [`ProcSource`], answered by [`crate::proc_facts::Procfs`] in the agent and by a fake in the
 //! unit tests.
 pub mod activity;
+pub mod exec_image;
 pub mod ledger;
 pub mod mappings;
 pub mod process;
@@ -31,6 +32,10 @@ pub trait ProcSource: Send {
     fn comm(&self, pid: u32) -> Option<String>;
     /// An absolute path with its symlinks resolved, as `/proc/PID/maps` names a mapped file.
     fn real_path(&self, path: &str) -> Option<String>;
+    /// An ELF file's loadable segments and interpreter (see [`exec_image::parse`]).
+    fn elf_image(&self, path: &str) -> Option<exec_image::ElfImage>;
+    /// Bytes of the vDSO exec maps (the same image in every process of this kernel).
+    fn vdso_len(&self) -> Option<u64>;
 }
 
 /// A /proc for unit tests: the maps a test put there for a pid, nothing else; and how often the
@@ -40,6 +45,8 @@ pub trait ProcSource: Send {
 pub struct FakeProc {
     pub maps: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, MappingMap>>>,
     pub asked: std::sync::Arc<std::sync::Mutex<u32>>,
+    /// ELF images by path.
+    pub elfs: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, exec_image::ElfImage>>>,
 }
 
 #[cfg(test)]
@@ -62,5 +69,11 @@ impl ProcSource for FakeProc {
     }
     fn real_path(&self, _: &str) -> Option<String> {
         None
+    }
+    fn elf_image(&self, path: &str) -> Option<exec_image::ElfImage> {
+        self.elfs.lock().unwrap().get(path).cloned()
+    }
+    fn vdso_len(&self) -> Option<u64> {
+        Some(0x2000)
     }
 }

@@ -66,6 +66,10 @@ pub struct Proc {
     pub(super) own_cow: i64,
     /// This interval's COW pages (page address -> still counted in `cow`; see `ledger_cow.rs`).
     pub(super) cow_seen: HashMap<u64, bool>,
+    /// Kernel faults at addresses no mapping held, (address, pages, first of its fault), until
+    /// the next exec layout record names them: exec writes into the image it builds (the bss
+    /// tails it zeroes, the stack's tables) before its record comes (see `ledger_names.rs`).
+    pub(super) exec_faults: Vec<(u64, i64, bool)>,
 }
 
 impl Proc {
@@ -94,6 +98,7 @@ impl Proc {
             fds: HashMap::new(),
             own_cow: 0,
             cow_seen: HashMap::new(),
+            exec_faults: Vec::new(),
         }
     }
 
@@ -101,11 +106,12 @@ impl Proc {
     /// for pages that are mapped, so a miss means our map is behind: re-reading is always right.
     pub(super) fn reload_maps(&mut self, facts: &dyn ProcSource) -> bool {
         match facts.maps(self.pid) {
-            Some(m) => {
+            // An empty map is a zombie's (its mm is gone), never a live process's: keep ours.
+            Some(m) if !m.is_empty() => {
                 self.maps = m;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -215,6 +221,20 @@ impl Proc {
             leak_rate_kib_s: None,
             verdicts: Vec::new(),
             stacks: Vec::new(),
+        }
+    }
+
+    /// Pages to count as unnamed (`[file]`, `[unmapped]`), else 0. An unmapped kernel fault is
+    /// kept for the exec layout record to name (a bounded few: exec's own writes).
+    pub(super) fn note_unnamed(&mut self, id: &MappingId, addr: u64, pages: i64, kernel: bool, first: bool) -> i64 {
+        const KEPT: usize = 16;
+        match &*id.name {
+            "[unmapped]" if kernel && self.exec_faults.len() < KEPT => {
+                self.exec_faults.push((addr, pages, first));
+                pages
+            }
+            "[file]" | "[unmapped]" => pages,
+            _ => 0,
         }
     }
 

@@ -2,7 +2,9 @@
 //! unknown record is an error, never undefined behaviour.
 use std::mem::size_of;
 
-use agent_common::{CowEvent, EventHeader, EventKind, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent};
+use agent_common::{
+    CowEvent, EventHeader, EventKind, ExecMmEvent, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +17,7 @@ pub enum Event {
     Oom(OomEvent),
     Open(OpenEvent),
     Cow(CowEvent),
+    ExecMm(ExecMmEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,6 +47,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Oom => read(buf, "oom event").map(Event::Oom),
         EventKind::Open => read(buf, "open event").map(Event::Open),
         EventKind::Cow => read(buf, "cow event").map(Event::Cow),
+        EventKind::ExecMm => read(buf, "exec mm event").map(Event::ExecMm),
     }
 }
 
@@ -154,6 +158,15 @@ mod tests {
         };
         assert_eq!(decode(&bytes_of(&c)), Ok(Event::Cow(c)));
         assert!(matches!(decode(&bytes_of(&c)[..39]), Err(DecodeError::Truncated { what: "cow event", .. })));
+        let x = ExecMmEvent {
+            hdr: EventHeader { kind: EventKind::ExecMm as u32, tgid: 5, tid: 5, _pad: 0, ts_ns: 3 },
+            start_code: 0x5555_0000_1000,
+            at_base: 0x7f00_0000_0000,
+            len: 10,
+            ..Default::default()
+        };
+        assert_eq!(decode(&bytes_of(&x)), Ok(Event::ExecMm(x)));
+        assert!(matches!(decode(&bytes_of(&x)[..375]), Err(DecodeError::Truncated { what: "exec mm event", .. })));
     }
 
     #[test]
@@ -204,11 +217,11 @@ mod fuzz {
 
         /// A valid header kind followed by random bytes of any length.
         #[test]
-        fn decode_known_kinds_with_random_bodies(kind in 0u32..10, body in proptest::collection::vec(any::<u8>(), 0..120)) {
+        fn decode_known_kinds_with_random_bodies(kind in 0u32..11, body in proptest::collection::vec(any::<u8>(), 0..120)) {
             let mut buf = kind.to_le_bytes().to_vec();
             buf.extend(body);
             match decode(&buf) {
-                Ok(_) => prop_assert!((1..=8).contains(&kind)),
+                Ok(_) => prop_assert!((1..=9).contains(&kind)),
                 Err(DecodeError::UnknownKind(k)) => prop_assert_eq!(k, kind),
                 Err(DecodeError::Truncated { need, got, .. }) => prop_assert!(got < need),
             }

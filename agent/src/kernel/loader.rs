@@ -7,7 +7,10 @@ use aya::{programs::TracePoint, Ebpf, EbpfLoader};
 
 use crate::{
     error::AgentError,
-    kernel::tracefs::{self, Format},
+    kernel::{
+        btf,
+        tracefs::{self, Format},
+    },
 };
 
 pub struct Hook {
@@ -53,7 +56,7 @@ pub const HOOKS: &[Hook] = &[
         category: "sched",
         name: "sched_process_exec",
         essential: false,
-        fields: &[],
+        fields: &[("EXEC_FILENAME", "filename")],
     },
     Hook {
         program: "sys_enter",
@@ -186,6 +189,10 @@ fn load_object(
     for (g, v) in &globals {
         loader.override_global(g, v, own_globals);
     }
+    let exec_mm = exec_mm_offsets();
+    for (g, v) in &exec_mm {
+        loader.override_global(g, v, own_globals);
+    }
     let mut ebpf = loader.load(object).map_err(|e| AgentError::Load(format!("{e:#}")))?;
     let mut hooks = Vec::new();
     for h in present {
@@ -210,6 +217,36 @@ fn load_object(
         log::warn!("optional tracepoint unavailable, going on without it: {m}");
     }
     Ok(Loaded { ebpf, hooks, missing })
+}
+
+/// Globals of the exec program's mm reads: (global, struct, member).
+const EXEC_MM_FIELDS: &[(&str, &str, &str)] = &[
+    ("TASK_MM", "task_struct", "mm"),
+    ("MM_START_CODE", "mm_struct", "start_code"),
+    ("MM_END_CODE", "mm_struct", "end_code"),
+    ("MM_START_DATA", "mm_struct", "start_data"),
+    ("MM_END_DATA", "mm_struct", "end_data"),
+    ("MM_START_BRK", "mm_struct", "start_brk"),
+    ("MM_START_STACK", "mm_struct", "start_stack"),
+    ("MM_ENV_END", "mm_struct", "env_end"),
+    ("MM_SAVED_AUXV", "mm_struct", "saved_auxv"),
+];
+
+/// The exec program's struct offsets from the kernel's BTF; empty (the exec layout record off,
+/// said once here) when the BTF or one of the members is missing.
+fn exec_mm_offsets() -> Vec<(&'static str, u32)> {
+    let Some(btf) = btf::Btf::from_sys() else {
+        log::info!(
+            "no kernel BTF (/sys/kernel/btf/vmlinux): what exec maps is named only while /proc/PID/maps can be read"
+        );
+        return Vec::new();
+    };
+    let found: Option<Vec<_>> =
+        EXEC_MM_FIELDS.iter().map(|&(g, s, m)| btf.member_offset(s, m).map(|o| (g, o))).collect();
+    found.unwrap_or_else(|| {
+        log::info!("kernel BTF lacks a task_struct/mm_struct member the exec program reads: what exec maps is named only while /proc/PID/maps can be read");
+        Vec::new()
+    })
 }
 
 /// Turn on the kernel's per-program run statistics for as long as the returned fd lives (they

@@ -3,6 +3,7 @@
 //! decoding of its records into typed events (`events`); the programs' own diagnostics
 //! (aya-log) forwarded into the agent's log (`ebpf_log`).
 pub mod bpf_maps;
+pub mod btf;
 pub mod ebpf_log;
 pub mod events;
 pub mod loader;

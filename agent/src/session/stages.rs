@@ -175,6 +175,10 @@ impl Pipeline {
                     None
                 }
                 Ok(Event::Exec(e)) => Some(self.ledger.on_exec(&e)),
+                Ok(Event::ExecMm(e)) => {
+                    self.ledger.on_exec_mm(&e);
+                    None
+                }
                 Ok(Event::Exit(e)) => self.on_exit(&e),
                 // Before its exit record (the kernel submitted it first): its state is all here.
                 Ok(Event::Oom(e)) => {
