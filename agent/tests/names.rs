@@ -104,6 +104,10 @@ fn short_lived_processes_mappings_are_named_after_proc_is_gone() {
     let procs = s["procs"].as_array().unwrap();
     let trues: Vec<&Value> = procs.iter().filter(|p| p["comm"] == "true").collect();
     assert!(trues.len() >= 450, "the /bin/true runs are in the summary: {}", trues.len());
+    // Each fork child's pre-exec mm is forgotten in the kernel at its exec: a freed mm's id,
+    // soon another process's, must not charge that process's changes to a dead pid (which then
+    // came back as a process the agent never saw fork, named "?").
+    assert!(procs.iter().all(|p| p["comm"] != "?"), "no process learned from a stale mm owner");
     let total: i64 =
         procs.iter().map(|p| p["pages"]["anon"].as_i64().unwrap() + p["pages"]["file"].as_i64().unwrap()).sum();
     let unnamed = s["unnamed_pages"].as_i64().expect("unnamed_pages in the summary");

@@ -262,7 +262,9 @@ impl Ledger {
         Record::Proc { pid: e.pid, ppid: e.ppid, comm, event: "fork" }
     }
 
-    pub fn on_exec(&mut self, e: &ProcEvent) -> Record {
+    /// An exec: its record, and the mms the process left (their kernel state can go now: the
+    /// old mm's teardown came before the exec record).
+    pub fn on_exec(&mut self, e: &ProcEvent) -> (Record, Vec<u32>) {
         let comm = comm_str(&e.comm);
         let facts = self.facts.as_ref();
         let p = proc_entry(&mut self.procs, facts, e.pid);
@@ -270,6 +272,7 @@ impl Ledger {
         // The seed described the old image's mm; the kernel tracks the new one from zero.
         p.seed = None;
         let cur = p.cur_mm;
+        let left = p.mms.iter().map(|c| c.mm_id).filter(|&id| Some(id) != cur).collect();
         p.mms.retain(|c| Some(c.mm_id) == cur);
         if !p.reload_maps(facts) {
             p.maps = MappingMap::default();
@@ -277,7 +280,7 @@ impl Ledger {
         let ppid = p.ppid;
         // A vfork child ran on its parent's mm until now.
         self.leave_shared_mms(e.pid);
-        Record::Proc { pid: e.pid, ppid, comm, event: "exec" }
+        (Record::Proc { pid: e.pid, ppid, comm, event: "exec" }, left)
     }
 
     /// The exit of a process; `None` if it was already seen gone (the /proc liveness check can

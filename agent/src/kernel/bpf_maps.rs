@@ -73,6 +73,12 @@ impl BpfMaps {
     /// taken at exit by `take_faults`).
     pub fn forget(&mut self, pid: u32, mm_ids: &[u32]) {
         let _ = self.watched.remove(&pid);
+        self.forget_mms(pid, mm_ids);
+    }
+
+    /// Forget the state of mms `pid` owned and no longer runs on (left at exec, or at exit):
+    /// a freed mm's id is soon another process's, whose changes would be charged to `pid`.
+    pub fn forget_mms(&mut self, pid: u32, mm_ids: &[u32]) {
         for &mm in mm_ids {
             if self.mm_owner.get(&mm, 0).is_ok_and(|owner| owner == pid) {
                 let _ = self.mm_owner.remove(&mm);

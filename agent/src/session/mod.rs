@@ -132,6 +132,8 @@ pub async fn run(
                 }
             }
             _ = async { tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)).await }, if grace.is_some() => break,
+            // --duration ends the watch on time, whatever the interval.
+            _ = async { tokio::time::sleep_until(deadline.map_or_else(tokio::time::Instant::now, Into::into)).await }, if deadline.is_some() => break,
             sig = signals.recv() => {
                 signalled = true;
                 // A second signal while the command is given its grace: stop waiting for it.

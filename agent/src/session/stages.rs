@@ -60,7 +60,9 @@ pub struct Pipeline {
     /// The last interval closed.
     tick: u64,
     /// pid -> tick at which its exit was seen, until its kernel state is forgotten.
-    exits: HashMap<u32, u64>,
+    /// pid -> the tick at which its exit was seen and the mms it had then, until its kernel
+    /// state is forgotten.
+    exits: HashMap<u32, (u64, Vec<u32>)>,
     /// Live pids seen gone from /proc at the last tick: their exit record may still be queued.
     gone: Vec<u32>,
     /// Dead processes still in the ledger, oldest exit first.
@@ -174,7 +176,11 @@ impl Pipeline {
                     self.ledger.on_cow(&e);
                     None
                 }
-                Ok(Event::Exec(e)) => Some(self.ledger.on_exec(&e)),
+                Ok(Event::Exec(e)) => {
+                    let (r, left) = self.ledger.on_exec(&e);
+                    self.kernel.bpf.forget_mms(e.pid, &left);
+                    Some(r)
+                }
                 Ok(Event::ExecMm(e)) => {
                     self.ledger.on_exec_mm(&e);
                     None
@@ -202,7 +208,12 @@ impl Pipeline {
             self.ledger.final_faults(e.pid, n);
         }
         self.dead.push_back(e.pid);
-        self.exits.insert(e.pid, self.tick);
+        let mut mm_ids = self.ledger.get(e.pid).map(|p| p.mm_ids()).unwrap_or_default();
+        // A number whose previous process is not forgotten yet keeps that one's mms too.
+        if let Some((_, earlier)) = self.exits.remove(&e.pid) {
+            mm_ids.extend(earlier);
+        }
+        self.exits.insert(e.pid, (self.tick, mm_ids));
         Some(r)
     }
 
@@ -257,11 +268,19 @@ impl Pipeline {
         // Forget the kernel state of processes whose exit was seen before the previous tick:
         // their teardown events have arrived by now.
         self.tick = tick;
-        let due: Vec<u32> = self.exits.iter().filter(|&(_, &at)| at + 1 < tick).map(|(&pid, _)| pid).collect();
+        let due: Vec<u32> = self.exits.iter().filter(|&(_, (at, _))| at + 1 < tick).map(|(&pid, _)| pid).collect();
         for pid in due {
-            self.exits.remove(&pid);
-            let mm_ids = self.ledger.get(pid).map(|p| p.mm_ids()).unwrap_or_default();
-            self.kernel.bpf.forget(pid, &mm_ids);
+            let Some((_, mm_ids)) = self.exits.remove(&pid) else { continue };
+            match self.ledger.get(pid).filter(|p| p.alive) {
+                // The number is a new watched process's already (forked within two ticks): it
+                // stays watched, and the mms it runs on keep their state.
+                Some(p) => {
+                    let now = p.mm_ids();
+                    let old: Vec<u32> = mm_ids.into_iter().filter(|m| !now.contains(m)).collect();
+                    self.kernel.bpf.forget_mms(pid, &old);
+                }
+                None => self.kernel.bpf.forget(pid, &mm_ids),
+            }
         }
         // A tree that forks a process per request must not grow the agent without bound.
         while self.dead.len() > MAX_DEAD {
