@@ -256,7 +256,12 @@ fn what_exec_mapped_is_named_from_its_layout_record_once_proc_is_gone() {
     // Exec zeroes the binary's bss tail before its record: a kernel fault nothing names yet.
     l.on_rss(&rss(member::FILE, cause::KERNEL_FAULT, f, PAGE * 11, PAGE, 0x5555_0000_4100));
     assert_eq!(l.unnamed_pages(), 1);
-    let _ = l.on_exec(&ProcEvent { hdr: hdr(EventKind::Exec), pid: PID, ppid: 0, comm: *b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" });
+    let _ = l.on_exec(&ProcEvent {
+        hdr: hdr(EventKind::Exec),
+        pid: PID,
+        ppid: 0,
+        comm: *b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+    });
     let mut e = ExecMmEvent {
         hdr: hdr(EventKind::ExecMm),
         start_code: 0x5555_0000_1000,
