@@ -164,7 +164,14 @@ impl Pipeline {
                     None
                 }
                 Ok(Event::Fork(e)) => {
-                    // A pid number used again: the old process keeps its own summary entry.
+                    // A pid number used again while its process still looks alive: its exit
+                    // record was lost (ring overflow). It exits here, before it is replaced.
+                    if self.ledger.get(e.pid).is_some_and(|p| p.alive) {
+                        if let Some(r) = self.on_exit(&ProcEvent { pid: e.pid, ..Default::default() }) {
+                            self.sinks.emit(&r);
+                        }
+                    }
+                    // The old process keeps its own summary entry.
                     self.retire(e.pid);
                     Some(self.ledger.on_fork(&e))
                 }
