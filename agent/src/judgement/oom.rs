@@ -4,7 +4,7 @@
 //! grew, its top stacks and any leak verdict it had.
 use agent_common::OomEvent;
 
-use super::{memcg, Judge};
+use super::{memcg, reconcile::round2, Judge};
 use crate::{
     attribution::Ledger,
     kernel::events::comm_str,
@@ -69,10 +69,6 @@ fn build(e: &OomEvent, cause: memcg::Cause, ledger: &Ledger, judge: &Judge, stac
             growth_kib: t.growth_kib.round() as i64,
         }),
     }
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
 }
 
 #[cfg(test)]

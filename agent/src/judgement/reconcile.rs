@@ -229,7 +229,8 @@ fn cause_over(hist: &VecDeque<(f64, i64, i64)>, span_s: f64) -> &'static str {
     }
 }
 
-fn round2(v: f64) -> f64 {
+/// Two decimals, as the records carry rates and times.
+pub(super) fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
