@@ -133,7 +133,7 @@ pub struct VmaStat {
     pub swap_kib: u64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct ProcSummary {
     pub pid: u32,
     pub comm: String,

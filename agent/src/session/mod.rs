@@ -6,6 +6,7 @@
 //! smaps sweeps (blocking pool) ─readings─► Sampler ─settled─► Judge ─► sinks (mem, leak)
 //!                                                                └─► Evidence (full smaps) ─► sinks
 //! ```
+mod departures;
 mod stages;
 
 use std::{

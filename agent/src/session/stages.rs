@@ -1,14 +1,12 @@
 //! The stages of one session and the path a record takes between them. Each handler is one
 //! step: a ring batch through the ledger, an interval closed, a sweep started, readings judged.
-use std::{
-    collections::{HashMap, VecDeque},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use agent_common::{counter, ProcEvent};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::departures::{self, Departures};
 use crate::{
     attribution::{Ledger, MappingId},
     judgement::{self, Evidence, Judge},
@@ -18,17 +16,12 @@ use crate::{
         loader,
     },
     proc_facts,
-    records::{ProcSummary, ProgStat, Record},
+    records::{ProgStat, Record},
     sampling::{smaps::Swept, Sampler},
     sinks::Sinks,
     stacks::Stacks,
     summary::{self, RingCounts},
 };
-
-/// Dead processes kept in the ledger (with their maps, for stacks) before they are reduced to
-/// their summary entry; and summary entries kept in all.
-const MAX_DEAD: usize = 1024;
-const MAX_RETIRED: usize = 100_000;
 
 /// The kernel side as the session holds it.
 pub struct Kernel {
@@ -59,17 +52,10 @@ pub struct Pipeline {
     processed_ns: u64,
     /// The last interval closed.
     tick: u64,
-    /// pid -> tick at which its exit was seen, until its kernel state is forgotten.
-    /// pid -> the tick at which its exit was seen and the mms it had then, until its kernel
-    /// state is forgotten.
-    exits: HashMap<u32, (u64, Vec<u32>)>,
     /// Live pids seen gone from /proc at the last tick: their exit record may still be queued.
     gone: Vec<u32>,
-    /// Dead processes still in the ledger, oldest exit first.
-    dead: VecDeque<u32>,
-    /// Summaries of processes taken out of the ledger (pid reused, or too many dead kept).
-    retired: Vec<ProcSummary>,
-    retired_dropped: u64,
+    /// Processes that exited: when to forget them, and the summary entries of retired ones.
+    departures: Departures,
     lost_seen: u64,
     decode_errors: u64,
     /// Records read from the ring (decoded or not).
@@ -108,11 +94,8 @@ impl Pipeline {
             profile: s.profile,
             processed_ns: 0,
             tick: 0,
-            exits: HashMap::new(),
+            departures: Departures::default(),
             gone: Vec::new(),
-            dead: VecDeque::new(),
-            retired: Vec::new(),
-            retired_dropped: 0,
             lost_seen: 0,
             decode_errors: 0,
             received: 0,
@@ -214,29 +197,19 @@ impl Pipeline {
         if let Some(n) = self.kernel.bpf.take_faults(e.pid) {
             self.ledger.final_faults(e.pid, n);
         }
-        self.dead.push_back(e.pid);
-        let mut mm_ids = self.ledger.get(e.pid).map(|p| p.mm_ids()).unwrap_or_default();
-        // A number whose previous process is not forgotten yet keeps that one's mms too.
-        if let Some((_, earlier)) = self.exits.remove(&e.pid) {
-            mm_ids.extend(earlier);
-        }
-        self.exits.insert(e.pid, (self.tick, mm_ids));
+        let mm_ids = self.ledger.get(e.pid).map(|p| p.mm_ids()).unwrap_or_default();
+        self.departures.exited(e.pid, self.tick, mm_ids);
         Some(r)
     }
 
     /// Take a dead process out of the ledger, keeping its summary entry (bounded).
     fn retire(&mut self, pid: u32) {
         let Some(mut s) = self.ledger.retire(pid) else { return };
-        self.dead.retain(|&p| p != pid);
         if let Some(st) = self.stacks.as_mut() {
             st.forget_pid(pid);
         }
         self.judge.retire(&mut s);
-        if self.retired.len() < MAX_RETIRED {
-            self.retired.push(s);
-        } else {
-            self.retired_dropped += 1;
-        }
+        self.departures.retired(s);
     }
 
     /// The end of a fault interval: faults records, lost records, and forgetting the dead.
@@ -275,9 +248,7 @@ impl Pipeline {
         // Forget the kernel state of processes whose exit was seen before the previous tick:
         // their teardown events have arrived by now.
         self.tick = tick;
-        let due: Vec<u32> = self.exits.iter().filter(|&(_, (at, _))| at + 1 < tick).map(|(&pid, _)| pid).collect();
-        for pid in due {
-            let Some((_, mm_ids)) = self.exits.remove(&pid) else { continue };
+        for (pid, mm_ids) in self.departures.due(tick) {
             match self.ledger.get(pid).filter(|p| p.alive) {
                 // The number is a new watched process's already (forked within two ticks): it
                 // stays watched, and the mms it runs on keep their state.
@@ -290,11 +261,7 @@ impl Pipeline {
             }
         }
         // A tree that forks a process per request must not grow the agent without bound.
-        while self.dead.len() > MAX_DEAD {
-            let Some(pid) = self.dead.front().copied() else { break };
-            if self.exits.contains_key(&pid) {
-                break; // its kernel state is not forgotten yet
-            }
+        while let Some(pid) = self.departures.next_to_retire() {
             self.retire(pid);
         }
         self.sinks.flush();
@@ -375,10 +342,11 @@ impl Pipeline {
         if self.ledger.unseeded_dropped() > 0 {
             log::info!("{} first counter changes had no seed and were not attributed", self.ledger.unseeded_dropped());
         }
-        if self.retired_dropped > 0 {
+        if self.departures.dropped > 0 {
             log::warn!(
-                "{} exited processes were left out of the summary (more than {MAX_RETIRED})",
-                self.retired_dropped
+                "{} exited processes were left out of the summary (more than {})",
+                self.departures.dropped,
+                departures::MAX_RETIRED
             );
         }
         let counters = self.kernel.bpf.counters();
@@ -390,7 +358,7 @@ impl Pipeline {
                 received: self.received,
             },
             ledger: &self.ledger,
-            retired: std::mem::take(&mut self.retired),
+            retired: self.departures.take_retired(),
             judge: &self.judge,
             stacks: self.stacks.as_mut().map(|st| (st, counters[counter::STACK_ERRORS as usize])),
             folded: self.folded,
