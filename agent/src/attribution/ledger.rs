@@ -4,18 +4,14 @@
 //! process's interval map current.
 use std::collections::HashMap;
 
-use agent_common::{cause, member, rss_flags, EventKind, ProcEvent, RssEvent};
+use agent_common::{cause, member, rss_flags, RssEvent};
 
 use super::{
     mappings::{MappingId, MappingMap},
     process::{MmCounters, Proc},
-    rss_trace::{self, RssTrace},
-    ProcSource,
+    rss_trace, ProcSource,
 };
-use crate::{
-    kernel::events::comm_str,
-    records::{ProcSummary, Record},
-};
+use crate::records::{ProcSummary, Record};
 
 /// Bound on mms built but never run on (a vfork child that exited, say).
 const MAX_NEW_MMS: usize = 4096;
@@ -250,78 +246,6 @@ impl Ledger {
         Some(p)
     }
 
-    pub fn on_fork(&mut self, e: &ProcEvent) -> Record {
-        debug_assert!(self.procs.get(&e.pid).is_none_or(|p| !p.alive), "a live pid forked again");
-        let parent = self.procs.get(&e.ppid);
-        let (maps, fds) = parent.map(|p| (p.maps.clone(), p.fds.clone())).unwrap_or_default();
-        let comm = comm_str(&e.comm);
-        // The kernel tracked the child's counters from zero (fork copy), so no seed is needed.
-        let mut child = Proc::new(e.pid, e.ppid, comm.clone(), maps);
-        child.fds = fds;
-        self.procs.insert(e.pid, child);
-        Record::Proc { pid: e.pid, ppid: e.ppid, comm, event: "fork" }
-    }
-
-    /// An exec: its record, and the mms the process left (their kernel state can go now: the
-    /// old mm's teardown came before the exec record).
-    pub fn on_exec(&mut self, e: &ProcEvent) -> (Record, Vec<u32>) {
-        let comm = comm_str(&e.comm);
-        let facts = self.facts.as_ref();
-        let p = proc_entry(&mut self.procs, facts, e.pid);
-        p.comm = comm.clone();
-        // The seed described the old image's mm; the kernel tracks the new one from zero.
-        p.seed = None;
-        let cur = p.cur_mm;
-        let left = p.mms.iter().map(|c| c.mm_id).filter(|&id| Some(id) != cur).collect();
-        p.mms.retain(|c| Some(c.mm_id) == cur);
-        if !p.reload_maps(facts) {
-            p.maps = MappingMap::default();
-        }
-        let ppid = p.ppid;
-        // A vfork child ran on its parent's mm until now.
-        self.leave_shared_mms(e.pid);
-        (Record::Proc { pid: e.pid, ppid, comm, event: "exec" }, left)
-    }
-
-    /// The exit of a process; `None` if it was already seen gone (the /proc liveness check can
-    /// beat the kernel's record).
-    pub fn on_exit(&mut self, e: &ProcEvent) -> Option<Record> {
-        let facts = self.facts.as_ref();
-        let p = proc_entry(&mut self.procs, facts, e.pid);
-        p.exit_record_seen |= e.hdr.kind == EventKind::Exit as u32;
-        if !p.alive {
-            // The liveness check saw it gone first, when /proc no longer had its name: the
-            // kernel's record has the name it exited under.
-            if e.comm[0] != 0 && p.comm_at_exit_unknown {
-                p.comm = comm_str(&e.comm);
-                p.comm_at_exit_unknown = false;
-            }
-            return None;
-        }
-        p.alive = false;
-        // It will not be read again: its trace and open files are dead weight while it waits
-        // to be retired.
-        p.rss_trace = RssTrace::default();
-        p.fds = Default::default();
-        // Its last name: prctl(PR_SET_NAME) makes no event. When the last thread out is the
-        // leader, the record has it; else /proc has the zombie leader's name, as long as the
-        // number is not already another process's; the exiting thread's own name is the
-        // fallback.
-        let named = e.comm[0] != 0;
-        if named && e.hdr.tid == e.pid {
-            p.comm = comm_str(&e.comm);
-        } else if let Some(c) = facts.zombie_comm(e.pid) {
-            p.comm = c;
-        } else if named {
-            p.comm = comm_str(&e.comm);
-        } else {
-            p.comm_at_exit_unknown = true;
-        }
-        let rec = Record::Proc { pid: e.pid, ppid: p.ppid, comm: p.comm.clone(), event: "exit" };
-        self.leave_shared_mms(e.pid);
-        Some(rec)
-    }
-
     /// Close an interval: `faults` holds the kernel's cumulative fault count per pid. Returns a
     /// faults record per process with activity.
     pub fn close_interval(&mut self, faults: &HashMap<u32, u64>, interval_s: f64) -> Vec<Record> {
@@ -395,6 +319,8 @@ fn proc_entry<'a>(procs: &'a mut HashMap<u32, Proc>, facts: &dyn ProcSource, pid
 
 #[path = "ledger_cow.rs"]
 mod cow;
+#[path = "ledger_lifecycle.rs"]
+mod lifecycle;
 #[path = "ledger_names.rs"]
 mod names;
 #[path = "ledger_shared.rs"]

@@ -1,5 +1,5 @@
 //! Unit tests of the ledger on synthetic kernel events (no root, no /proc: a fake answers).
-use agent_common::{nr, EventHeader, EventKind, OpenEvent, SyscallEvent};
+use agent_common::{nr, EventHeader, EventKind, OpenEvent, ProcEvent, SyscallEvent};
 
 use super::*;
 use crate::{
