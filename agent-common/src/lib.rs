@@ -30,6 +30,10 @@ pub enum EventKind {
     /// What exec mapped in a watched process's new image (code, data, brk, stack, the
     /// interpreter's base), sent right after its [`EventKind::Exec`] record; see [`ExecMmEvent`].
     ExecMm = 9,
+    /// A process not watched yet joined the watched set at a fork or exec because its v2
+    /// cgroup is watched (`--cgroup`); see [`ProcEvent`] (`pid` is the process). Comes before
+    /// the fork or exec record that found it.
+    Join = 10,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -45,6 +49,7 @@ impl TryFrom<u32> for EventKind {
             7 => Self::Open,
             8 => Self::Cow,
             9 => Self::ExecMm,
+            10 => Self::Join,
             other => return Err(other),
         })
     }
@@ -367,6 +372,7 @@ pub mod names {
     pub const LAST_SIZE: &str = "LAST_SIZE";
     pub const STACKS: &str = "STACKS";
     pub const TASKS: &str = "TASKS";
+    pub const WATCHED_CGROUPS: &str = "WATCHED_CGROUPS";
 }
 
 /// Key of `LAST_SIZE`: (mm_id, member).

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    proc_event,
+    cgroup, proc_event,
     state::{field, g, is_watched, now, pid_tgid, reserve, submit_flags},
 };
 
@@ -46,7 +46,8 @@ const AT_SYSINFO_EHDR: u64 = 33;
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = pid_tgid();
-    if !is_watched(tgid) {
+    // `--cgroup` (v2): a process in a watched cgroup joins at its exec.
+    if !is_watched(tgid) && !cgroup::joins(tgid, tid) {
         return 0;
     }
     proc_event::emit(EventKind::Exec, tgid, tid, tgid, 0);

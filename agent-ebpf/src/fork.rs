@@ -6,7 +6,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use aya_log_ebpf::error;
 
 use crate::{
-    proc_event,
+    cgroup, proc_event,
     state::{count, field, is_watched, pid_tgid, FORK_CHILD_PID, TASKS, WATCHED},
 };
 
@@ -15,7 +15,9 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = pid_tgid();
-    if !is_watched(tgid) {
+    // `--cgroup` (v2): a parent in a watched cgroup joins here (agent-ebpf cgroup.rs), and its
+    // child with it.
+    if !is_watched(tgid) && !cgroup::joins(tgid, tid) {
         return 0;
     }
     let Some(child) = field::<i32>(&ctx, &FORK_CHILD_PID) else {

@@ -4,6 +4,7 @@
 
 mod state;
 
+mod cgroup;
 mod exec;
 mod exit;
 mod fault;

@@ -30,6 +30,15 @@ pub enum Cmd {
     Diff(DiffArgs),
     /// The built-in demo workload (run it under `agent watch -- agent demo`).
     Demo(DemoArgs),
+    /// The unprivileged ELF symbolizer `--stacks` starts (internal: it reads its socket at --fd).
+    #[command(hide = true)]
+    Symbolizer {
+        #[arg(long)]
+        fd: i32,
+    },
+    /// Malformed ELF files through the symbolizer helper (`cargo xtask fuzz`).
+    #[command(hide = true)]
+    FuzzSymbolizer(crate::stacks::fuzz::FuzzArgs),
 }
 
 #[derive(Args, Debug)]

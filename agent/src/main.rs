@@ -9,6 +9,8 @@ fn main() {
         cli::Cmd::Snapshot(args) => report(snapshot::run(args)),
         cli::Cmd::Diff(args) => report(snapshot::diff(args)),
         cli::Cmd::Demo(args) => demo::run(args),
+        cli::Cmd::Symbolizer { fd } => agent::stacks::sandbox::run(fd),
+        cli::Cmd::FuzzSymbolizer(args) => report(agent::stacks::fuzz::run(args)),
     };
     std::process::exit(code);
 }

@@ -44,6 +44,8 @@ pub struct StackSummary {
     /// Stacks per depth bucket, shallowest first.
     pub depths: Vec<DepthBucket>,
     pub errors: u64,
+    /// The unprivileged symbolizer helper: requests, crashes, timeouts, restarts, unanswered.
+    pub symbolizer: crate::stacks::helper::HelperStats,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]

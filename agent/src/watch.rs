@@ -25,8 +25,26 @@ use crate::{
         Sink, Sinks,
     },
     stacks::Stacks,
-    targets::Target,
+    targets::{
+        cgroup::Cgroup,
+        cgroup_watch::{self, CgroupWatch},
+        Started, Target,
+    },
 };
+
+type Piped = (
+    Pipeline,
+    tokio::sync::mpsc::Receiver<crate::sampling::smaps::Swept>,
+    tokio::sync::mpsc::UnboundedReceiver<Record>,
+);
+
+/// `--cgroup`: the pipeline follows the cgroups' membership and explains their memory.
+fn with_cgroups(mut p: Piped, watch: Option<CgroupWatch>, params: Params) -> Piped {
+    if let Some(w) = watch {
+        p.0.set_cgroups(w, params);
+    }
+    p
+}
 
 /// `agent watch` as the command line asks: records on stdout or `-o FILE`, stack files if asked.
 /// Records and a spawned command's output never share a stream: when the records go to a stdout
@@ -96,8 +114,12 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     check(&args)?;
     let folded = args.folded.is_some() || args.flamegraph.is_some();
     args.stacks |= folded || args.pprof.is_some();
-    let target = Target::from_args(args.pid, &args.cmd)?;
-    target.check()?;
+    // `--cgroup PATH`: the cgroups' members instead of a pid tree or a command.
+    let cgroups = args.cgroup.iter().map(|p| Cgroup::resolve(p)).collect::<Result<Vec<_>, _>>()?;
+    let target = if cgroups.is_empty() { Some(Target::from_args(args.pid, &args.cmd)?) } else { None };
+    if let Some(t) = &target {
+        t.check()?;
+    }
     let start = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     // Signals are ours from here on: a SIGTERM while loading still gets a summary.
@@ -106,6 +128,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
         Signals::take()?
     };
     load.stacks = args.stacks;
+    load.cgroup_levels = cgroup_watch::level_mask(&cgroups);
     let mut loaded = loader::load(&load)?;
     // The programs' diagnostics, read by a task of the runtime for as long as it runs.
     let _ebpf_log = {
@@ -116,13 +139,25 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     let mut bpf = BpfMaps::take(&mut loaded.ebpf)?;
     let stacks = if args.stacks { Some(Stacks::take(&mut loaded.ebpf)?) } else { None };
     let mut ledger = Ledger::new(Box::new(Procfs));
-    let started = target.start(&mut ledger, &mut bpf, out.child_stdout_to_stderr)?;
+    let (started, cgroup_watch) = match &target {
+        Some(t) => (t.start(&mut ledger, &mut bpf, out.child_stdout_to_stderr)?, None),
+        None => {
+            let mut w = CgroupWatch::take(&mut loaded.ebpf, cgroups.clone())?;
+            let pids = w.seed(&mut ledger, &mut bpf)?;
+            (Started { pids, child: None }, Some(w))
+        }
+    };
 
     let mut sinks = Sinks::new(start, out.sinks);
     if let Some(f) = out.fallback {
         sinks = sinks.with_fallback(f);
     }
-    sinks.emit(&Record::Start { targets: started.pids, hooks: loaded.hooks, missing_hooks: loaded.missing });
+    sinks.emit(&Record::Start {
+        targets: started.pids,
+        hooks: loaded.hooks,
+        missing_hooks: loaded.missing,
+        cgroups: cgroups.iter().map(Cgroup::describe).collect(),
+    });
     sinks.flush();
     let stream = sinks.failure();
     let params = Params { window_s: args.leak_window, min_rate_kib_s: args.leak_min_rate, ..Params::default() };
@@ -138,6 +173,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
         folded,
         profile: args.pprof.is_some(),
     });
+    let pipeline = with_cgroups(pipeline, cgroup_watch, params);
     let settings = Settings {
         interval: Duration::from_secs_f64(args.interval),
         duration: args.duration.map(Duration::from_secs_f64),

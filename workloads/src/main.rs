@@ -1,5 +1,6 @@
 //! `workloads`: the known-answer workloads of the tests and the benchmark's cost floor. Built
 //! beside the agent (`cargo build -p workloads`), never part of it.
+mod cgmember;
 mod floor;
 mod workload;
 
@@ -23,12 +24,16 @@ enum Cmd {
     },
     #[command(flatten)]
     Workload(workload::Workload),
+    /// Move into --join cgroups, then fork a child that writes known amounts (anon, an
+    /// unmapped tmpfs file, its growth) and may leave (the `--cgroup` tests).
+    Cgmember(cgmember::CgMember),
 }
 
 fn main() {
     let code = match Cli::parse().cmd {
         Cmd::Floor { bpf_stats } => floor::run(bpf_stats),
         Cmd::Workload(w) => workload::run(w),
+        Cmd::Cgmember(a) => cgmember::run(a),
     };
     std::process::exit(code);
 }

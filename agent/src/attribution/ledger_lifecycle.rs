@@ -20,7 +20,7 @@ impl Ledger {
         let mut child = Proc::new(e.pid, e.ppid, comm.clone(), maps);
         child.fds = fds;
         self.procs.insert(e.pid, child);
-        Record::Proc { pid: e.pid, ppid: e.ppid, comm, event: "fork" }
+        Record::Proc { pid: e.pid, ppid: e.ppid, comm, event: "fork", labels: Default::default() }
     }
 
     /// An exec: its record, and the mms the process left (their kernel state can go now: the
@@ -41,7 +41,20 @@ impl Ledger {
         let ppid = p.ppid;
         // A vfork child ran on its parent's mm until now.
         self.leave_shared_mms(e.pid);
-        (Record::Proc { pid: e.pid, ppid, comm, event: "exec" }, left)
+        (Record::Proc { pid: e.pid, ppid, comm, event: "exec", labels: Default::default() }, left)
+    }
+
+    /// A process that joined the watched set in the kernel (`--cgroup`: a member of a watched
+    /// cgroup forked or exec'd); `None` if it is watched already. No seed: /proc is read after
+    /// the kernel started counting, so each counter's first change is dropped (counted).
+    pub fn on_join(&mut self, e: &ProcEvent) -> Option<Record> {
+        if self.procs.get(&e.pid).is_some_and(|p| p.alive) {
+            return None;
+        }
+        let (ppid, comm) = self.facts.facts(e.pid).unwrap_or_else(|| (0, comm_str(&e.comm)));
+        let maps = self.facts.maps(e.pid).unwrap_or_default();
+        self.add(e.pid, ppid, comm.clone(), maps, None);
+        Some(Record::Proc { pid: e.pid, ppid, comm, event: "join", labels: Default::default() })
     }
 
     /// The exit of a process; `None` if it was already seen gone (the /proc liveness check can
@@ -78,7 +91,8 @@ impl Ledger {
         } else {
             p.comm_at_exit_unknown = true;
         }
-        let rec = Record::Proc { pid: e.pid, ppid: p.ppid, comm: p.comm.clone(), event: "exit" };
+        let rec =
+            Record::Proc { pid: e.pid, ppid: p.ppid, comm: p.comm.clone(), event: "exit", labels: Default::default() };
         self.leave_shared_mms(e.pid);
         Some(rec)
     }

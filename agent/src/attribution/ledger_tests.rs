@@ -103,7 +103,10 @@ fn munmap_then_fault_is_unmapped_and_fork_copies_maps() {
         comm: *b"child\0\0\0\0\0\0\0\0\0\0\0",
     };
     let rec = l.on_fork(&child);
-    assert_eq!(rec, Record::Proc { pid: PID + 1, ppid: PID, comm: "child".into(), event: "fork" });
+    assert_eq!(
+        rec,
+        Record::Proc { pid: PID + 1, ppid: PID, comm: "child".into(), event: "fork", labels: Default::default() }
+    );
     let unmap = SyscallEvent {
         hdr: EventHeader { kind: EventKind::Syscall as u32, tgid: PID, ..Default::default() },
         nr: nr::MUNMAP,

@@ -1,6 +1,9 @@
 //! Judgement: each smaps reading reconciled with the ledger (drift, what moved PSS/USS), the leak
 //! verdicts, and the evidence a leak record carries (the pid's full smaps of the mapping); OOM
 //! post-mortems.
+pub mod cgroup;
+pub mod cgroup_files;
+pub mod cgroup_verdict;
 pub mod evidence;
 pub mod memcg;
 pub mod oom;

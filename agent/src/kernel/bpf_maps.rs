@@ -76,6 +76,16 @@ impl BpfMaps {
         self.forget_mms(pid, mm_ids);
     }
 
+    /// Drop the thread slots of `tgid`, a process that stays alive but is no longer watched
+    /// (`--cgroup`: it left): a thread with a slot is taken for a watched one.
+    pub fn forget_tasks(&mut self, tgid: u32) {
+        let tids: Vec<u32> =
+            self.tasks.iter().filter_map(Result::ok).filter(|(_, s)| s.tgid == tgid).map(|(tid, _)| tid).collect();
+        for tid in tids {
+            let _ = self.tasks.remove(&tid);
+        }
+    }
+
     /// Forget the state of mms `pid` owned and no longer runs on (left at exec, or at exit):
     /// a freed mm's id is soon another process's, whose changes would be charged to `pid`.
     pub fn forget_mms(&mut self, pid: u32, mm_ids: &[u32]) {

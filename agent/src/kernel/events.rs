@@ -18,6 +18,7 @@ pub enum Event {
     Open(OpenEvent),
     Cow(CowEvent),
     ExecMm(ExecMmEvent),
+    Join(ProcEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +49,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Open => read(buf, "open event").map(Event::Open),
         EventKind::Cow => read(buf, "cow event").map(Event::Cow),
         EventKind::ExecMm => read(buf, "exec mm event").map(Event::ExecMm),
+        EventKind::Join => read(buf, "proc event").map(Event::Join),
     }
 }
 

@@ -112,6 +112,9 @@ pub struct LoadOptions {
     /// Max entries of BPF maps by name: a one-page ring to force overflow, a tiny map to force
     /// a map-full diagnostic.
     pub map_sizes: Vec<(String, u32)>,
+    /// `--cgroup` on v2: bit L set when a watched cgroup is at level L (0: none; see agent-ebpf
+    /// cgroup.rs).
+    pub cgroup_levels: u32,
 }
 
 pub struct Loaded {
@@ -183,6 +186,7 @@ fn load_object(
     let mut loader = EbpfLoader::new();
     let stacks_on = u32::from(opts.stacks);
     loader.override_global("STACKS_ON", &stacks_on, own_globals);
+    loader.override_global("CGROUP_LEVELS", &opts.cgroup_levels, own_globals);
     for (name, entries) in &opts.map_sizes {
         loader.map_max_entries(name, *entries);
     }

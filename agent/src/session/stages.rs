@@ -7,6 +7,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::departures::{self, Departures};
+
+#[path = "stages_cgroup.rs"]
+mod cgroup;
 use crate::{
     attribution::{Ledger, MappingId},
     judgement::{self, Evidence, Judge},
@@ -35,6 +38,10 @@ pub struct Kernel {
 pub struct Pipeline {
     start: Instant,
     kernel: Kernel,
+    /// `--cgroup`: the watched cgroups (see `stages_cgroup.rs`).
+    cgroups: Option<cgroup::CgroupStage>,
+    /// The labels of `proc` records (cgroup path, pod, container).
+    labels: crate::targets::cgroup_labels::Labeler,
     /// The programs' run statistics, taken before they are detached.
     program_stats: Vec<ProgStat>,
     ledger: Ledger,
@@ -99,6 +106,8 @@ impl Pipeline {
             lost_seen: 0,
             decode_errors: 0,
             received: 0,
+            cgroups: None,
+            labels: Default::default(),
         };
         (p, swept, evidence_rx)
     }
@@ -112,7 +121,8 @@ impl Pipeline {
     }
 
     pub fn nothing_alive(&self) -> bool {
-        self.ledger.live_pids().is_empty()
+        // A watched cgroup may be empty for a while: it is watched until the end.
+        self.cgroups.is_none() && self.ledger.live_pids().is_empty()
     }
 
     pub fn sampler_idle(&self) -> bool {
@@ -171,6 +181,7 @@ impl Pipeline {
                     self.kernel.bpf.forget_mms(e.pid, &left);
                     Some(r)
                 }
+                Ok(Event::Join(e)) => self.on_join(&e),
                 Ok(Event::ExecMm(e)) => {
                     self.ledger.on_exec_mm(&e);
                     None
@@ -187,7 +198,7 @@ impl Pipeline {
                 }
             };
             if let Some(r) = rec {
-                self.sinks.emit(&r);
+                self.emit_labelled(r);
             }
         }
     }
@@ -217,6 +228,7 @@ impl Pipeline {
         // A process whose exit record was lost (ring overflow) is noticed here: gone at two
         // ticks in a row, so that its records still queued behind a busy pipeline (its exit; an
         // OOM post-mortem, which must come first) are processed before we give up on them.
+        self.cgroup_poll();
         let gone_before = std::mem::take(&mut self.gone);
         for pid in self.ledger.live_pids() {
             if !proc_facts::exists(pid as i32) {
@@ -225,7 +237,7 @@ impl Pipeline {
                     continue;
                 }
                 if let Some(r) = self.on_exit(&ProcEvent { pid, ..Default::default() }) {
-                    self.sinks.emit(&r);
+                    self.emit_labelled(r);
                 }
             }
         }
@@ -270,6 +282,7 @@ impl Pipeline {
     /// A new smaps sweep: pids whose ledger moved (or never read) are read; the others carry
     /// their last reading forward to the verdict.
     pub fn start_sweep(&mut self) {
+        self.cgroup_sweep();
         let (ledger, judge) = (&mut self.ledger, &self.judge);
         let sweep = self.sampler.start_sweep(ledger.live_pids(), |pid| {
             let dirty = ledger.take_dirty(pid);
@@ -367,6 +380,6 @@ impl Pipeline {
         });
         self.sinks.emit(&summary);
         self.sinks.flush();
-        self.judge.leaks_standing()
+        self.judge.leaks_standing() + self.cgroup_leaks_standing()
     }
 }

@@ -109,7 +109,7 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
     let t = format!("{ts:>6.1}s");
     let kib = |pages: i64| size_kib(pages * page_kib);
     Some(match rec {
-        Record::Start { targets, hooks, missing_hooks } => {
+        Record::Start { targets, hooks, missing_hooks, cgroups } => {
             let mut s = format!(
                 "{t} watching {} (and descendants); hooks: {}",
                 targets.iter().map(|p| format!("pid {p}")).collect::<Vec<_>>().join(", "),
@@ -118,10 +118,15 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
             if !missing_hooks.is_empty() {
                 let _ = write!(s, "\n{t} degraded: without {}", missing_hooks.join("; "));
             }
+            for c in cgroups {
+                let _ = write!(s, "\n{t} cgroup {c}");
+            }
             let _ = write!(s, "\n{HEADER}");
             s
         }
-        Record::Proc { pid, ppid, comm, event } => match *event {
+        Record::Cgroup(c) => super::human_cgroup::table(&t, c),
+        Record::CgroupLeak(l) => super::human_cgroup::leak(&t, l),
+        Record::Proc { pid, ppid, comm, event, .. } => match *event {
             "fork" => format!("{t} {pid:>7} {comm:<15} forked from {ppid}"),
             other => format!("{t} {pid:>7} {comm:<15} {other}"),
         },

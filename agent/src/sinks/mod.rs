@@ -2,6 +2,7 @@
 //! keeps what it needs (a line on stdout, a file written at the summary, later a metrics
 //! registry). Logs go to stderr through `log`, never through a sink.
 pub mod human;
+mod human_cgroup;
 pub mod json;
 pub mod pprof;
 mod pprof_proto;

@@ -1,6 +1,9 @@
 //! Targets: what to watch. Today a pid tree (`-p PID`) or a command the agent spawns
 //! (`-- CMD ARGS`); each puts its processes in the kernel's watched set and the ledger, after
 //! which the kernel follows their forks itself.
+pub mod cgroup;
+pub mod cgroup_labels;
+pub mod cgroup_watch;
 pub mod spawn;
 
 use crate::{attribution::Ledger, error::AgentError, kernel::bpf_maps::BpfMaps, proc_facts};
@@ -25,7 +28,7 @@ impl Target {
         match (pid, cmd) {
             (Some(pid), _) => Ok(Target::Tree(pid)),
             (None, [_, ..]) => Ok(Target::Command(cmd.to_vec())),
-            (None, []) => anyhow::bail!("nothing to watch: give `-p PID` or `-- CMD ARGS`"),
+            (None, []) => anyhow::bail!("nothing to watch: give `-p PID`, `--cgroup PATH` or `-- CMD ARGS`"),
         }
     }
 

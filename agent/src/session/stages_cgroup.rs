@@ -1,0 +1,97 @@
+//! The pipeline's `--cgroup` steps, and the labels of `proc` records:
+//! - at each interval's end, membership: processes that joined a watched cgroup without a fork
+//!   or exec the kernel saw are watched, processes that left are no longer (a `proc` record with
+//!   `event: "left"`), their kernel state dropped;
+//! - a `Join` record from the kernel (a member forked or exec'd) puts the process in the ledger;
+//! - at each smaps sweep, a `cgroup` record per watched cgroup, and its cgroup-level verdict.
+use agent_common::ProcEvent;
+
+use super::Pipeline;
+use crate::{
+    judgement::{
+        cgroup::{self as cg, CgroupRecord},
+        cgroup_files,
+        cgroup_verdict::CgroupDetector,
+        Params,
+    },
+    records::Record,
+    targets::cgroup_watch::CgroupWatch,
+};
+
+/// The watched cgroups and their verdict state.
+pub struct CgroupStage {
+    watch: CgroupWatch,
+    detectors: Vec<CgroupDetector>,
+    params: Params,
+}
+
+impl Pipeline {
+    /// Watch these cgroups' membership (seeded already) and explain their memory, judging them
+    /// with the pids' leak parameters.
+    pub fn set_cgroups(&mut self, watch: CgroupWatch, params: Params) {
+        let detectors = watch.cgroups.iter().map(|_| CgroupDetector::default()).collect();
+        self.cgroups = Some(CgroupStage { watch, detectors, params });
+    }
+
+    /// Cgroup-level leak verdicts standing.
+    pub(super) fn cgroup_leaks_standing(&self) -> u64 {
+        self.cgroups.as_ref().map_or(0, |c| c.detectors.iter().filter(|d| d.standing()).count() as u64)
+    }
+
+    /// A `proc` record gets its process's labels, then goes out.
+    pub(super) fn emit_labelled(&mut self, mut r: Record) {
+        if let Record::Proc { pid, ppid, event, labels, .. } = &mut r {
+            *labels = self.labels.label(*pid, *ppid, event);
+        }
+        self.sinks.emit(&r);
+    }
+
+    /// The kernel's `Join` record: a process of a watched v2 cgroup forked or exec'd.
+    pub(super) fn on_join(&mut self, e: &ProcEvent) -> Option<Record> {
+        self.ledger.on_join(e)
+    }
+
+    /// Membership at an interval's end: joins the kernel did not see, and departures.
+    pub(super) fn cgroup_poll(&mut self) {
+        let Some(c) = self.cgroups.as_mut() else { return };
+        let poll = c.watch.poll(&mut self.ledger, &mut self.kernel.bpf);
+        for pid in poll.joined {
+            if let Some(p) = self.ledger.get(pid) {
+                let r =
+                    Record::Proc { pid, ppid: p.ppid, comm: p.comm.clone(), event: "join", labels: Default::default() };
+                self.emit_labelled(r);
+            }
+        }
+        for pid in poll.left {
+            // Out of the kernel's watched set now (its threads' slots too): nothing more of it
+            // is attributed. Its mms' state goes when an exited process's would.
+            self.kernel.bpf.forget(pid, &[]);
+            self.kernel.bpf.forget_tasks(pid);
+            if let Some(mut r) = self.on_exit(&ProcEvent { pid, ..Default::default() }) {
+                if let Record::Proc { event, .. } = &mut r {
+                    *event = "left";
+                }
+                self.emit_labelled(r);
+            }
+        }
+    }
+
+    /// A `cgroup` record per watched cgroup, and its verdict.
+    pub(super) fn cgroup_sweep(&mut self) {
+        let Some(c) = self.cgroups.as_mut() else { return };
+        let t = self.start.elapsed().as_secs_f64();
+        for (i, cgroup) in c.watch.cgroups.iter().enumerate() {
+            let members: Vec<u32> =
+                c.watch.members(i).iter().copied().filter(|&p| self.ledger.get(p).is_some_and(|p| p.alive)).collect();
+            let mem = cg::memory_dir(cgroup, members.iter().copied()).and_then(|d| cg::read_memory(&d));
+            let explained = cg::explained(&members, &self.ledger, &self.judge);
+            let files = cgroup_files::top_unmapped(&members);
+            let rec: CgroupRecord = cg::record(cgroup, members.len(), mem.as_ref(), explained, files);
+            let verdict = c.detectors[i].observe(t, &rec, &c.params);
+            self.sinks.emit(&Record::Cgroup(rec));
+            if let Some(l) = verdict {
+                self.sinks.emit(&Record::CgroupLeak(l));
+            }
+        }
+    }
+}
