@@ -7,23 +7,31 @@
 //! module's ELF. A frame that cannot be named shows as `module+0xoffset`, never a bare
 //! `[unknown]`.
 //!
-//! A binary deleted or replaced while the process runs is read through the process's own
-//! mapping of it (`/proc/PID/map_files`), kept open: the path would name another file, or none.
+//! The ELF files are written by whoever runs the watched processes, containers included: they
+//! are parsed in an unprivileged helper (`sandbox.rs`, spoken to by `helper.rs`), never here.
+//! The agent opens each file (through the process's own mapping of it, `/proc/PID/map_files`:
+//! right for a binary deleted or replaced while it runs) and hands the helper the descriptor.
 mod elfs;
+pub mod fuzz;
+mod fuzz_seed;
+pub mod helper;
+pub mod sandbox;
+mod wire;
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use agent_common::names;
 use aya::{
     maps::{MapData, StackTraceMap},
     Ebpf,
 };
-use blazesym::symbolize::{
-    source::{Elf, Source},
-    CodeInfo, Input, Symbolized, Symbolizer,
-};
+use blazesym::symbolize::CodeInfo;
+use serde::{Deserialize, Serialize};
 
-use self::elfs::Elfs;
+use self::{
+    elfs::{ElfId, Elfs},
+    helper::Helper,
+};
 use crate::{
     attribution::{Ledger, MappingMap},
     records::{DepthBucket, ProcSummary, Record, StackStat, StackSummary},
@@ -61,7 +69,7 @@ pub struct Module {
 }
 
 /// What a frame's address resolved to, shared by every frame at the same place of one ELF.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {
     /// What the stack outputs show: `fn (file:line)`, `fn`, or `module+0xoffset` unnamed.
     pub text: String,
@@ -70,7 +78,7 @@ pub struct Resolved {
     pub symbols: Vec<Symbol>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
     pub name: String,
     /// Source file (with its directory when the debug info has it) and line of the address.
@@ -104,17 +112,20 @@ pub struct ProfileSample {
     pub frames: Frames,
 }
 
+/// Longest the symbolizer helper may take over one request before it is killed.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Stack depth histogram buckets: 1, 2-4, 5-8, 9-16, 17+ frames.
 pub const DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-8", "9-16", "17+"];
 
 pub struct Stacks {
     map: StackTraceMap<MapData>,
     resolved: HashMap<(u32, i32), Frames>,
-    /// Names by (the path we read the ELF from, file offset).
-    symbols: HashMap<(Arc<str>, u64), Arc<Resolved>>,
+    /// Names by (the ELF file, file offset).
+    symbols: HashMap<(ElfId, u64), Arc<Resolved>>,
     /// Regions by (pid, start), shared by the frames that fell in them.
     modules: HashMap<(u32, u64), Arc<Module>>,
-    symbolizer: Symbolizer,
+    helper: Helper,
     elfs: Elfs,
     pub depths: [u64; 5],
     /// Stacks the map no longer had when we asked (should not happen: entries are never freed).
@@ -124,12 +135,16 @@ pub struct Stacks {
 impl Stacks {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Stacks> {
         let map = ebpf.take_map(names::STACKS).ok_or_else(|| anyhow::anyhow!("STACKS map missing"))?;
+        let mut helper = Helper::new(PathBuf::from("/proc/self/exe"), HELPER_TIMEOUT, false);
+        if let Err(e) = helper.start() {
+            log::warn!("{e}: stacks will show module+offset, unsymbolized");
+        }
         Ok(Stacks {
             map: StackTraceMap::try_from(map)?,
             resolved: HashMap::new(),
             symbols: HashMap::new(),
             modules: HashMap::new(),
-            symbolizer: Symbolizer::new(),
+            helper,
             elfs: Elfs::default(),
             depths: [0; 5],
             missing: 0,
@@ -175,15 +190,18 @@ impl Stacks {
             return Frame { addr: ip, module: None, sym: unnamed(format!("[no mapping]+{ip:#x}")) };
         };
         let name = id.name.clone();
-        let elf = off.map(|_| self.elfs.path_of(pid, &name, ip));
-        let module = self.module(pid, ip, &name, off, elf.as_ref(), maps);
-        let (Some(off), Some(elf)) = (off, elf) else {
+        let elf = off.and_then(|_| self.elfs.file_of(pid, &name, ip, &mut self.helper));
+        let module = self.module(pid, ip, &name, off, elf, maps);
+        let Some(off) = off else {
             return Frame { addr: ip, module, sym: unnamed(format!("{name}+{ip:#x}")) };
         };
-        if let Some(s) = self.symbols.get(&(elf.clone(), off)) {
+        let Some(elf) = elf else {
+            return Frame { addr: ip, module, sym: unnamed(format!("{}+{off:#x}", short(&name))) };
+        };
+        if let Some(s) = self.symbols.get(&(elf, off)) {
             return Frame { addr: ip, module, sym: s.clone() };
         }
-        let sym = match self.symbolize(&elf, off) {
+        let sym = match self.symbolize(elf, off) {
             Some(r) => Arc::new(r),
             None => unnamed(format!("{}+{off:#x}", short(&name))),
         };
@@ -198,7 +216,7 @@ impl Stacks {
         ip: u64,
         name: &Arc<str>,
         off: Option<u64>,
-        elf: Option<&Arc<str>>,
+        elf: Option<ElfId>,
         maps: &MappingMap,
     ) -> Option<Arc<Module>> {
         let (start, end) = maps.bounds(ip)?;
@@ -208,32 +226,16 @@ impl Stacks {
                 return Some(m.clone());
             }
         }
-        let build_id = elf.and_then(|e| self.elfs.build_id(e));
+        let build_id = elf.and_then(|e| self.elfs.build_id(e, &mut self.helper));
         let m = Arc::new(Module { name: name.clone(), start, end, file_offset, build_id });
         self.modules.insert((pid, start), m.clone());
         Some(m)
     }
 
-    fn symbolize(&self, module: &str, off: u64) -> Option<Resolved> {
-        let src = Source::Elf(Elf::new(Path::new(module)));
-        let syms = self.symbolizer.symbolize(&src, Input::FileOffset(&[off])).ok()?;
-        match syms.into_iter().next()? {
-            Symbolized::Sym(sym) => {
-                let text = match &sym.code_info {
-                    Some(ci) => match ci.line {
-                        Some(line) => format!("{} ({}:{line})", sym.name, Path::new(&ci.file).display()),
-                        None => format!("{} ({})", sym.name, Path::new(&ci.file).display()),
-                    },
-                    None => sym.name.to_string(),
-                };
-                // blazesym lists inlined functions outermost first, each with its own line.
-                let mut symbols: Vec<Symbol> =
-                    sym.inlined.iter().rev().map(|f| Symbol::new(&f.name, f.code_info.as_ref())).collect();
-                symbols.push(Symbol::new(&sym.name, sym.code_info.as_deref()));
-                Some(Resolved { text, symbols })
-            }
-            Symbolized::Unknown(_) => None,
-        }
+    /// The name of file offset `off` of ELF `elf`, from the helper.
+    fn symbolize(&mut self, elf: ElfId, off: u64) -> Option<Resolved> {
+        let fd = self.elfs.fd(elf)?;
+        self.helper.symbolize(elf, fd, &[off])?.pop()?
     }
 
     /// The `n` stacks of `pid` that added the most pages.
@@ -310,7 +312,7 @@ impl Stacks {
     pub fn summary(&self, errors: u64) -> StackSummary {
         let depths =
             DEPTH_BUCKETS.iter().zip(self.depths).map(|(&frames, stacks)| DepthBucket { frames, stacks }).collect();
-        StackSummary { depths, errors }
+        StackSummary { depths, errors, symbolizer: self.helper.stats }
     }
 
     /// Folded lines of every pid's pages by stack.
@@ -355,7 +357,12 @@ impl Stacks {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd as _;
+    use std::path::Path;
+
+    use blazesym::symbolize::{
+        source::{Elf, Source},
+        Input, Symbolizer,
+    };
 
     use super::*;
 
@@ -389,16 +396,25 @@ mod tests {
     }
 
     #[test]
-    fn symbolizes_through_an_open_file() {
-        // What a deleted binary is read through: the process's mapping of it, as an open file.
+    fn the_helpers_code_symbolizes_and_reads_build_ids_through_a_handed_descriptor() {
+        // What the helper does with a descriptor the agent sent (without dropping privileges).
         let maps = crate::proc_facts::maps(std::process::id()).unwrap();
         let addr = folded_line::<String> as *const () as usize as u64;
         let (_, off) = maps.resolve(addr).unwrap();
         let file = elfs::map_file(std::process::id(), addr).expect("our own map_files entry");
-        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let sym = Symbolizer::new();
-        let s = sym.symbolize(&Source::Elf(Elf::new(Path::new(&path))), Input::FileOffset(&[off.unwrap()])).unwrap();
-        let name = s[0].as_sym().map(|s| s.name.to_string()).unwrap_or_default();
-        assert!(name.contains("folded_line"), "{name} {:?}", s[0]);
+        let mut files = HashMap::new();
+        let req = wire::Request::Symbolize { file: 1, offsets: vec![off.unwrap(), u64::MAX] };
+        let r = sandbox::serve(&mut files, req, Some(file.into()));
+        let wire::Response::Symbols(v) = r else { panic!("{r:?}") };
+        let name = &v[0].as_ref().expect("named").symbols.last().unwrap().name;
+        assert!(name.contains("folded_line"), "{name}");
+        assert_eq!(v[1], None, "an offset past the file has no name");
+        let r = sandbox::serve(&mut files, wire::Request::BuildId { file: 1 }, None);
+        let wire::Response::BuildId(Some(id)) = r else { panic!("{r:?}") };
+        assert!(id.len() >= 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        let r = sandbox::serve(&mut files, wire::Request::Close { file: 1 }, None);
+        assert!(matches!(r, wire::Response::Closed) && files.is_empty(), "{r:?}");
+        let r = sandbox::serve(&mut files, wire::Request::BuildId { file: 1 }, None);
+        assert!(matches!(r, wire::Response::Error(_)), "{r:?}");
     }
 }

@@ -2,6 +2,7 @@
 mod bench;
 mod bench_run;
 mod bench_scale;
+mod fuzz;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -36,6 +37,14 @@ enum Cmd {
     Demo {
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Malformed ELF files through the agent's unprivileged symbolizer helper (prints inputs,
+    /// helper crashes, timeouts, restarts, wall time as JSON).
+    Fuzz {
+        #[arg(long, default_value_t = 1_000_000)]
+        iterations: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -94,6 +103,7 @@ fn run(cmd: Cmd) -> Result<()> {
             c.args(["watch", "--stacks", "--"]).arg(&agent).arg("demo").args(&args);
             status(c, "agent watch -- agent demo")
         }
+        Cmd::Fuzz { iterations, seed } => fuzz::run(iterations, seed),
     }
 }
 

@@ -1,26 +1,38 @@
-//! The ELF files behind a process's modules: where to read each from (its path, or the process's
-//! own mapping of it when the path no longer names it), and their build ids.
+//! The ELF files behind a process's modules, opened by the agent (root) for the symbolizer
+//! helper, which may not open them itself: each is the file the process has mapped, opened
+//! through `/proc/PID/map_files` (right for a deleted or replaced binary, and for a path that
+//! names another file in the agent's mount namespace than in a container's), else by its path.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fs::File,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::Path,
+    os::{
+        fd::{AsFd as _, BorrowedFd},
+        unix::fs::MetadataExt as _,
+    },
     sync::Arc,
 };
 
-/// Open ELF files of binaries whose path no longer names them, kept for the agent's lifetime.
+use super::helper::Helper;
+
+/// ELF files kept open at most; the oldest is closed to open another.
+const MAX_OPEN_ELFS: usize = 256;
+
+/// The agent's number for one open ELF file (never reused).
+pub type ElfId = u64;
+
 #[derive(Default)]
 pub struct Elfs {
-    /// (pid, module as its maps name it) -> the path to read it from.
-    by_module: HashMap<(u32, Arc<str>), Arc<str>>,
-    /// (device, inode) -> the open file and its `/proc/self/fd/N` path.
-    open: HashMap<(u64, u64), (File, Arc<str>)>,
-    /// GNU build ids (hex) by the path we read the ELF from.
-    build_ids: HashMap<Arc<str>, Option<Arc<str>>>,
+    /// (pid, module as its maps name it) -> the file (none: it could not be opened).
+    by_module: HashMap<(u32, Arc<str>), Option<ElfId>>,
+    /// (device, inode) -> the file's number, so one binary mapped by many is opened once.
+    by_inode: HashMap<(u64, u64), ElfId>,
+    files: HashMap<ElfId, (File, (u64, u64))>,
+    /// Open files, oldest first.
+    order: VecDeque<ElfId>,
+    next: ElfId,
+    /// GNU build ids (hex) by file.
+    build_ids: HashMap<ElfId, Option<Arc<str>>>,
 }
-
-/// Deleted or replaced binaries kept open at most.
-const MAX_OPEN_ELFS: usize = 256;
 
 impl Elfs {
     /// Forget what was learned of `pid`'s modules (the files kept open stay).
@@ -28,48 +40,61 @@ impl Elfs {
         self.by_module.retain(|(p, _), _| *p != pid);
     }
 
-    /// The GNU build id of the ELF read at `elf`, hex.
-    pub fn build_id(&mut self, elf: &Arc<str>) -> Option<Arc<str>> {
-        if let Some(b) = self.build_ids.get(elf) {
+    /// The open file of `id`, while it is open.
+    pub fn fd(&self, id: ElfId) -> Option<BorrowedFd<'_>> {
+        self.files.get(&id).map(|(f, _)| f.as_fd())
+    }
+
+    /// The GNU build id of file `id`, hex, read by the helper.
+    pub fn build_id(&mut self, id: ElfId, helper: &mut Helper) -> Option<Arc<str>> {
+        if let Some(b) = self.build_ids.get(&id) {
             return b.clone();
         }
-        let b = blazesym::helper::read_elf_build_id(Path::new(&**elf)).ok().flatten().map(|bytes| {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            Arc::<str>::from(hex)
-        });
-        self.build_ids.insert(elf.clone(), b.clone());
+        let fd = self.fd(id)?;
+        let b = helper.build_id(id, fd).map(Arc::<str>::from);
+        self.build_ids.insert(id, b.clone());
         b
     }
 
-    /// Where to read `module` of `pid` (mapped at `ip`) from: its path while that still names
-    /// the mapped file, else the mapped file itself, opened through the process while it lives.
-    pub fn path_of(&mut self, pid: u32, module: &Arc<str>, ip: u64) -> Arc<str> {
-        if let Some(p) = self.by_module.get(&(pid, module.clone())) {
-            return p.clone();
+    /// The file `module` of `pid` (mapped at `ip`) is read from: opened now if not yet. A file
+    /// closed to make room is closed in the helper too.
+    pub fn file_of(&mut self, pid: u32, module: &Arc<str>, ip: u64, helper: &mut Helper) -> Option<ElfId> {
+        if let Some(&id) = self.by_module.get(&(pid, module.clone())) {
+            if id.is_none_or(|id| self.files.contains_key(&id)) {
+                return id;
+            }
         }
-        let path = self.capture(pid, module, ip).unwrap_or_else(|| module.clone());
-        self.by_module.insert((pid, module.clone()), path.clone());
-        path
+        let id = self.open(pid, module, ip, helper);
+        self.by_module.insert((pid, module.clone()), id);
+        id
     }
 
-    fn capture(&mut self, pid: u32, module: &str, ip: u64) -> Option<Arc<str>> {
-        let file = map_file(pid, ip)?;
+    fn open(&mut self, pid: u32, module: &str, ip: u64, helper: &mut Helper) -> Option<ElfId> {
+        // The process's own mapping; once it is gone, the path (as before the helper).
+        let file = map_file(pid, ip).or_else(|| File::open(module).ok())?;
         let meta = file.metadata().ok()?;
-        let id = (meta.dev(), meta.ino());
-        let same = std::fs::metadata(module).is_ok_and(|m| (m.dev(), m.ino()) == id);
-        if same {
+        if !meta.is_file() {
             return None;
         }
-        if let Some((_, p)) = self.open.get(&id) {
-            return Some(p.clone());
+        let inode = (meta.dev(), meta.ino());
+        if let Some(&id) = self.by_inode.get(&inode) {
+            return Some(id);
         }
-        if self.open.len() >= MAX_OPEN_ELFS {
-            log::debug!("{module} of pid {pid} was replaced or deleted; too many such files open to keep it");
-            return None;
+        if self.files.len() >= MAX_OPEN_ELFS {
+            if let Some(old) = self.order.pop_front() {
+                if let Some((_, ino)) = self.files.remove(&old) {
+                    self.by_inode.remove(&ino);
+                }
+                self.build_ids.remove(&old);
+                helper.close(old);
+            }
         }
-        let path: Arc<str> = format!("/proc/self/fd/{}", file.as_raw_fd()).into();
-        self.open.insert(id, (file, path.clone()));
-        Some(path)
+        let id = self.next;
+        self.next += 1;
+        self.files.insert(id, (file, inode));
+        self.by_inode.insert(inode, id);
+        self.order.push_back(id);
+        Some(id)
     }
 }
 
@@ -85,19 +110,4 @@ pub fn map_file(pid: u32, ip: u64) -> Option<File> {
         }
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn build_id_of_this_test_binary_is_hex_and_a_non_elf_has_none() {
-        let mut elfs = Elfs::default();
-        let exe: Arc<str> = std::fs::read_link("/proc/self/exe").unwrap().to_string_lossy().into();
-        let id = elfs.build_id(&exe).expect("the toolchain links a GNU build id");
-        assert!(id.len() >= 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
-        assert_eq!(elfs.build_id(&exe), Some(id), "cached");
-        assert_eq!(elfs.build_id(&Arc::from("/proc/self/status")), None);
-    }
 }

@@ -1,0 +1,125 @@
+//! `--stacks` symbolizes in an unprivileged helper: its privileges are gone (as
+//! /proc/PID/status shows them), it still names the workload's functions, and malformed ELF
+//! files crash or hang only the helper, never the agent.
+mod common;
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+/// The helper of agent `agent`: its child running `agent symbolizer`.
+fn helper_of(agent: u32) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(agent) && cmdline.split(|&b| b == 0).nth(1) == Some(b"symbolizer") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in status:\n{status}"))
+}
+
+#[test]
+fn the_symbolizer_helper_has_no_privileges_and_still_names_the_workload_frames() {
+    if !ebpf_available("symbolizer sandbox") {
+        return;
+    }
+    let mut run = Running::start(&[
+        "watch",
+        "--format",
+        "json",
+        "--interval",
+        "0.5",
+        "--stacks",
+        "--",
+        workloads().to_str().unwrap(),
+        "stacks",
+        "--mib",
+        "4",
+        "--hold",
+        "2",
+    ]);
+    run.wait_for("start", Duration::from_secs(20));
+    let agent_pid = run.child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let helper = loop {
+        if let Some(p) = helper_of(agent_pid) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no `agent symbolizer` child of the agent ({agent_pid})");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = std::fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
+    for set in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
+        assert_eq!(status_field(&status, set), "0000000000000000", "{set} of the helper:\n{status}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{status}");
+    for ids in ["Uid", "Gid"] {
+        let v = status_field(&status, ids);
+        assert!(v.split_whitespace().all(|id| id == "65534"), "{ids} of the helper: {v}");
+    }
+    assert_eq!(status_field(&status, "Groups"), "", "no supplementary groups");
+    // Only stdio and its socket are open in the helper, whatever the agent had open.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{helper}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(fds.iter().all(|f| ["0", "1", "2", "3"].contains(&f.as_str())), "helper fds at start: {fds:?}");
+
+    let (recs, code) = run.finish(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    let p = proc_by_comm(&recs, "wl-stacks");
+    let frames = p["stacks"][0]["frames"].to_string();
+    assert!(frames.contains("workloads::workload::grow_cache"), "top stack: {frames}");
+    let st = &summary(&recs)["stacks"]["symbolizer"];
+    assert!(st["requests"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(st["crashes"], 0, "{st}");
+    assert_eq!(st["timeouts"], 0, "{st}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while std::path::Path::new(&format!("/proc/{helper}/status")).exists() {
+        assert!(Instant::now() < deadline, "the helper {helper} outlived the agent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn malformed_elf_files_crash_only_the_helper_and_are_counted() {
+    if !ebpf_available("symbolizer fuzz") {
+        return;
+    }
+    // A short run of `cargo xtask fuzz`: the same helper, the same protocol.
+    let n = 2000;
+    let out = Command::new(agent())
+        .args(["fuzz-symbolizer", "--iterations", &n.to_string(), "--seed", "11", "--timeout-ms", "3000"])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "the fuzzing agent itself must survive");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rep: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    eprintln!("fuzz report: {rep}");
+    assert_eq!(rep["inputs"], n, "{rep}");
+    let h = &rep["helper"];
+    let (crashes, timeouts, restarts) =
+        (h["crashes"].as_u64().unwrap(), h["timeouts"].as_u64().unwrap(), h["restarts"].as_u64().unwrap());
+    // Every helper lost was replaced (the one lost on the last input may not have been yet).
+    assert!(restarts + 1 >= crashes + timeouts && restarts <= crashes + timeouts, "{rep}");
+    // Each input was answered, or its helper was lost on it.
+    let answered = rep["answered"].as_u64().unwrap();
+    assert!(answered <= n && answered + crashes + timeouts >= n, "{rep}");
+    // The mutations leave many inputs readable: the parsers behind the header checks ran.
+    assert!(rep["named"].as_u64().unwrap() > n / 10, "{rep}");
+}
