@@ -34,6 +34,9 @@ pub enum EventKind {
     /// cgroup is watched (`--cgroup`); see [`ProcEvent`] (`pid` is the process). Comes before
     /// the fork or exec record that found it.
     Join = 10,
+    /// A watched process's hugetlb mappings changed (`mm->hugetlb_usage` moved) over a user
+    /// fault that changed no rss counter; see [`HugetlbEvent`].
+    Hugetlb = 11,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -50,6 +53,7 @@ impl TryFrom<u32> for EventKind {
             8 => Self::Cow,
             9 => Self::ExecMm,
             10 => Self::Join,
+            11 => Self::Hugetlb,
             other => return Err(other),
         })
     }
@@ -199,7 +203,10 @@ pub struct TaskSlot {
     /// User faults this task took (added to `FAULTS` when it exits).
     pub faults: u64,
     pub tgid: u32,
-    pub _pad: u32,
+    /// 1 from a fault entry on a page that was not present until that fault's first rss
+    /// change: still 1 at the next fault, the fault mapped no rss page (a hugetlb page, the
+    /// zero page, or nothing), and `hugetlb.rs` looks at the mm's hugetlb counter.
+    pub quiet: u32,
 }
 
 impl TaskSlot {
@@ -217,7 +224,7 @@ impl TaskSlot {
         last_stack: -1,
         faults: 0,
         tgid: 0,
-        _pad: 0,
+        quiet: 0,
     };
 }
 
@@ -347,6 +354,21 @@ impl Default for ExecMmEvent {
     }
 }
 
+/// The hugetlb pages a watched process maps, after a user fault that changed no rss counter
+/// moved them (hugetlb faults never fire `kmem:rss_stat`). Sent at the task's next fault entry
+/// (there is no fault-exit tracepoint): `addr` is the earlier fault's address. `pages` is the
+/// mm's `hugetlb_usage`, absolute, in base pages (a 2 MiB page is 512).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HugetlbEvent {
+    pub hdr: EventHeader,
+    pub addr: u64,
+    pub pages: i64,
+    /// `pages` minus the last value the kernel saw for this process (all of `pages` the
+    /// first time).
+    pub delta: i64,
+}
+
 /// Indices of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Ring-buffer reservations that failed: records lost.
@@ -373,6 +395,7 @@ pub mod names {
     pub const STACKS: &str = "STACKS";
     pub const TASKS: &str = "TASKS";
     pub const WATCHED_CGROUPS: &str = "WATCHED_CGROUPS";
+    pub const SHMEM_PAGES: &str = "SHMEM_PAGES";
 }
 
 /// Key of `LAST_SIZE`: (mm_id, member).
@@ -393,6 +416,7 @@ mod pod {
     unsafe impl aya::Pod for TaskSlot {}
     unsafe impl aya::Pod for CowEvent {}
     unsafe impl aya::Pod for ExecMmEvent {}
+    unsafe impl aya::Pod for HugetlbEvent {}
 }
 
 #[cfg(test)]
@@ -481,10 +505,20 @@ mod tests {
     }
 
     #[test]
+    fn hugetlb_layout() {
+        assert_eq!(size_of::<HugetlbEvent>(), 48);
+        assert_eq!(offset_of!(HugetlbEvent, addr), 24);
+        assert_eq!(offset_of!(HugetlbEvent, pages), 32);
+        assert_eq!(offset_of!(HugetlbEvent, delta), 40);
+        assert_eq!(EventKind::try_from(11), Ok(EventKind::Hugetlb));
+    }
+
+    #[test]
     fn task_slot_layout() {
         assert_eq!(size_of::<TaskSlot>(), 152);
         assert_eq!(offset_of!(TaskSlot, faults), 136);
         assert_eq!(offset_of!(TaskSlot, tgid), 144);
+        assert_eq!(offset_of!(TaskSlot, quiet), 148);
     }
 
     #[test]

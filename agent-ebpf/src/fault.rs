@@ -5,6 +5,8 @@
 //! copy-on-write: a page shared with a fork partner copied, which no rss counter shows. Those
 //! faults are sent as a `CowEvent` (userspace keeps the private mappings' ones). The fault storm
 //! takes first-touch faults only (page not present): it pays one test and branch.
+//!
+//! [`user_fault`] is the bookkeeping every fault source shares (`fault_perf.rs` is the other).
 use agent_common::{cause, counter, CowEvent, EventHeader, EventKind};
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
@@ -17,6 +19,14 @@ const PF_PROT_WRITE: u64 = 1 | 2;
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
+    user_fault(|| Raw::read(&ctx).map(|raw| (raw.u64_at(&PF_ADDR), raw.u64_at(&PF_ERR))))
+}
+
+/// A user-mode fault of the current task: `addr_err` gives the faulting address and the x86
+/// `error_code` (0 from a source that has none: no copy-on-write is then reported). It is
+/// called only for a watched task, so an unwatched fault costs one or two lookups.
+#[inline(always)]
+pub fn user_fault(addr_err: impl FnOnce() -> Option<(u64, u64)>) -> u32 {
     let (tgid, tid) = pid_tgid();
     // A task with a slot belongs to a watched process (slots are made only for those and
     // dropped at thread exit): one lookup instead of two on the hot path.
@@ -29,13 +39,18 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
         },
         None => return 0,
     };
-    let Some(raw) = Raw::read(&ctx) else { return 0 };
+    let Some((addr, err)) = addr_err() else { return 0 };
     let slot = unsafe { &mut *slot };
+    // Its previous fault (page not present) changed no rss counter: a hugetlb page? (rss.rs
+    // clears `quiet` at a fault's first rss change, so the storm pays this test only.)
+    if slot.quiet != 0 {
+        crate::hugetlb::hugetlb_after_quiet_fault(tgid, tid, slot.fault_addr);
+    }
+    slot.quiet = u32::from(err & 1 == 0);
     // Counted in the slot (already at hand); added to FAULTS when the thread exits.
     slot.faults += 1;
     // A user-mode fault means no syscall is in progress in this task.
     slot.sys_nr = -1;
-    let (addr, err) = (raw.u64_at(&PF_ADDR), raw.u64_at(&PF_ERR));
     slot.fault_addr = addr;
     slot.fault_err = err;
     slot.fault_cause = cause::FAULT;

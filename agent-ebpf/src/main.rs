@@ -9,11 +9,13 @@ mod exec;
 mod exit;
 mod fault;
 mod fault_kernel;
+mod fault_perf;
 mod fork;
+mod hugetlb;
 mod oom;
 mod proc_event;
 mod rss;
-mod sys_enter;
+mod shmem_new;
 mod sys_exit;
 
 #[cfg(not(test))]

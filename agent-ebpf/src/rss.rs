@@ -14,7 +14,7 @@ use aya_ebpf::{
 use aya_log_ebpf::{info, warn};
 
 use crate::state::{
-    count, count_first, first_on_cpu, g, is_watched, once, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER,
+    count, count_first, current_syscall, first_on_cpu, g, is_watched, once, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER,
     RSS_CURR, RSS_MEMBER, RSS_MM_ID, RSS_SIZE, STACKS, STACKS_ON, TASKS,
 };
 
@@ -49,19 +49,33 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                     register_owner();
                     slot.owner_mm = mm_id;
                 }
-                if slot.fault_cause != 0 {
+                // The fault in the slot is still in progress: a user fault while no syscall
+                // is (the task's registers say so), a kernel fault while the syscall it came in
+                // still runs. Otherwise the fault is over and this change is the syscall's.
+                let sys = current_syscall();
+                let in_fault = match slot.fault_cause {
+                    cause::FAULT => sys < 0,
+                    cause::KERNEL_FAULT => sys == slot.sys_nr,
+                    _ => false,
+                };
+                if in_fault {
                     let first = if slot.fault_fresh != 0 { rss_flags::FIRST_OF_FAULT } else { 0 };
                     slot.fault_fresh = 0;
+                    // It mapped an rss page: not a hugetlb fault (see hugetlb.rs).
+                    slot.quiet = 0;
                     (cur_tgid, slot.fault_cause, slot.fault_addr, slot.fault_err, first)
-                } else if slot.sys_nr >= 0 {
-                    (cur_tgid, cause::SYSCALL, 0, slot.sys_nr as u64, 0)
+                } else if sys >= 0 {
+                    (cur_tgid, cause::SYSCALL, 0, sys as u64, 0)
                 } else {
                     (cur_tgid, cause::OTHER, 0, 0, 0)
                 }
             }
             None => {
                 register_owner();
-                (cur_tgid, cause::OTHER, 0, 0, 0)
+                match current_syscall() {
+                    sys if sys >= 0 => (cur_tgid, cause::SYSCALL, 0, sys as u64, 0),
+                    _ => (cur_tgid, cause::OTHER, 0, 0, 0),
+                }
             }
         }
     } else {
@@ -70,7 +84,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         // reset what we knew under it at its first change.
         if let Some(slot) = TASKS.get_ptr_mut(tid) {
             let slot = unsafe { &mut *slot };
-            let nr = slot.sys_nr as u64;
+            let nr = current_syscall() as u64;
             let forking = matches!(nr, nr::CLONE | nr::CLONE3 | nr::FORK | nr::VFORK);
             let execing = matches!(nr, nr::EXECVE | nr::EXECVEAT) && slot.owner_mm != mm_id;
             if forking || execing {
@@ -98,8 +112,8 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                     count(counter::UNOWNED);
                     return 0;
                 }
-                // Without the syscall hooks: a watched task building an mm it does not run on
-                // yet. Such an mm starts from zero.
+                // A watched task without a slot building an mm it does not run on yet. Such an
+                // mm starts from zero.
                 let key = last_size_key(mm_id, member);
                 if LAST_SIZE.get_ptr(key).is_none() {
                     for m in 0..4u32 {

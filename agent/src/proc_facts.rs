@@ -20,6 +20,11 @@ impl ProcSource for Procfs {
     fn rss_seed(&self, pid: u32) -> Option<[i64; 4]> {
         rss_seed(pid)
     }
+    fn hugetlb_pages(&self, pid: u32) -> Option<i64> {
+        // KiB to base pages, as the kernel's hugetlb counter counts.
+        let kib = Process::new(pid as i32).ok()?.status().ok()?.hugetlbpages?;
+        Some(kib as i64 * 1024 / crate::demo::procs::page_size() as i64)
+    }
     fn zombie_comm(&self, pid: u32) -> Option<String> {
         zombie_comm(pid)
     }

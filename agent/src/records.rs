@@ -11,6 +11,9 @@ pub struct Pages {
     /// that no rss counter showed (a page shared with a fork partner, copied): RSS unchanged,
     /// USS up. Not in `total` (which is RSS).
     pub cow: i64,
+    /// hugetlb pages mapped, in base pages (a 2 MiB page is 512): never in RSS, so not in
+    /// `total`.
+    pub hugetlb: i64,
 }
 
 impl Pages {
@@ -64,6 +67,11 @@ pub struct AgentCost {
     /// smaps_rollup reads and the wall time they took in all.
     pub smaps_reads: u64,
     pub smaps_read_s: f64,
+    /// `--smaps-budget` (percent of one CPU), the smaps seconds it allowed over the run, and
+    /// `smaps_read_s` / allowed (the schedule holds it under 1.2 over any 60 s).
+    pub smaps_budget_pct: f64,
+    pub smaps_allowed_s: f64,
+    pub smaps_budget_used: f64,
     /// With --bpf-stats: each of the agent's eBPF programs, its runs and time in the kernel.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub programs: Vec<ProgStat>,
@@ -122,6 +130,11 @@ pub struct MemStat {
     pub pss_file_kib: u64,
     pub pss_shmem_kib: u64,
     pub swap_kib: u64,
+    /// hugetlb pages mapped (`Shared_Hugetlb` + `Private_Hugetlb`): smaps leaves them out of
+    /// Rss, Pss and the Private_* fields, so they are in none of the figures above.
+    pub hugetlb_kib: u64,
+    pub shared_hugetlb_kib: u64,
+    pub private_hugetlb_kib: u64,
 }
 
 /// The kernel's own accounting (full `/proc/PID/smaps`) of the VMAs that hold a mapping.
@@ -203,12 +216,20 @@ pub enum Record {
         hooks: Vec<String>,
         /// Optional hooks that could not be attached, with the reason.
         missing_hooks: Vec<String>,
+        /// `--cgroup`: each watched cgroup, its hierarchy and how joins are followed.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        cgroups: Vec<String>,
     },
     Proc {
         pid: u32,
         ppid: u32,
         comm: String,
+        /// `fork`, `exec`, `exit`; with `--cgroup`, `join` (it entered a watched cgroup) and
+        /// `left` (it left them all: no longer watched).
         event: &'static str,
+        /// Its cgroup path, and the pod uid / container id that path names.
+        #[serde(flatten)]
+        labels: crate::targets::cgroup_labels::Labels,
     },
     Faults {
         pid: u32,
@@ -227,11 +248,19 @@ pub enum Record {
         comm: String,
         /// Which smaps sweep this reading belongs to (readings of one sweep are comparable).
         sweep: u64,
+        /// How old this pid's previous reading was when this one was taken, seconds (absent on
+        /// its first): the `--smaps-budget` schedule reads costly, quiet pids less often.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prev_age_s: Option<f64>,
         #[serde(flatten)]
         mem: MemStat,
         /// RSS by the eBPF ledger (the rss_stat counters), and its difference from smaps Rss.
         ledger_rss_kib: Option<i64>,
         drift_kib: Option<i64>,
+        /// hugetlb KiB the ledger has from the kernel's hugetlb counter (to compare with this
+        /// reading's `hugetlb_kib`), for a pid with hugetlb pages.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ledger_hugetlb_kib: Option<i64>,
         /// What moved PSS/USS since this pid's previous reading (absent on the first).
         #[serde(skip_serializing_if = "Option::is_none")]
         explain: Option<Explain>,
@@ -303,6 +332,12 @@ pub enum Record {
     Lost {
         events: u64,
     },
+    /// `--cgroup`: a watched cgroup's memory explained, once per smaps interval.
+    Cgroup(crate::judgement::cgroup::CgroupRecord),
+    /// A cgroup-level leak verdict (`scope: "cgroup"`): its memory grows and no member's pages
+    /// explain it.
+    #[serde(rename = "leak")]
+    CgroupLeak(crate::judgement::cgroup_verdict::CgroupLeak),
     Summary {
         duration_s: f64,
         lost_events: u64,
@@ -318,6 +353,10 @@ pub enum Record {
         #[serde(skip_serializing_if = "Option::is_none")]
         stacks: Option<StackSummary>,
         procs: Vec<ProcSummary>,
+        /// `serve`: the processes taken out of the ledger, folded into their name's totals
+        /// (`watch` keeps each one in `procs`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        exited: Vec<crate::session::fold::ExitedGroup>,
         /// With --stacks: folded stacks (`comm;frame;...;frame pages`) of every process, for the
         /// stack-file sinks.
         #[serde(skip)]

@@ -1,7 +1,12 @@
 //! `workloads`: the known-answer workloads of the tests and the benchmark's cost floor. Built
 //! beside the agent (`cargo build -p workloads`), never part of it.
+mod backings;
 mod cgmember;
 mod floor;
+mod procstorm;
+mod seed;
+mod slowleak;
+mod syscalls;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +32,19 @@ enum Cmd {
     /// Move into --join cgroups, then fork a child that writes known amounts (anon, an
     /// unmapped tmpfs file, its growth) and may leave (the `--cgroup` tests).
     Cgmember(cgmember::CgMember),
+    #[command(flatten)]
+    Backings(backings::Backings),
+    /// The seed at this machine's size: mappers over one big shared segment, leakers (private,
+    /// shmem, hugetlb) and a churner (the smaps budget's tests and `cargo xtask bench seed-scale`).
+    Seed(seed::Seed),
+    /// A slow leaker (--kib-s, a page at a time) beside a steady churner: the long-window
+    /// verdict's root test.
+    Slowleak(slowleak::SlowLeak),
+    /// --n short-lived processes one after another, pausing at --marks: the bounded-memory soak.
+    Procstorm(procstorm::ProcStorm),
+    /// --n getppid() calls in a loop: what a syscall costs a watched process (the bench's
+    /// syscall storm).
+    Syscalls(syscalls::Syscalls),
 }
 
 fn main() {
@@ -34,6 +52,11 @@ fn main() {
         Cmd::Floor { bpf_stats } => floor::run(bpf_stats),
         Cmd::Workload(w) => workload::run(w),
         Cmd::Cgmember(a) => cgmember::run(a),
+        Cmd::Backings(b) => backings::run(b),
+        Cmd::Seed(s) => seed::run(s),
+        Cmd::Slowleak(a) => slowleak::run(a),
+        Cmd::Procstorm(a) => procstorm::run(a),
+        Cmd::Syscalls(a) => syscalls::run(a),
     };
     std::process::exit(code);
 }

@@ -36,15 +36,18 @@ pub struct Activity {
     pub cow: i64,
     /// Net pages from causes other than faults, indexed by `agent_common::cause`.
     pub other: [i64; 6],
+    /// Net hugetlb base pages mapped (see `ledger_hugetlb.rs`): not in RSS, not in `pages`.
+    pub hugetlb: i64,
 }
 
 impl Activity {
     pub fn is_empty(&self) -> bool {
-        self.faults == 0 && self.pages == [0; 4] && self.other == [0; 6] && self.cow == 0
+        self.faults == 0 && self.pages == [0; 4] && self.other == [0; 6] && self.cow == 0 && self.hugetlb == 0
     }
     pub fn merge(&mut self, o: &Activity) {
         self.faults += o.faults;
         self.cow += o.cow;
+        self.hugetlb += o.hugetlb;
         for i in 0..4 {
             self.pages[i] += o.pages[i];
         }
@@ -64,6 +67,7 @@ impl Activity {
             file: self.pages[member::FILE as usize],
             shmem: self.pages[member::SHMEM as usize],
             cow: self.cow,
+            hugetlb: self.hugetlb,
         }
     }
     pub fn top(&self, n: usize) -> Vec<MappingStat> {

@@ -58,6 +58,9 @@ impl Ledger {
         let (ppid, comm) = self.facts.facts(pid)?;
         let (maps, seed) = (self.facts.maps(pid).unwrap_or_default(), self.facts.rss_seed(pid));
         self.add(pid, ppid, comm, maps, seed);
+        // Its hugetlb pages now are a seed too, not its faults'.
+        let huge = self.facts.hugetlb_pages(pid).unwrap_or(0);
+        self.procs.get_mut(&pid).expect("added").hugetlb.accounted = huge;
         Some(())
     }
 
@@ -250,6 +253,7 @@ impl Ledger {
     /// faults record per process with activity.
     pub fn close_interval(&mut self, faults: &HashMap<u32, u64>, interval_s: f64) -> Vec<Record> {
         let mut out = Vec::new();
+        self.audit_hugetlb();
         let mut pids: Vec<u32> = self.procs.keys().copied().collect();
         pids.sort_unstable();
         for pid in pids {
@@ -272,7 +276,7 @@ impl Ledger {
                     p.comm = c;
                 }
             }
-            if a.faults == 0 && a.pages == [0; 4] && a.cow == 0 {
+            if a.faults == 0 && a.pages == [0; 4] && a.cow == 0 && a.hugetlb == 0 {
                 continue;
             }
             out.push(Record::Faults {
@@ -319,6 +323,8 @@ fn proc_entry<'a>(procs: &'a mut HashMap<u32, Proc>, facts: &dyn ProcSource, pid
 
 #[path = "ledger_cow.rs"]
 mod cow;
+#[path = "ledger_hugetlb.rs"]
+pub mod hugetlb;
 #[path = "ledger_lifecycle.rs"]
 mod lifecycle;
 #[path = "ledger_names.rs"]

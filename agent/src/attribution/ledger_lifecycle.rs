@@ -32,6 +32,7 @@ impl Ledger {
         p.comm = comm.clone();
         // The seed described the old image's mm; the kernel tracks the new one from zero.
         p.seed = None;
+        p.hugetlb = Default::default();
         let cur = p.cur_mm;
         let left = p.mms.iter().map(|c| c.mm_id).filter(|&id| Some(id) != cur).collect();
         p.mms.retain(|c| Some(c.mm_id) == cur);

@@ -53,7 +53,7 @@ fn fault_pages_go_to_the_mapping_of_the_address() {
     let recs = l.close_interval(&HashMap::from([(PID, 9)]), 1.0);
     let Record::Faults { faults, pages, mappings, .. } = &recs[0] else { panic!("{recs:?}") };
     assert_eq!(*faults, 9);
-    assert_eq!(*pages, Pages { anon: 8, file: 0, shmem: 4, cow: 0 });
+    assert_eq!(*pages, Pages { anon: 8, file: 0, shmem: 4, cow: 0, hugetlb: 0 });
     assert_eq!(
         mappings[0],
         MappingStat { mapping: "anon@0x100000".into(), shared: false, faults: 8, pages: 8, cow: 0 }

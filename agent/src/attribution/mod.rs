@@ -36,6 +36,10 @@ pub trait ProcSource: Send {
     fn elf_image(&self, path: &str) -> Option<exec_image::ElfImage>;
     /// Bytes of the vDSO exec maps (the same image in every process of this kernel).
     fn vdso_len(&self) -> Option<u64>;
+    /// The hugetlb pages it maps now, in base pages (`/proc/PID/status` HugetlbPages).
+    fn hugetlb_pages(&self, _pid: u32) -> Option<i64> {
+        None
+    }
 }
 
 /// A /proc for unit tests: the maps a test put there for a pid, nothing else; and how often the

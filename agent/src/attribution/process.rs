@@ -70,6 +70,8 @@ pub struct Proc {
     /// the next exec layout record names them: exec writes into the image it builds (the bss
     /// tails it zeroes, the stack's tables) before its record comes (see `ledger_names.rs`).
     pub(super) exec_faults: Vec<(u64, i64, bool)>,
+    /// Its hugetlb pages (see `ledger_hugetlb.rs`).
+    pub(super) hugetlb: super::ledger::hugetlb::HugetlbState,
 }
 
 impl Proc {
@@ -99,6 +101,7 @@ impl Proc {
             own_cow: 0,
             cow_seen: HashMap::new(),
             exec_faults: Vec::new(),
+            hugetlb: Default::default(),
         }
     }
 
@@ -138,9 +141,15 @@ impl Proc {
         self.mms.iter().map(|c| c.mm_id).collect()
     }
 
-    /// KiB added to RSS by this process's own faults so far (net).
+    /// KiB added to RSS by this process's own faults so far (net), and hugetlb pages they
+    /// mapped (never in RSS).
     pub fn own_fault_kib(&self, page: i64) -> i64 {
-        (self.own_pages[0] + self.own_pages[1]) * page / 1024
+        (self.own_pages[0] + self.own_pages[1] + self.hugetlb.own) * page / 1024
+    }
+
+    /// hugetlb KiB its mm maps as far as the ledger knows (None: it never showed any).
+    pub fn hugetlb_kib(&self, page: i64) -> Option<i64> {
+        self.hugetlb.last.is_some().then(|| self.hugetlb.accounted * page / 1024)
     }
 
     /// KiB its own copy-on-write faults made private so far without adding to RSS.

@@ -3,7 +3,10 @@
 //! what it learned of each pid: its last reading, its peak USS, its detector.
 use std::collections::{HashMap, VecDeque};
 
-use super::verdict::{Change, Detector, Params, Sample, Trend};
+use super::{
+    slow_leak::{self, SlowDetector},
+    verdict::{Change, Detector, Episode, Params, Sample, Trend},
+};
 use crate::{
     attribution::Ledger,
     records::{Explain, MemStat, ProcSummary, Record, VerdictSpan},
@@ -16,6 +19,8 @@ struct Judged {
     last: Option<(MemStat, (i64, i64, i64))>,
     peak_uss_kib: u64,
     detector: Detector,
+    /// With a window beyond the short verdict's reach: the long-window verdict, in its place.
+    slow: Option<Box<SlowDetector>>,
     /// The mapping its last leak record named (and whether shared), for a withdrawal.
     leak_mapping: Option<(String, bool)>,
     /// Its own COW KiB at its latest reading (for `explain`).
@@ -25,6 +30,35 @@ struct Judged {
     own_hist: VecDeque<(f64, i64, i64)>,
     /// The cause its last flagged verdict named.
     leak_cause: &'static str,
+    /// The kernel's count of shmem pages it created, at its last reading (or first sight), and
+    /// when that reading was taken.
+    shmem_base: Option<i64>,
+    read_t: f64,
+}
+
+impl Judged {
+    fn new(p: &Params) -> Judged {
+        Judged { slow: slow_leak::is_long(p).then(|| Box::new(SlowDetector::new(p))), ..Judged::default() }
+    }
+
+    fn step(&mut self, s: Sample, p: &Params) -> Option<Change> {
+        match &mut self.slow {
+            Some(d) => d.step(s, p),
+            None => self.detector.step(s, p),
+        }
+    }
+
+    /// The standing verdict.
+    fn flagged(&self) -> Option<&Trend> {
+        self.slow.as_ref().map_or(self.detector.flagged.as_ref(), |d| d.flagged.as_ref())
+    }
+
+    fn episodes(&self) -> Box<dyn Iterator<Item = &Episode> + '_> {
+        match &self.slow {
+            Some(d) => Box::new(d.episodes()),
+            None => Box::new(self.detector.episodes()),
+        }
+    }
 }
 
 /// One smaps reading of a pid, with the window it was taken in (ns since the watch start).
@@ -36,6 +70,8 @@ pub struct Reading {
     pub t: f64,
     pub window: (u64, u64),
     pub mem: MemStat,
+    /// How old the pid's previous reading was at `t`, seconds.
+    pub prev_age_s: Option<f64>,
 }
 
 pub struct Judge {
@@ -43,16 +79,33 @@ pub struct Judge {
     procs: HashMap<u32, Judged>,
     /// Processes that exited while a verdict stood.
     retired_standing: u64,
+    /// The kernel's count of shmem pages each pid created (`kernel/shmem_count.rs`), as of the
+    /// last sweep; `None` without the tracepoint.
+    shmem_pages: Option<HashMap<u32, i64>>,
 }
 
 impl Judge {
     pub fn new(params: Params) -> Judge {
-        Judge { params, procs: HashMap::new(), retired_standing: 0 }
+        Judge { params, procs: HashMap::new(), retired_standing: 0, shmem_pages: None }
+    }
+
+    /// The kernel's shmem pages created per pid, read at a sweep's start.
+    pub fn set_shmem_pages(&mut self, pages: HashMap<u32, i64>) {
+        self.shmem_pages = Some(pages);
+    }
+
+    /// The verdict is weighing `pid`: a verdict stands, or its own faults grew by the least
+    /// growth a leak needs over the last two minimum spans (its next readings decide).
+    pub fn weighing(&self, pid: u32) -> bool {
+        let Some(j) = self.procs.get(&pid) else { return false };
+        let Some(&(now, f1, c1)) = j.own_hist.back() else { return false };
+        let from = j.own_hist.iter().find(|h| h.0 >= now - 2.0 * self.params.min_span_s);
+        j.flagged().is_some() || from.is_some_and(|&(_, f0, c0)| (f1 + c1 - f0 - c0) as f64 >= self.params.min_growth_kib)
     }
 
     /// Verdicts standing now: of live pids, and of pids that exited while theirs stood.
     pub fn leaks_standing(&self) -> u64 {
-        self.retired_standing + self.procs.values().filter(|j| j.detector.flagged.is_some()).count() as u64
+        self.retired_standing + self.procs.values().filter(|j| j.flagged().is_some()).count() as u64
     }
 
     /// The latest smaps reading of `pid`.
@@ -62,7 +115,7 @@ impl Judge {
 
     /// The leak verdict of `pid`, if one stands (its last trend).
     pub fn leak_verdict(&self, pid: u32) -> Option<&super::verdict::Trend> {
-        self.procs.get(&pid)?.detector.flagged.as_ref()
+        self.procs.get(&pid)?.flagged()
     }
 
     /// A fresh reading: its mem record, and a leak record when the verdict is new, its rate
@@ -75,8 +128,10 @@ impl Judge {
         let ledger_rss_kib = p.ledger_rss_near_kib(mem.rss_kib as i64, from, to);
         let drift_kib = ledger_rss_kib.map(|l| l - mem.rss_kib as i64);
         let own = p.own_split_near_kib(ledger.page_size(), mem.rss_kib as i64, from, to);
-        let j = self.procs.entry(r.pid).or_default();
+        let j = self.procs.entry(r.pid).or_insert_with(|| Judged::new(&self.params));
         j.peak_uss_kib = j.peak_uss_kib.max(mem.uss_kib);
+        j.shmem_base = self.shmem_pages.as_ref().map(|m| m.get(&r.pid).copied().unwrap_or(0));
+        j.read_t = r.t;
         let explain = j.last.replace((mem.clone(), own)).map(|(prev, prev_own)| explain(&prev, prev_own, &mem, own));
         let cow_kib = p.own_cow_kib(ledger.page_size());
         let explain = explain.map(|e| Explain { cow_kib: cow_kib - j.last_cow_kib, ..e });
@@ -86,9 +141,11 @@ impl Judge {
             pid: r.pid,
             comm,
             sweep: r.sweep,
+            prev_age_s: r.prev_age_s,
             mem,
             ledger_rss_kib,
             drift_kib,
+            ledger_hugetlb_kib: p.hugetlb_kib(ledger.page_size()),
             explain,
             mm_shared_with: ledger.mm_shared_with(r.pid),
         }];
@@ -104,21 +161,36 @@ impl Judge {
 
     fn observe(&mut self, ledger: &Ledger, pid: u32, t: f64) -> Option<Record> {
         let p = ledger.get(pid)?;
-        let j = self.procs.get_mut(&pid)?;
-        let (mem, _) = j.last.as_ref()?;
+        let shmem_now = self.shmem_pages.as_ref().map(|m| m.get(&pid).copied().unwrap_or(0));
+        let j = match shmem_now {
+            Some(_) => self.procs.entry(pid).or_insert_with(|| Judged::new(&self.params)),
+            None => self.procs.get_mut(&pid)?,
+        };
+        // Between readings, the shmem pages it created since its last one (the kernel's count)
+        // are added to that reading's USS and PSS: a new page is in its page tables alone. So a
+        // shared-segment leak does not wait for smaps; the next reading audits the estimate.
+        let created_kib = shmem_now.map_or(0, |n| (n - *j.shmem_base.get_or_insert(n)) * ledger.page_size() / 1024);
+        let (uss_kib, pss_kib) = match &j.last {
+            // hugetlb pages are in no smaps figure but their own: its private ones are its USS.
+            Some((m, _)) => ((m.uss_kib + m.private_hugetlb_kib) as f64, (m.pss_kib + m.private_hugetlb_kib) as f64),
+            None if shmem_now.is_some() => (0.0, 0.0),
+            None => return None,
+        };
         // Own growth: pages its faults added to RSS, and pages its COW writes made private.
         let (fault_kib, cow_kib) = (p.own_fault_kib(ledger.page_size()), p.own_cow_kib(ledger.page_size()));
         j.own_hist.push_back((t, fault_kib, cow_kib));
-        while j.own_hist.front().is_some_and(|h| t - h.0 > self.params.window_s) {
+        // Bounded by the short verdict's reach: a long-window verdict's cause is that of its
+        // last 5 minutes.
+        while j.own_hist.front().is_some_and(|h| t - h.0 > self.params.window_s.min(slow_leak::SHORT_REACH)) {
             j.own_hist.pop_front();
         }
         let sample = Sample {
             t,
-            uss_kib: mem.uss_kib as f64,
-            pss_kib: mem.pss_kib as f64,
+            uss_kib: uss_kib + created_kib as f64,
+            pss_kib: pss_kib + created_kib as f64,
             own_kib: (fault_kib + cow_kib) as f64,
         };
-        let (trend, state, withdrawn) = match j.detector.step(sample, &self.params)? {
+        let (trend, state, withdrawn) = match j.step(sample, &self.params)? {
             Change::Flagged(t) => {
                 let m = p.growing_mapping();
                 let name = m.as_ref().map_or_else(|| "?".into(), |m| m.name.to_string());
@@ -130,8 +202,13 @@ impl Judge {
         };
         let (mapping, shared) = j.leak_mapping.clone().unwrap_or_else(|| ("?".into(), false));
         let mut rec = leak_record(pid, p.comm.clone(), &trend, (mapping, shared), state, withdrawn);
-        if let Record::Leak { cause, .. } = &mut rec {
+        // No smaps reading within the flagged span: all of its growth is the kernel's count.
+        let kernel_only = j.last.is_none() || j.read_t < t - trend.span_s;
+        if let Record::Leak { cause, metric, .. } = &mut rec {
             *cause = j.leak_cause;
+            if kernel_only && created_kib > 0 {
+                *metric = "shmem_created";
+            }
         }
         Some(rec)
     }
@@ -147,7 +224,7 @@ impl Judge {
     pub fn retire(&mut self, s: &mut ProcSummary) {
         if let Some(j) = self.procs.remove(&s.pid) {
             fill(s, &j);
-            self.retired_standing += u64::from(j.detector.flagged.is_some());
+            self.retired_standing += u64::from(j.flagged().is_some());
         }
     }
 }
@@ -183,12 +260,11 @@ fn leak_record(
 fn fill(s: &mut ProcSummary, j: &Judged) {
     s.peak_uss_kib = j.peak_uss_kib;
     s.last_pss_kib = j.last.as_ref().map_or(0, |(m, _)| m.pss_kib);
-    if let Some(t) = j.detector.flagged {
+    if let Some(t) = j.flagged() {
         s.leak = true;
         s.leak_rate_kib_s = Some(round2(t.rate_kib_s));
     }
     s.verdicts = j
-        .detector
         .episodes()
         .map(|e| VerdictSpan {
             flagged_at: round2(e.flagged_at),
@@ -247,6 +323,9 @@ mod tests {
             pss_file_kib: 0,
             pss_shmem_kib: 0,
             swap_kib: 0,
+            hugetlb_kib: 0,
+            shared_hugetlb_kib: 0,
+            private_hugetlb_kib: 0,
         }
     }
 

@@ -3,7 +3,8 @@
 use std::mem::size_of;
 
 use agent_common::{
-    CowEvent, EventHeader, EventKind, ExecMmEvent, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent,
+    CowEvent, EventHeader, EventKind, ExecMmEvent, HugetlbEvent, OomEvent, OpenEvent, ProcEvent, RssEvent,
+    SyscallEvent,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -19,6 +20,7 @@ pub enum Event {
     Cow(CowEvent),
     ExecMm(ExecMmEvent),
     Join(ProcEvent),
+    Hugetlb(HugetlbEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,6 +52,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Cow => read(buf, "cow event").map(Event::Cow),
         EventKind::ExecMm => read(buf, "exec mm event").map(Event::ExecMm),
         EventKind::Join => read(buf, "proc event").map(Event::Join),
+        EventKind::Hugetlb => read(buf, "hugetlb event").map(Event::Hugetlb),
     }
 }
 

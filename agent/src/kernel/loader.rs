@@ -8,10 +8,11 @@ use aya::{programs::TracePoint, Ebpf, EbpfLoader};
 use crate::{
     error::AgentError,
     kernel::{
-        btf,
+        btf, shmem_count,
         tracefs::{self, Format},
     },
 };
+use crate::kernel::fault_source::{self, FaultSource};
 
 pub struct Hook {
     pub program: &'static str,
@@ -58,20 +59,17 @@ pub const HOOKS: &[Hook] = &[
         essential: false,
         fields: &[("EXEC_FILENAME", "filename")],
     },
-    Hook {
-        program: "sys_enter",
-        category: "raw_syscalls",
-        name: "sys_enter",
-        essential: false,
-        fields: &[("SYS_ID", "id"), ("SYS_ARGS", "args")],
-    },
-    Hook {
-        program: "sys_exit",
-        category: "raw_syscalls",
-        name: "sys_exit",
-        essential: false,
-        fields: &[("SYS_RET", "ret")],
-    },
+    // The exits of the mapping syscalls and opens only (agent-ebpf sys_exit.rs): no program
+    // runs on any other syscall (the rss changes a syscall makes take its number from the
+    // task's registers).
+    sys_exit("sys_exit_mmap"),
+    sys_exit("sys_exit_munmap"),
+    sys_exit("sys_exit_mremap"),
+    sys_exit("sys_exit_brk"),
+    sys_exit("sys_exit_mprotect"),
+    sys_exit("sys_exit_open"),
+    sys_exit("sys_exit_openat"),
+    sys_exit("sys_exit_openat2"),
     Hook {
         program: "page_fault_kernel",
         category: "exceptions",
@@ -96,10 +94,31 @@ pub const HOOKS: &[Hook] = &[
             ("OOM_SCORE_ADJ", "oom_score_adj"),
         ],
     },
+    // Shmem pages each watched pid created (see kernel/shmem_count.rs); needs NR_SHMEM from BTF.
+    Hook {
+        program: shmem_count::PROGRAM,
+        category: "memcg",
+        name: "mod_memcg_lruvec_state",
+        essential: false,
+        fields: &[("MEMCG_ITEM", "item"), ("MEMCG_VAL", "val")],
+    },
 ];
 
+/// A `syscalls:sys_exit_*` hook of the sys_exit program (every such tracepoint has the same
+/// two fields).
+const fn sys_exit(name: &'static str) -> Hook {
+    Hook {
+        program: "sys_exit",
+        category: "syscalls",
+        name,
+        essential: false,
+        fields: &[("SYS_ID", "__syscall_nr"), ("SYS_RET", "ret")],
+    }
+}
+
 /// Globals of fields the hot programs read directly from the first 32 bytes of the record.
-const RAW_FIELDS: &[&str] = &["PF_ADDR", "PF_ERR", "RSS_MM_ID", "RSS_CURR", "RSS_MEMBER", "RSS_SIZE"];
+const RAW_FIELDS: &[&str] =
+    &["PF_ADDR", "PF_ERR", "RSS_MM_ID", "RSS_CURR", "RSS_MEMBER", "RSS_SIZE", "MEMCG_ITEM", "MEMCG_VAL"];
 
 /// What to load, and the knobs tests turn through the library (never the environment).
 #[derive(Clone, Debug, Default)]
@@ -112,6 +131,8 @@ pub struct LoadOptions {
     /// Max entries of BPF maps by name: a one-page ring to force overflow, a tiny map to force
     /// a map-full diagnostic.
     pub map_sizes: Vec<(String, u32)>,
+    /// `--fault-source`; None: the tracepoint where this kernel has it, else perf.
+    pub fault_source: Option<FaultSource>,
     /// `--cgroup` on v2: bit L set when a watched cgroup is at level L (0: none; see agent-ebpf
     /// cgroup.rs).
     pub cgroup_levels: u32,
@@ -121,6 +142,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub hooks: Vec<String>,
     pub missing: Vec<String>,
+    /// The perf fault source's events (dropping them detaches it); None with the tracepoint.
+    pub perf_faults: Option<fault_source::PerfFaults>,
 }
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
@@ -153,24 +176,46 @@ fn load_object(
     let mut present = Vec::new();
     let mut missing = Vec::new();
     let mut globals: Vec<(&'static str, u32)> = Vec::new();
+    let mut source = FaultSource::Tracepoint;
+    let nr_shmem = shmem_count::nr_shmem(btf::Btf::from_sys().as_ref());
     for h in HOOKS {
+        if let (shmem_count::PROGRAM, Err(why)) = (h.program, &nr_shmem) {
+            missing.push(format!("{}:{} ({why}): {}", h.category, h.name, shmem_count::FALLBACK));
+            continue;
+        }
         let simulated = opts.simulate_missing.iter().any(|t| *t == format!("{}:{}", h.category, h.name));
         let fmt = if simulated { None } else { Format::read(&root, h.category, h.name) };
         let offsets: Option<Vec<_>> = fmt
             .as_ref()
             .map(|f| h.fields.iter().map(|&(g, field)| f.offset(field).map(|o| (g, o))).collect())
             .unwrap_or(None);
+        // page_fault_user is the fault source's to decide (its offsets still serve page_fault_kernel).
+        let fault_tp = h.program == fault_source::TRACEPOINT_PROGRAM;
+        if fault_tp {
+            source = fault_source::choose(opts.fault_source, offsets.is_some(), &tracepoint_dir(&root, h))?;
+        }
         match offsets {
             Some(o) => {
                 globals.extend(o);
-                present.push(h);
+                if !(fault_tp && source == FaultSource::Perf) {
+                    present.push(h);
+                }
             }
+            // Missing: the perf source stands in (fault_source::choose).
+            None if fault_tp => {}
             None if h.essential => {
                 return Err(AgentError::TracepointMissing(
                     format!("{}:{}", h.category, h.name),
                     tracepoint_dir(&root, h),
                 ));
             }
+            None if h.program == shmem_count::PROGRAM => missing.push(format!(
+                "{}:{} (not in {}): {}",
+                h.category,
+                h.name,
+                tracepoint_dir(&root, h),
+                shmem_count::FALLBACK
+            )),
             None => missing.push(format!("{}:{} (not in {})", h.category, h.name, tracepoint_dir(&root, h))),
         }
     }
@@ -180,6 +225,12 @@ fn load_object(
         if RAW_FIELDS.contains(g) && !(8..32).contains(off) {
             return Err(AgentError::Load(format!(
                 "this kernel puts tracepoint field {g} at offset {off}; the agent reads these from bytes 8..32"
+            )));
+        }
+        // One program on several tracepoints (sys_exit) reads one offset for all of them.
+        if let Some((_, other)) = globals.iter().find(|(g2, o2)| g2 == g && o2 != off) {
+            return Err(AgentError::Load(format!(
+                "tracepoints sharing a program put field {g} at offsets {off} and {other}"
             )));
         }
     }
@@ -193,9 +244,17 @@ fn load_object(
     for (g, v) in &globals {
         loader.override_global(g, v, own_globals);
     }
+    if let Ok(v) = &nr_shmem {
+        loader.override_global("NR_SHMEM", v, own_globals);
+    }
     let exec_mm = exec_mm_offsets();
     for (g, v) in &exec_mm {
         loader.override_global(g, v, own_globals);
+    }
+    // hugetlb pages (no rss_stat) are read from the mm after a quiet fault; it needs TASK_MM.
+    let hugetlb_usage = crate::kernel::hugetlb::usage_offset(!exec_mm.is_empty());
+    if let Some(off) = &hugetlb_usage {
+        loader.override_global("MM_HUGETLB_USAGE", off, own_globals);
     }
     let mut ebpf = loader.load(object).map_err(|e| AgentError::Load(format!("{e:#}")))?;
     let mut hooks = Vec::new();
@@ -220,7 +279,11 @@ fn load_object(
     for m in &missing {
         log::warn!("optional tracepoint unavailable, going on without it: {m}");
     }
-    Ok(Loaded { ebpf, hooks, missing })
+    let perf_faults = match source {
+        FaultSource::Perf => Some(fault_source::attach_perf(&mut ebpf, &mut hooks, &mut missing)?),
+        FaultSource::Tracepoint => None,
+    };
+    Ok(Loaded { ebpf, hooks, missing, perf_faults })
 }
 
 /// Globals of the exec program's mm reads: (global, struct, member).

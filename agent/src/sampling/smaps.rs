@@ -27,12 +27,25 @@ pub fn mem_stat(rollup: &MemoryMaps) -> Option<MemStat> {
         pss_file_kib: kib("Pss_File"),
         pss_shmem_kib: kib("Pss_Shmem"),
         swap_kib: kib("Swap"),
+        hugetlb_kib: kib("Shared_Hugetlb") + kib("Private_Hugetlb"),
+        shared_hugetlb_kib: kib("Shared_Hugetlb"),
+        private_hugetlb_kib: kib("Private_Hugetlb"),
     })
 }
 
 /// smaps_rollup reads done, and their total wall time in nanoseconds.
 pub static READS: AtomicU64 = AtomicU64::new(0);
 pub static READ_NS: AtomicU64 = AtomicU64::new(0);
+/// `--smaps-budget` (percent of one CPU, as f64 bits), for the summary.
+static BUDGET_PCT: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_budget_pct(pct: f64) {
+    BUDGET_PCT.store(pct.to_bits(), Ordering::Relaxed);
+}
+
+pub fn budget_pct() -> f64 {
+    f64::from_bits(BUDGET_PCT.load(Ordering::Relaxed))
+}
 
 /// One read of `pid`'s /proc, counted in READS and READ_NS.
 fn counted<T>(pid: u32, read: impl FnOnce(Process) -> procfs::ProcResult<T>) -> Option<T> {
@@ -69,11 +82,11 @@ pub fn vma_stat(maps: &MemoryMaps, ranges: &[(u64, u64)]) -> Option<VmaStat> {
 /// Pids read per blocking task.
 const CHUNK: usize = 32;
 
-/// What a sweep sends back: each chunk's readings as soon as they are taken, with the instants
-/// the chunk's reads began and ended, so that they are compared with what the ledger held in
-/// that window; then `Done`.
+/// What a sweep sends back: each chunk's readings (with the seconds each read took) as soon as
+/// they are taken, with the instants the chunk's reads began and ended, so that they are
+/// compared with what the ledger held in that window; then `Done`.
 pub enum Swept {
-    Chunk(std::time::Instant, std::time::Instant, Vec<(u32, MemStat)>),
+    Chunk(std::time::Instant, std::time::Instant, Vec<(u32, MemStat, f64)>),
     Done,
 }
 
@@ -99,7 +112,11 @@ pub async fn sweep(pids: Vec<u32>, spread: std::time::Duration, tx: tokio::sync:
         }
         in_flight.push_back(tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
-            let read = chunk.into_iter().filter_map(|p| read(p).map(|m| (p, m))).collect();
+            let timed = |p: u32| {
+                let t = std::time::Instant::now();
+                read(p).map(|m| (p, m, t.elapsed().as_secs_f64()))
+            };
+            let read = chunk.into_iter().filter_map(timed).collect();
             Swept::Chunk(t, std::time::Instant::now(), read)
         }));
     }
@@ -134,8 +151,8 @@ LazyFree:              0 kB
 AnonHugePages:         0 kB
 ShmemPmdMapped:        0 kB
 FilePmdMapped:         0 kB
-Shared_Hugetlb:        0 kB
-Private_Hugetlb:       0 kB
+Shared_Hugetlb:     4096 kB
+Private_Hugetlb:    2048 kB
 Swap:                 16 kB
 SwapPss:              16 kB
 Locked:                0 kB
@@ -155,6 +172,9 @@ Locked:                0 kB
                 pss_file_kib: 1212,
                 pss_shmem_kib: 4096,
                 swap_kib: 16,
+                hugetlb_kib: 6144,
+                shared_hugetlb_kib: 4096,
+                private_hugetlb_kib: 2048,
             }
         );
     }

@@ -17,10 +17,11 @@ use crate::{
         bpf_maps::BpfMaps,
         events::{events, Event},
         loader,
+        shmem_count::ShmemCount,
     },
     proc_facts,
     records::{ProgStat, Record},
-    sampling::{smaps::Swept, Sampler},
+    sampling::{self, smaps::Swept, Sampler},
     sinks::Sinks,
     stacks::Stacks,
     summary::{self, RingCounts},
@@ -33,6 +34,8 @@ pub struct Kernel {
     pub bpf: BpfMaps,
     /// With --bpf-stats: the kernel counts our programs' runs while this is open.
     pub stats: Option<std::os::fd::OwnedFd>,
+    /// The perf fault source's events, detached with the programs.
+    pub perf_faults: Option<crate::kernel::fault_source::PerfFaults>,
 }
 
 pub struct Pipeline {
@@ -67,6 +70,8 @@ pub struct Pipeline {
     decode_errors: u64,
     /// Records read from the ring (decoded or not).
     received: u64,
+    /// The kernel's count of shmem pages each pid created, when its hook is attached.
+    shmem: Option<ShmemCount>,
 }
 
 /// The stages a pipeline is made of.
@@ -108,6 +113,7 @@ impl Pipeline {
             received: 0,
             cgroups: None,
             labels: Default::default(),
+            shmem: None,
         };
         (p, swept, evidence_rx)
     }
@@ -176,6 +182,10 @@ impl Pipeline {
                     self.ledger.on_cow(&e);
                     None
                 }
+                Ok(Event::Hugetlb(e)) => {
+                    self.ledger.on_hugetlb(&e);
+                    None
+                }
                 Ok(Event::Exec(e)) => {
                     let (r, left) = self.ledger.on_exec(&e);
                     self.kernel.bpf.forget_mms(e.pid, &left);
@@ -213,6 +223,24 @@ impl Pipeline {
         Some(r)
     }
 
+    /// Watch a process found after the start (`serve --comm`): into the ledger and the kernel's
+    /// watched set, unless it is watched already, or its parent is (the kernel followed its
+    /// fork: the record is on its way). False when it is gone or cannot be watched.
+    pub fn adopt(&mut self, pid: u32) -> bool {
+        let alive = |l: &Ledger, pid: u32| l.get(pid).is_some_and(|p| p.alive);
+        let parent = proc_facts::facts(pid).map_or(0, |f| f.ppid);
+        if alive(&self.ledger, pid) || alive(&self.ledger, parent) || self.ledger.add_existing(pid).is_none() {
+            return false;
+        }
+        self.kernel.bpf.watch(pid).map_err(|e| log::warn!("cannot watch {pid}: {e}")).is_ok()
+    }
+
+    /// A daemon's pipeline: the processes taken out of the ledger are folded into their name's
+    /// totals, not kept one by one.
+    pub fn fold_exited(&mut self) {
+        self.departures.fold.get_or_insert_with(Default::default);
+    }
+
     /// Take a dead process out of the ledger, keeping its summary entry (bounded).
     fn retire(&mut self, pid: u32) {
         let Some(mut s) = self.ledger.retire(pid) else { return };
@@ -244,6 +272,12 @@ impl Pipeline {
         if let Some(st) = self.stacks.as_mut() {
             st.resolve_new(&mut self.ledger);
         }
+        let programs = match (&self.kernel.stats, &self.kernel.programs) {
+            (Some(_), Some(ebpf)) => loader::program_stats(ebpf),
+            _ => Vec::new(),
+        };
+        let lost = self.kernel.bpf.counters()[counter::LOST as usize];
+        self.sinks.view(&crate::sinks::View { ledger: &self.ledger, judge: &self.judge, lost, programs: &programs });
         let faults = self.kernel.bpf.faults();
         let interval_s = (dt * 1000.0).round() / 1000.0;
         for mut r in self.ledger.close_interval(&faults, interval_s) {
@@ -269,7 +303,12 @@ impl Pipeline {
                     let old: Vec<u32> = mm_ids.into_iter().filter(|m| !now.contains(m)).collect();
                     self.kernel.bpf.forget_mms(pid, &old);
                 }
-                None => self.kernel.bpf.forget(pid, &mm_ids),
+                None => {
+                    self.kernel.bpf.forget(pid, &mm_ids);
+                    if let Some(s) = self.shmem.as_mut() {
+                        s.forget(pid);
+                    }
+                }
             }
         }
         // A tree that forks a process per request must not grow the agent without bound.
@@ -283,16 +322,21 @@ impl Pipeline {
     /// their last reading forward to the verdict.
     pub fn start_sweep(&mut self) {
         self.cgroup_sweep();
-        let (ledger, judge) = (&mut self.ledger, &self.judge);
-        let sweep = self.sampler.start_sweep(ledger.live_pids(), |pid| {
-            let dirty = ledger.take_dirty(pid);
-            dirty || judge.last_mem(pid).is_none()
-        });
+        if let Some(s) = &self.shmem {
+            self.judge.set_shmem_pages(s.pages());
+        }
+        let sweep = self.sampler.start_sweep(sampling::candidates(&mut self.ledger, &self.judge));
         for pid in sweep.carried {
             if let Some(r) = self.judge.carry_forward(&self.ledger, pid, sweep.t) {
                 self.emit_verdict(r);
             }
         }
+    }
+
+    /// `--smaps-budget`: PERCENT of one CPU for smaps reads; and the kernel's shmem count.
+    pub fn set_smaps_budget(&mut self, percent: f64, shmem: Option<ShmemCount>) {
+        self.sampler.set_budget(percent);
+        self.shmem = shmem;
     }
 
     pub fn on_swept(&mut self, swept: Swept) {
@@ -338,6 +382,7 @@ impl Pipeline {
 
     /// The programs, to detach them by dropping.
     pub fn take_programs(&mut self) -> Option<aya::Ebpf> {
+        drop(self.kernel.perf_faults.take());
         self.kernel.programs.take()
     }
 
@@ -372,6 +417,7 @@ impl Pipeline {
             },
             ledger: &self.ledger,
             retired: self.departures.take_retired(),
+            exited: self.departures.take_exited(),
             judge: &self.judge,
             stacks: self.stacks.as_mut().map(|st| (st, counters[counter::STACK_ERRORS as usize])),
             folded: self.folded,

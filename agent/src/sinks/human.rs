@@ -225,6 +225,15 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
                 agent.cpu_per_s * 100.0,
                 size_kib(agent.max_rss_kib as i64)
             );
+            let _ = writeln!(
+                s,
+                "smaps: {} reads, {:.2}s of the {:.2}s its {}% budget allowed ({:.2})",
+                agent.smaps_reads,
+                agent.smaps_read_s,
+                agent.smaps_allowed_s,
+                agent.smaps_budget_pct,
+                agent.smaps_budget_used
+            );
             if !agent.programs.is_empty() {
                 let p: Vec<String> =
                     agent.programs.iter().map(|p| format!("{} {:.0} ns x {}", p.name, p.ns_per_run, p.runs)).collect();
@@ -318,7 +327,7 @@ mod tests {
             comm: "demo-leaker".into(),
             interval_s: 1.0,
             faults: 256,
-            pages: Pages { anon: 256, file: 0, shmem: 0, cow: 0 },
+            pages: Pages { anon: 256, file: 0, shmem: 0, cow: 0, hugetlb: 0 },
             mappings: vec![MappingStat {
                 mapping: "anon@0x7f00".into(),
                 shared: false,
@@ -334,6 +343,9 @@ mod tests {
                 pss_file_kib: 0,
                 pss_shmem_kib: 0,
                 swap_kib: 0,
+                hugetlb_kib: 0,
+                shared_hugetlb_kib: 0,
+                private_hugetlb_kib: 0,
             }),
         };
         let line = render(1.0, &rec, 4).unwrap();
@@ -384,6 +396,9 @@ mod tests {
             pss_file_kib: 0,
             pss_shmem_kib: 0,
             swap_kib: 0,
+            hugetlb_kib: 0,
+            shared_hugetlb_kib: 0,
+            private_hugetlb_kib: 0,
         };
         assert!(render(
             0.0,
@@ -391,8 +406,10 @@ mod tests {
                 pid: 1,
                 comm: "x".into(),
                 sweep: 1,
+                prev_age_s: None,
                 ledger_rss_kib: None,
                 drift_kib: None,
+                ledger_hugetlb_kib: None,
                 explain: None,
                 mm_shared_with: vec![],
                 mem: mem.clone(),
@@ -405,8 +422,10 @@ mod tests {
             pid: 1,
             comm: "x".into(),
             sweep: 1,
+            prev_age_s: Some(2.0),
             ledger_rss_kib: Some(10_240),
             drift_kib: Some(-40_960),
+            ledger_hugetlb_kib: None,
             explain: None,
             mm_shared_with: vec![],
             mem: MemStat { rss_kib: 51_200, ..mem },
@@ -427,7 +446,7 @@ mod tests {
                     pid: 7,
                     comm: "writer".into(),
                     faults: 10,
-                    pages: Pages { anon: 0, file: 0, shmem: 10, cow: 0 },
+                    pages: Pages { anon: 0, file: 0, shmem: 10, cow: 0, hugetlb: 0 },
                     other_pages: 0,
                     causes: Default::default(),
                     peak_uss_kib: 40,
@@ -438,6 +457,7 @@ mod tests {
                     verdicts: vec![],
                     stacks: vec![],
                 }],
+                exited: vec![],
                 folded: vec![],
                 profile: vec![],
             },

@@ -1,0 +1,81 @@
+//! hugetlb pages, which never fire `kmem:rss_stat`: after a user fault that changed no rss
+//! counter, read the mm's `hugetlb_usage` (base pages; the counter `/proc/PID/status`
+//! HugetlbPages shows) and send it when it moved since this process's last look.
+//!
+//! Called from the fault entry of a watched task whose previous fault (on a page that was not
+//! present) made no rss change (`TaskSlot::quiet`): there is no fault-exit tracepoint, so the
+//! fault that mapped the page is known at the next one, and its address is still in the slot.
+//! A fault that adds an rss page (the fault storm's every fault) clears `quiet` in `rss.rs`, so
+//! those pay one test and branch. The quiet ones that are not hugetlb (a read of the zero page,
+//! a fault another thread already served) pay the two kernel reads and a lookup.
+//!
+//! A global function: the verifier checks it once, and the fault program's image stays small.
+use agent_common::{counter, EventHeader, EventKind, HugetlbEvent};
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    macros::map,
+    maps::LruHashMap,
+};
+
+use crate::{
+    exec::TASK_MM,
+    state::{count, g, submit_flags, EVENTS},
+};
+
+/// `mm_struct.hugetlb_usage`'s offset from the kernel's BTF; 0: unknown (no hugetlb records).
+#[unsafe(no_mangle)]
+pub static MM_HUGETLB_USAGE: u32 = 0;
+
+/// tgid -> the last `hugetlb_usage` seen in one of its faults (LRU: no cleanup at exit).
+#[map]
+static HUGETLB_SEEN: LruHashMap<u32, i64> = LruHashMap::with_max_entries(65536, 0);
+
+/// The previous fault of `tid` (at `addr`) changed no rss counter: did it map hugetlb pages?
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn hugetlb_after_quiet_fault(tgid: u32, tid: u32, addr: u64) -> u32 {
+    let (off, task_mm) = (g(&MM_HUGETLB_USAGE), g(&TASK_MM));
+    if off == 0 || task_mm == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as usize;
+    let Ok(mm) = (unsafe { bpf_probe_read_kernel((task + task_mm) as *const usize) }) else { return 0 };
+    if mm == 0 {
+        return 0;
+    }
+    let Ok(pages) = (unsafe { bpf_probe_read_kernel((mm + off) as *const i64) }) else { return 0 };
+    let delta = match HUGETLB_SEEN.get_ptr_mut(&tgid) {
+        Some(seen) => unsafe {
+            if *seen == pages {
+                return 0;
+            }
+            let d = pages - *seen;
+            *seen = pages;
+            d
+        },
+        None => {
+            if pages == 0 {
+                // Nothing mapped yet: remember that, send nothing.
+                let _ = HUGETLB_SEEN.insert(&tgid, &0, 0);
+                return 0;
+            }
+            let _ = HUGETLB_SEEN.insert(&tgid, &pages, 0);
+            pages
+        }
+    };
+    // Not `state::reserve`, whose full-ring path logs: the fault program carries no logging
+    // code (see `state::task_slot_unlogged`); a loss is still counted.
+    let Some(mut e) = EVENTS.reserve::<HugetlbEvent>(0) else {
+        count(counter::LOST);
+        return 0;
+    };
+    count(counter::SUBMITTED);
+    e.write(HugetlbEvent {
+        hdr: EventHeader { kind: EventKind::Hugetlb as u32, tgid, tid, _pad: 0, ts_ns: 0 },
+        addr,
+        pages,
+        delta,
+    });
+    e.submit(submit_flags());
+    0
+}

@@ -1,0 +1,128 @@
+//! hugetlb pages in the ledger: the kind `hugetlb`, next to anon/file/shmem, in base pages (a
+//! 2 MiB page is 512). The kernel never fires `kmem:rss_stat` for them; it sends the mm's
+//! hugetlb counter (absolute) after a fault that changed no rss counter (agent-ebpf
+//! `hugetlb.rs`), with that fault's address. What the counter gained since the ledger last
+//! accounted it goes to the mapping holding that address; a page mapped twice moves nothing.
+//!
+//! The record comes at the task's next fault; a process that faults a huge page and then only
+//! sleeps would keep it unseen, so once a process has shown hugetlb pages, each interval's end
+//! reads its `/proc/PID/status` HugetlbPages (the same counter, ~0.1 ms) and gives what is not
+//! yet accounted to the mapping of its last hugetlb fault (`audit`). The fault's own record,
+//! when it comes, then finds nothing left to add.
+use agent_common::HugetlbEvent;
+
+use super::{proc_entry, Ledger};
+use crate::attribution::{mappings::MappingId, process::Proc};
+
+/// What the ledger knows of one process's hugetlb pages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HugetlbState {
+    /// The mm's hugetlb counter (base pages) as far as attributed. A process watched from the
+    /// start begins at its /proc value; one forked or exec'd under the watch at 0 (a new mm;
+    /// a fork's copy of private hugetlb pages is counted at the child's first hugetlb record).
+    pub(in crate::attribution) accounted: i64,
+    /// The mapping its last hugetlb fault went to: the audit's remainder goes there.
+    pub(in crate::attribution) last: Option<MappingId>,
+    /// Net base pages its own faults mapped (a release counts down).
+    pub(in crate::attribution) own: i64,
+}
+
+impl Ledger {
+    pub fn on_hugetlb(&mut self, e: &HugetlbEvent) {
+        let facts = self.facts.as_ref();
+        let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
+        let pages = e.pages - p.hugetlb.accounted;
+        p.hugetlb.accounted = e.pages;
+        if pages > 0 {
+            let id = p.mapping_of(e.addr, facts);
+            credit(p, id, pages, true);
+        } else if pages < 0 {
+            released(p, pages);
+        }
+    }
+
+    /// Each interval's end: the hugetlb counter of every live process that has shown hugetlb
+    /// pages, from /proc, for the pages of a fault whose record has not come yet.
+    pub(super) fn audit_hugetlb(&mut self) {
+        let facts = self.facts.as_ref();
+        for p in self.procs.values_mut().filter(|p| p.alive && p.hugetlb.last.is_some()) {
+            let Some(now) = facts.hugetlb_pages(p.pid) else { continue };
+            let pages = now - p.hugetlb.accounted;
+            p.hugetlb.accounted = now;
+            if pages > 0 {
+                let id = p.hugetlb.last.clone().expect("filtered");
+                credit(p, id, pages, false);
+            } else if pages < 0 {
+                released(p, pages);
+            }
+        }
+    }
+}
+
+fn credit(p: &mut Proc, id: MappingId, pages: i64, fault: bool) {
+    p.dirty = true;
+    p.hugetlb.own += pages;
+    p.interval.hugetlb += pages;
+    let s = p.interval.by_mapping.entry(id.clone()).or_default();
+    s.pages += pages;
+    s.faults += u64::from(fault);
+    p.hugetlb.last = Some(id);
+}
+
+/// Pages unmapped (munmap, a segment detached): the counter says how many, not where.
+fn released(p: &mut Proc, pages: i64) {
+    p.dirty = true;
+    p.hugetlb.own += pages;
+    p.interval.hugetlb += pages;
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{EventHeader, EventKind};
+
+    use super::*;
+    use crate::attribution::{FakeProc, MappingMap};
+
+    const PID: u32 = 42;
+    const SEG: u64 = 0x7f00_0000_0000;
+
+    fn ledger() -> (Ledger, FakeProc) {
+        let fake = FakeProc::default();
+        let mut m = MappingMap::default();
+        m.map(SEG, SEG + (64 << 20), MappingId { name: "/memfd:wl-huge (deleted)".into(), shared: true }, false);
+        m.map(0x1000_0000, 0x2000_0000, MappingId { name: "anon@0x10000000".into(), shared: false }, true);
+        fake.maps.lock().unwrap().insert(PID, m);
+        let mut l = Ledger::new(Box::new(fake.clone()));
+        l.on_fork(&agent_common::ProcEvent { pid: PID, ppid: 1, ..Default::default() });
+        (l, fake)
+    }
+
+    fn ev(addr: u64, pages: i64) -> HugetlbEvent {
+        HugetlbEvent {
+            hdr: EventHeader { kind: EventKind::Hugetlb as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 },
+            addr,
+            pages,
+            delta: 0,
+        }
+    }
+
+    #[test]
+    fn each_new_huge_page_goes_to_its_mapping_once() {
+        let (mut l, _) = ledger();
+        // Three 2 MiB pages, one record each; then a record whose counter did not move (a
+        // page mapped twice) and one for a page unmapped.
+        for i in 0..3 {
+            l.on_hugetlb(&ev(SEG + i * (2 << 20), 512 * (i as i64 + 1)));
+        }
+        l.on_hugetlb(&ev(SEG, 1536));
+        let p = l.get(PID).unwrap();
+        assert_eq!(p.interval.hugetlb, 1536);
+        let s = p.interval.by_mapping[&MappingId { name: "/memfd:wl-huge (deleted)".into(), shared: true }];
+        assert_eq!((s.pages, s.faults), (1536, 3));
+        assert_eq!(p.own_fault_kib(4096), 1536 * 4);
+        l.on_hugetlb(&ev(SEG, 1024));
+        let p = l.get(PID).unwrap();
+        assert_eq!((p.interval.hugetlb, p.hugetlb.own), (1024, 1024));
+        assert_eq!(p.interval.pages().hugetlb, 1024);
+    }
+}

@@ -1,0 +1,69 @@
+//! hugetlb pages, which never fire `kmem:rss_stat`: each huge page a fault maps is attributed
+//! to the pid and the mapping, as the kind `hugetlb`, in base pages (2 MiB = 512), once (a
+//! second write to the same page adds nothing); the smaps reading carries them, and the ledger
+//! agrees with it.
+mod common;
+mod huge_pages;
+use common::*;
+use huge_pages::Setting;
+
+/// `workloads hugetlb` under the agent: the summary entry and mem records of `wl-hugetlb`.
+fn run(args: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let mut w = vec!["hugetlb"];
+    w.extend_from_slice(args);
+    let (recs, code) = watch_workload(&["--smaps-interval", "1"], &w);
+    assert_eq!(code, 0, "{recs:?}");
+    let p = proc_by_comm(&recs, "wl-hugetlb").clone();
+    let mems = of_type(&recs, "mem").into_iter().filter(|m| m["comm"] == "wl-hugetlb").cloned().collect();
+    (p, mems)
+}
+
+#[test]
+fn hugetlb_pages_are_counted_exactly_in_their_mapping() {
+    if !ebpf_available("hugetlb_pages") {
+        return;
+    }
+    let (_guard, got) = Setting::huge_pages(2048, 16);
+    assert!(got >= 8, "the kernel reserved {got} of 16 2 MiB huge pages: free memory first");
+
+    // A hugetlb memfd, 8 huge pages each written twice.
+    let (p, mems) = run(&["--pages", "8", "--hold", "2.5"]);
+    assert_eq!(p["pages"]["hugetlb"], 8 * 512, "{p}");
+    let (pages, shared) = mapping_pages(&p, "/memfd:wl-huge");
+    assert_eq!((pages, shared), (8 * 512, true), "{p}");
+    // Not in RSS: the fault pages of the other kinds stay small.
+    assert!(p["pages"]["shmem"].as_i64().unwrap() < 512, "{p}");
+    // smaps carries them (a sole mapper's pages are private), and the ledger agrees.
+    let full = mems
+        .iter()
+        .find(|m| m["hugetlb_kib"] == 16384)
+        .unwrap_or_else(|| panic!("no reading with 16 MiB hugetlb: {mems:?}"));
+    assert_eq!((&full["private_hugetlb_kib"], &full["shared_hugetlb_kib"]), (&16384.into(), &0.into()), "{full}");
+    assert!(mems.iter().any(|m| m["hugetlb_kib"] == 16384 && m["ledger_hugetlb_kib"] == 16384), "{mems:?}");
+
+    // Private anonymous MAP_HUGETLB memory.
+    let (p, _) = run(&["--pages", "5", "--private", "--hold", "1.5"]);
+    assert_eq!(p["pages"]["hugetlb"], 5 * 512, "{p}");
+    // Anonymous memory: named by its start when the ledger saw it mapped, as /proc names it
+    // otherwise.
+    let m = p["mappings"].as_array().unwrap().iter().find(|m| m["pages"] == 5 * 512).unwrap_or_else(|| panic!("{p}"));
+    let name = m["mapping"].as_str().unwrap();
+    assert!(name.starts_with("anon@") || name.starts_with("/anon_hugepage"), "{m}");
+    assert_eq!(m["shared"], false, "{m}");
+}
+
+#[test]
+fn one_gib_pages_count_as_262144() {
+    if !ebpf_available("hugetlb_1g") {
+        return;
+    }
+    let (_guard, got) = Setting::huge_pages(1 << 20, 1);
+    if got == 0 {
+        // Not an eBPF limit: the kernel found no free, contiguous GiB to reserve now.
+        eprintln!("SKIP hugetlb_1g: the kernel could not reserve a 1 GiB huge page (memory too fragmented)");
+        return;
+    }
+    let (p, _) = run(&["--pages", "1", "--size-mib", "1024", "--hold", "1.5"]);
+    assert_eq!(p["pages"]["hugetlb"], 262_144, "{p}");
+    assert_eq!(mapping_pages(&p, "/memfd:wl-huge"), (262_144, true), "{p}");
+}

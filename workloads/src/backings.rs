@@ -1,0 +1,202 @@
+//! Workloads on every kind of shared backing (issue 9): hugetlb pages with a known count, and a
+//! leaker into each backing (hugetlb memfd, SysV shm, THP shmem, a MAP_SHARED file on ext4, a
+//! memfd). The tests reserve the huge pages and set `shmem_enabled` themselves.
+use std::{
+    ffi::CString,
+    time::{Duration, Instant},
+};
+
+use agent::demo::procs::{fork_child, page_size, set_name, wait_all, MIB};
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum Backings {
+    /// `wl-hugetlb`: map a hugetlb memfd (`wl-huge`) of --pages huge pages of --size-mib (2 or
+    /// 1024), write every huge page twice (the second pass maps nothing new), touch one page of
+    /// a private anonymous buffer, hold --hold seconds. With --private: MAP_PRIVATE|MAP_HUGETLB
+    /// anonymous memory instead of the memfd.
+    Hugetlb {
+        #[arg(long, default_value_t = 8)]
+        pages: usize,
+        #[arg(long, default_value_t = 2)]
+        size_mib: usize,
+        #[arg(long)]
+        private: bool,
+        #[arg(long, default_value_t = 1.5)]
+        hold: f64,
+    },
+    /// One leaker child per backing, each adding --kib-s KiB per second (in 125 ms steps; THP
+    /// shmem in whole 2 MiB pages) until --duration: `huge-leaker` (hugetlb memfd
+    /// `wl-leak-huge`, 2 MiB pages), `sysv-leaker` (shmget key 0x5a5a0000 + pid low bits),
+    /// `thp-leaker` (MAP_SHARED|MAP_ANONYMOUS with MADV_HUGEPAGE), `file-leaker` (a file under
+    /// --dir, MAP_SHARED, written), `memfd-leaker` (memfd `wl-leak-memfd`); and `steady`, which
+    /// fills a memfd once and holds it. --only names the leakers to run (default: all).
+    Backings {
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1024)]
+        kib_s: usize,
+        #[arg(long, default_value = "/var/tmp")]
+        dir: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+}
+
+pub fn run(b: Backings) -> i32 {
+    match b {
+        Backings::Hugetlb { pages, size_mib, private, hold } => {
+            set_name("wl-hugetlb");
+            let huge = size_mib * MIB;
+            let len = pages * huge;
+            let p = if private { map_huge_anon(len, size_mib) } else { map_fd(memfd("wl-huge", size_mib), len) };
+            for _ in 0..2 {
+                for i in 0..pages {
+                    // SAFETY: inside the mapping.
+                    unsafe { std::ptr::write_volatile(p.add(i * huge), 1) };
+                }
+            }
+            // A fault that adds an ordinary page after the last huge one.
+            let small = agent::demo::procs::map(page_size(), false);
+            // SAFETY: one page we mapped.
+            unsafe { std::ptr::write_volatile(small, 1) };
+            std::thread::sleep(Duration::from_secs_f64(hold));
+        }
+        Backings::Backings { duration, kib_s, dir, only } => {
+            leakers(Duration::from_secs_f64(duration), kib_s, &dir, &only)
+        }
+    }
+    0
+}
+
+fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String]) {
+    let start = Instant::now();
+    let step = kib_s * 1024 / 8;
+    let max = 1024 * MIB;
+    let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
+    let mut kids = Vec::new();
+    // Grows `p` (`cap` bytes) by `chunk` bytes every `every` until the end.
+    let grow = move |p: *mut u8, cap: usize, chunk: usize, every: Duration| {
+        let mut i = 0;
+        while start.elapsed() < total && (i + 1) * chunk <= cap {
+            for off in (i * chunk..(i + 1) * chunk).step_by(page_size()) {
+                // SAFETY: inside the mapping (checked against `cap`).
+                unsafe { std::ptr::write_volatile(p.add(off), 1) };
+            }
+            i += 1;
+            if let Some(w) = (every * i as u32).checked_sub(start.elapsed()) {
+                std::thread::sleep(w);
+            }
+        }
+        std::thread::sleep(total.saturating_sub(start.elapsed()));
+    };
+    let every = Duration::from_millis(125);
+    if want("huge-leaker") {
+        // Whole 2 MiB pages, as often as the rate allows (1 MiB/s: one every 2 s).
+        let per = Duration::from_secs_f64(2048.0 / kib_s as f64);
+        kids.push(fork_child("huge-leaker", move || {
+            grow(map_fd(memfd("wl-leak-huge", 2), 128 * MIB), 128 * MIB, 2 * MIB, per)
+        }));
+    }
+    if want("sysv-leaker") {
+        kids.push(fork_child("sysv-leaker", move || grow(sysv(max), max, step, every)));
+    }
+    if want("thp-leaker") {
+        let per = Duration::from_secs_f64(2048.0 / kib_s as f64);
+        kids.push(fork_child("thp-leaker", move || {
+            // 2 MiB-aligned, so each 2 MiB step is one huge page.
+            let p = agent::demo::procs::map(max + 2 * MIB, true);
+            let p = ((p as usize + 2 * MIB - 1) & !(2 * MIB - 1)) as *mut u8;
+            // SAFETY: advising our own mapping.
+            unsafe { libc::madvise(p.cast(), max, libc::MADV_HUGEPAGE) };
+            grow(p, max, 2 * MIB, per)
+        }));
+    }
+    if want("file-leaker") {
+        let path = dir.join(format!("agent-backings-{}.dat", std::process::id()));
+        let path2 = path.clone();
+        kids.push(fork_child("file-leaker", move || {
+            use std::os::fd::IntoRawFd;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path2)
+                .expect("create the file");
+            f.set_len(max as u64).expect("size the file");
+            grow(map_fd(f.into_raw_fd(), max), max, step, every)
+        }));
+        eprintln!("file-leaker: {}", path.display());
+        kids_cleanup_later(path);
+    }
+    if want("memfd-leaker") {
+        kids.push(fork_child("memfd-leaker", move || grow(map_fd(memfd("wl-leak-memfd", 0), max), max, step, every)));
+    }
+    if want("steady") {
+        kids.push(fork_child("steady", move || {
+            let n = 32 * MIB;
+            grow(map_fd(memfd("wl-steady", 0), n), n, n, total)
+        }));
+    }
+    wait_all(&kids);
+    for p in CLEANUP.lock().unwrap().drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+static CLEANUP: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn kids_cleanup_later(p: std::path::PathBuf) {
+    CLEANUP.lock().unwrap().push(p);
+}
+
+/// A memfd named `name`; `huge_mib` 2 or 1024: backed by hugetlb pages of that size.
+fn memfd(name: &str, huge_mib: usize) -> i32 {
+    let flags = match huge_mib {
+        0 => 0,
+        1024 => libc::MFD_HUGETLB | libc::MFD_HUGE_1GB,
+        _ => libc::MFD_HUGETLB | libc::MFD_HUGE_2MB,
+    };
+    let c = CString::new(name).expect("no NUL");
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), flags) };
+    assert!(fd >= 0, "memfd_create({name}): {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// MAP_SHARED of `len` bytes of `fd` (sized to `len` first).
+fn map_fd(fd: i32, len: usize) -> *mut u8 {
+    // SAFETY: plain syscalls on our own fd, checked.
+    unsafe {
+        assert!(libc::ftruncate(fd, len as i64) == 0, "ftruncate: {}", std::io::Error::last_os_error());
+        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+        assert!(p != libc::MAP_FAILED, "mmap {len}: {}", std::io::Error::last_os_error());
+        p.cast()
+    }
+}
+
+fn map_huge_anon(len: usize, size_mib: usize) -> *mut u8 {
+    let size = if size_mib == 1024 { libc::MAP_HUGE_1GB } else { libc::MAP_HUGE_2MB };
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | size;
+    // SAFETY: anonymous mapping, checked.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    assert!(p != libc::MAP_FAILED, "mmap MAP_HUGETLB {len}: {}", std::io::Error::last_os_error());
+    p.cast()
+}
+
+/// A SysV segment of `len` bytes, key 0x5a5a0000 + our pid's low 16 bits, attached and marked
+/// for removal (it goes when we detach).
+fn sysv(len: usize) -> *mut u8 {
+    let key = 0x5a5a_0000 | (std::process::id() as i32 & 0xffff);
+    // SAFETY: plain syscalls, checked.
+    unsafe {
+        let id = libc::shmget(key, len, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
+        assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+        let p = libc::shmat(id, std::ptr::null(), 0);
+        assert!(p as isize != -1, "shmat: {}", std::io::Error::last_os_error());
+        libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        eprintln!("sysv-leaker: key {key:#010x} id {id}");
+        p.cast()
+    }
+}
