@@ -28,6 +28,8 @@ pub struct Parts<'a> {
     pub ledger: &'a Ledger,
     /// Entries of processes already taken out of the ledger.
     pub retired: Vec<ProcSummary>,
+    /// `serve`: the exited processes folded into their name's totals.
+    pub exited: Vec<crate::session::fold::ExitedGroup>,
     pub judge: &'a Judge,
     /// With --stacks: the resolver and the kernel's count of stacks it could not take.
     pub stacks: Option<(&'a mut Stacks, u64)>,
@@ -65,6 +67,7 @@ pub fn build(p: Parts) -> Record {
         agent: AgentCost { programs: p.programs, ..own_cost(p.elapsed_s) },
         stacks: stack_summary,
         procs,
+        exited: p.exited,
         folded,
         profile,
     }

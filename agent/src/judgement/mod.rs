@@ -5,9 +5,11 @@ pub mod cgroup;
 pub mod cgroup_files;
 pub mod cgroup_verdict;
 pub mod evidence;
+pub mod history;
 pub mod memcg;
 pub mod oom;
 pub mod reconcile;
+pub mod slow_leak;
 pub mod verdict;
 
 pub use evidence::Evidence;

@@ -44,7 +44,7 @@ impl Metric {
             Metric::Pss => "pss",
         }
     }
-    fn of(self, s: &Sample) -> f64 {
+    pub fn of(self, s: &Sample) -> f64 {
         match self {
             Metric::Uss => s.uss_kib,
             Metric::Pss => s.pss_kib,

@@ -3,6 +3,7 @@
 //! taken out of the ledger. Pure: the pipeline acts on what it says.
 use std::collections::{HashMap, VecDeque};
 
+use super::fold::{ExitedGroup, Folded};
 use crate::records::ProcSummary;
 
 /// Dead processes kept in the ledger (with their maps, for stacks) before they are reduced to
@@ -21,6 +22,8 @@ pub struct Departures {
     retired: Vec<ProcSummary>,
     /// Summary entries left out past MAX_RETIRED.
     pub dropped: u64,
+    /// A daemon's: the retired folded into their name's totals instead of kept.
+    pub fold: Option<Folded>,
 }
 
 impl Departures {
@@ -51,7 +54,9 @@ impl Departures {
     /// `pid` left the ledger: keep its summary entry (bounded).
     pub fn retired(&mut self, s: ProcSummary) {
         self.dead.retain(|&p| p != s.pid);
-        if self.retired.len() < MAX_RETIRED {
+        if let Some(f) = &mut self.fold {
+            f.add(&s);
+        } else if self.retired.len() < MAX_RETIRED {
             self.retired.push(s);
         } else {
             self.dropped += 1;
@@ -60,6 +65,11 @@ impl Departures {
 
     pub fn take_retired(&mut self) -> Vec<ProcSummary> {
         std::mem::take(&mut self.retired)
+    }
+
+    /// The retired folded by name (a daemon's).
+    pub fn take_exited(&mut self) -> Vec<ExitedGroup> {
+        self.fold.as_mut().map(Folded::take).unwrap_or_default()
     }
 }
 

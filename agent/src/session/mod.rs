@@ -7,6 +7,7 @@
 //!                                                                └─► Evidence (full smaps) ─► sinks
 //! ```
 mod departures;
+pub mod fold;
 mod stages;
 
 use std::{

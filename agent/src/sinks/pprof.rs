@@ -297,6 +297,7 @@ mod tests {
             agent: Default::default(),
             stacks: None,
             procs: vec![],
+            exited: vec![],
             folded: vec![],
             profile: samples(),
         };
