@@ -60,12 +60,18 @@ pub struct WatchArgs {
     /// Stop after this many seconds (default: when the tree is gone, or at Ctrl-C).
     #[arg(long, value_parser = positive)]
     pub duration: Option<f64>,
-    /// Longest span of readings the leak verdict looks at, seconds.
+    /// Longest span of readings the leak verdict looks at, seconds. Beyond 300 s the
+    /// long-window verdict judges down-sampled history, for slow leaks (`serve`: 6 h).
     #[arg(long, default_value_t = 300.0, value_parser = positive)]
     pub leak_window: f64,
-    /// Slowest sustained growth called a leak, KiB/s.
-    #[arg(long, default_value_t = 32.0, value_parser = positive)]
-    pub leak_min_rate: f64,
+    /// Slowest sustained growth called a leak, KiB/s [default: 32; 2 with a --leak-window
+    /// over 300 s].
+    #[arg(long, value_parser = positive)]
+    pub leak_min_rate: Option<f64>,
+    /// Shortest span of sustained growth called a leak, seconds [default: 20; 720 with a
+    /// --leak-window over 300 s].
+    #[arg(long, value_parser = positive)]
+    pub leak_min_span: Option<f64>,
     /// Exit 3 if a leak verdict still stands at the end (withdrawn verdicts do not count; a
     /// process that exited while flagged does), for CI pipelines that run a service under the agent.
     #[arg(long)]

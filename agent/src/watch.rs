@@ -160,7 +160,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     });
     sinks.flush();
     let stream = sinks.failure();
-    let params = Params { window_s: args.leak_window, min_rate_kib_s: args.leak_min_rate, ..Params::default() };
+    let params = crate::judgement::slow_leak::params(args.leak_window, args.leak_min_rate, args.leak_min_span);
     let stats = args.bpf_stats.then(loader::enable_stats).flatten();
     let pipeline = Pipeline::new(session::Stages {
         start,
