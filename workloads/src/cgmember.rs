@@ -2,8 +2,8 @@
 //! --join directory's `cgroup.procs`, as `docker exec` or `systemd-run --scope` do) and then
 //! forks a child (`wl-cg-child`) that writes known amounts: --anon-mib of private anon, a
 //! --tmpfs-mib file written with write() and never mapped, --grow-kib-s appended to it for
-//! --grow-s; with --leave-to, after --leave-after-s the child moves itself there and writes
-//! --after-leave-mib more private anon. The parent (`wl-cg-parent`) waits for it.
+//! --grow-s; with --leave-to, after --leave-after-s the child moves itself there and, after
+//! --after-leave-wait-s, writes --after-leave-mib more private anon. The parent (`wl-cg-parent`) waits for it.
 use std::{io::Write as _, path::PathBuf, time::Duration};
 
 use agent::demo::procs::{fork_child, map, set_name, touch, wait_all, MIB};
@@ -37,6 +37,9 @@ pub struct CgMember {
     leave_to: Vec<PathBuf>,
     #[arg(long, default_value_t = 0.0)]
     leave_after_s: f64,
+    /// Seconds between leaving and writing --after-leave-mib.
+    #[arg(long, default_value_t = 0.0)]
+    after_leave_wait_s: f64,
     #[arg(long, default_value_t = 0)]
     after_leave_mib: usize,
     /// Seconds the child holds everything before it exits (the tmpfs file is removed then).
@@ -84,6 +87,7 @@ pub fn run(a: CgMember) -> i32 {
         if !a.leave_to.is_empty() {
             sleep(a.leave_after_s);
             join(&a.leave_to);
+            sleep(a.after_leave_wait_s);
             if a.after_leave_mib > 0 {
                 touch(map(a.after_leave_mib * MIB, false), a.after_leave_mib * MIB, Duration::ZERO);
             }

@@ -1,0 +1,93 @@
+//! `--cgroup` on the v2 hierarchy: a process moved into a test cgroup after the watch started is
+//! followed (the kernel joins it at its fork, so its child is watched from its first fault), its
+//! pages attributed; the cgroup record reconciles with memory.stat (on this hybrid machine the
+//! v1 memory cgroup the members share): anon written by a member within 5% of memory.stat's,
+//! and a 64 MiB tmpfs file written and never mapped under unmapped shmem within 5%, named.
+mod cgroup_util;
+mod common;
+use std::{process::Command, time::Duration};
+
+use cgroup_util::TestCgroup;
+use common::*;
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn v2_member_moved_in_after_start_is_followed_and_its_memory_reconciled() {
+    if !ebpf_available("cgroup_v2_join") {
+        return;
+    }
+    let v2 = TestCgroup::v2("join");
+    // Where its memory is charged: a fresh v1 memory cgroup (the v2 hierarchy here has no
+    // memory controller), so memory.stat's values are the deltas of what the members did.
+    let mem = TestCgroup::v1_memory("join");
+    let shm = format!("/dev/shm/agent-test-cgroup-{}", std::process::id());
+    let mut agent = Running::start(&[
+        "watch",
+        "--format",
+        "json",
+        "--cgroup",
+        v2.path(),
+        "--interval",
+        "0.5",
+        "--smaps-interval",
+        "1",
+        "--duration",
+        "11",
+    ]);
+    let start = agent.wait_for("start", Duration::from_secs(30));
+    assert!(start["cgroups"][0].as_str().unwrap().contains("v2: joins followed in the kernel"), "{start}");
+    assert_eq!(start["targets"].as_array().unwrap().len(), 0, "the cgroup starts empty: {start}");
+    // Moved in after the start (it writes its pid to cgroup.procs), then forks at once.
+    let st = Command::new(workloads())
+        .args(["cgmember", "--join", v2.path(), "--join", mem.path(), "--anon-mib", "64", "--tmpfs-file", &shm])
+        .args(["--tmpfs-mib", "64", "--hold-s", "5"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (recs, code) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0);
+
+    // Followed: the parent joined in the kernel at its fork, the child was forked watched.
+    let procs = of_type(&recs, "proc");
+    let join = procs.iter().find(|p| p["event"] == "join").unwrap_or_else(|| panic!("no join record: {procs:?}"));
+    assert_eq!(join["comm"], "wl-cg-parent");
+    assert_eq!(join["cgroup"], v2.rel.as_str(), "labelled with its v2 path: {join}");
+    let parent = join["pid"].as_u64().unwrap();
+    let fork = procs.iter().find(|p| p["event"] == "fork" && p["ppid"] == parent).expect("its child's fork record");
+    assert_eq!(fork["cgroup"], v2.rel.as_str(), "{fork}");
+    let child = proc_by_comm(&recs, "wl-cg-child");
+    assert_eq!(child["pid"], fork["pid"]);
+    // Its first fault on: 64 MiB of anon (16384 pages), plus its libc's few.
+    assert_within("child anon pages", child["pages"]["anon"].as_i64().unwrap(), 16384, 5.0);
+
+    // The cgroup record once the child holds everything: memory from the v1 memory cgroup.
+    let cgs = of_type(&recs, "cgroup");
+    let full: Vec<&&Value> = cgs
+        .iter()
+        .filter(|c| c["members"] == 2 && c["stat"]["total_shmem"].as_u64().unwrap_or(0) >= 64 * MIB)
+        .collect();
+    assert!(full.len() >= 2, "cgroup records while the child held its memory: {cgs:?}");
+    let c = full[full.len() - 1];
+    assert_eq!(c["path"], v2.path());
+    assert_eq!(c["memory_source"], mem.path(), "{c}");
+    assert!(c["usage_in_bytes"].as_u64().unwrap() >= 128 * MIB, "{c}");
+    let (anon_stat, anon_explained) =
+        (c["stat"]["total_rss"].as_i64().unwrap(), c["explained"]["anon_bytes"].as_i64().unwrap());
+    assert_within(
+        "explained anon vs memory.stat total_rss (bytes / 4096)",
+        anon_explained / 4096,
+        anon_stat / 4096,
+        5.0,
+    );
+    let unmapped_shmem = c["unmapped"]["shmem_bytes"].as_i64().unwrap();
+    assert_within("unmapped shmem pages", unmapped_shmem / 4096, (64 * MIB / 4096) as i64, 5.0);
+    let f = &c["files"][0];
+    assert_eq!((f["path"].as_str(), f["bytes"].as_u64()), (Some(shm.as_str()), Some(64 * MIB)), "{c}");
+    // No pid is flagged, and nothing else was watched: the members only.
+    assert!(of_type(&recs, "leak").is_empty());
+    let comms: Vec<&str> =
+        summary(&recs)["procs"].as_array().unwrap().iter().map(|p| p["comm"].as_str().unwrap()).collect();
+    assert_eq!(comms.len(), 2, "{comms:?}");
+}

@@ -1,0 +1,75 @@
+//! `--cgroup` on a v1 path (the memory controller's): membership is cgroup.procs, re-read every
+//! interval (and `start` says so). A process that joins is watched; one that leaves is no longer
+//! reported: a `left` record, then none of its faults. A path that is not a cgroup is one line.
+mod cgroup_util;
+mod common;
+use std::{process::Command, time::Duration};
+
+use cgroup_util::{own_memory_cgroup, TestCgroup, MEMORY};
+use common::*;
+
+#[test]
+fn v1_joins_are_polled_and_a_process_that_leaves_is_no_longer_reported() {
+    if !ebpf_available("cgroup_v1_leave") {
+        return;
+    }
+    let cg = TestCgroup::v1_memory("leave");
+    let back = format!("{MEMORY}{}", own_memory_cgroup());
+    let mut agent = Running::start(&[
+        "watch",
+        "--format",
+        "json",
+        "--cgroup",
+        cg.path(),
+        "--interval",
+        "0.5",
+        "--smaps-interval",
+        "1",
+        "--duration",
+        "10",
+    ]);
+    let start = agent.wait_for("start", Duration::from_secs(30));
+    assert!(start["cgroups"][0].as_str().unwrap().contains("cgroup.procs re-read every interval"), "{start}");
+    // The child writes 16 MiB 1.5 s after joining (a poll has found it by then), leaves, and
+    // 1.5 s later (a poll has seen it go: on v1 that takes up to an interval) writes 32 MiB
+    // outside.
+    let st = Command::new(workloads())
+        .args(["cgmember", "--join", cg.path(), "--delay-s", "1.5", "--anon-mib", "16"])
+        .args(["--leave-to", &back, "--leave-after-s", "0.5", "--after-leave-wait-s", "1.5", "--after-leave-mib", "32"])
+        .args(["--hold-s", "2"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (recs, code) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0);
+
+    let procs = of_type(&recs, "proc");
+    let joined: Vec<&str> =
+        procs.iter().filter(|p| p["event"] == "join").map(|p| p["comm"].as_str().unwrap()).collect();
+    assert!(joined.contains(&"wl-cg-child"), "joins found by polling: {procs:?}");
+    let child = proc_by_comm(&recs, "wl-cg-child");
+    let pid = child["pid"].as_u64().unwrap();
+    let left = procs.iter().find(|p| p["event"] == "left" && p["pid"] == pid).unwrap_or_else(|| panic!("{procs:?}"));
+    let left_ts = left["ts"].as_f64().unwrap();
+    // No longer reported: no faults record of it after it left (the 32 MiB outside).
+    let late: Vec<_> = of_type(&recs, "faults")
+        .into_iter()
+        .filter(|f| f["pid"] == pid && f["ts"].as_f64().unwrap() > left_ts + 0.6)
+        .collect();
+    assert!(late.is_empty(), "faults after it left at {left_ts}: {late:?}");
+    assert_within("child anon pages (the 16 MiB inside only)", child["pages"]["anon"].as_i64().unwrap(), 4096, 5.0);
+    // The parent stayed: reported until its exit.
+    assert!(procs.iter().any(|p| p["event"] == "exit" && p["comm"] == "wl-cg-parent"), "{procs:?}");
+}
+
+#[test]
+fn a_path_that_is_not_a_cgroup_is_one_line() {
+    if !ebpf_available("cgroup_not_a_cgroup") {
+        return;
+    }
+    let out = Command::new(agent()).args(["watch", "--cgroup", "/tmp"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--cgroup /tmp: not a cgroup directory"), "{err}");
+}
