@@ -14,8 +14,8 @@ use aya_ebpf::{
 use aya_log_ebpf::{info, warn};
 
 use crate::state::{
-    count, count_first, current_syscall, first_on_cpu, g, is_watched, once, pid_tgid, reserve, submit_flags, Raw, LAST_SIZE, MM_OWNER,
-    RSS_CURR, RSS_MEMBER, RSS_MM_ID, RSS_SIZE, STACKS, STACKS_ON, TASKS,
+    count, count_first, current_syscall, first_on_cpu, g, is_watched, once, pid_tgid, reserve, submit_flags, Raw,
+    LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER, RSS_MM_ID, RSS_SIZE, STACKS, STACKS_ON, TASKS,
 };
 
 #[tracepoint]

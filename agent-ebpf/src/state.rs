@@ -36,7 +36,6 @@ global!(RSS_SIZE, 24);
 global!(FORK_CHILD_PID, 20);
 global!(EXIT_GROUP_DEAD, 32);
 global!(SYS_ID, 8);
-global!(SYS_ARGS, 16);
 global!(SYS_RET, 16);
 // 1: take the user stack of faults that add pages (`--stacks`).
 global!(STACKS_ON, 0);
@@ -191,8 +190,7 @@ pub fn task_slot(tid: u32) -> Option<*mut TaskSlot> {
 /// [`task_slot`] for page_fault_user: a full map is counted, not logged. That program carries
 /// no logging code at all: its JIT image is allocated just before rss_stat's, and growing it
 /// (787 -> 3847 bytes with the log call) moved rss_stat to a placement where it measured ~7%
-/// more ns per run for the same instructions. sys_enter logs instead: a thread without a slot
-/// meets the full map there at its next syscall.
+/// more ns per run for the same instructions. page_fault_kernel logs instead.
 #[inline(always)]
 pub fn task_slot_unlogged(tid: u32) -> Option<*mut TaskSlot> {
     slot_or_insert(tid, false)
@@ -265,6 +263,24 @@ pub extern "C" fn cold_ring_full() -> u32 {
         );
     }
     0
+}
+
+/// The current task's user registers, saved at its entry into the kernel (`task_pt_regs`, which
+/// the kernel computes: no stack layout assumed here). A BTF pointer: fields are direct loads.
+#[inline(always)]
+pub fn user_regs() -> *const aya_ebpf::bindings::pt_regs {
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task_btf();
+        aya_ebpf::helpers::bpf_task_pt_regs(task) as *const aya_ebpf::bindings::pt_regs
+    }
+}
+
+/// The syscall the current task is in, or -1: `orig_ax` of its user registers, which the entry
+/// code sets to the syscall number and to -1 in an exception or interrupt from user mode (a
+/// user page fault). Replaces hooking every syscall's entry and exit.
+#[inline(always)]
+pub fn current_syscall() -> i64 {
+    unsafe { (*user_regs()).orig_rax as i64 }
 }
 
 #[inline(always)]

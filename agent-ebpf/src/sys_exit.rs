@@ -1,11 +1,15 @@
-//! `raw_syscalls:sys_exit`: report successful mapping syscalls (mmap, munmap, mremap, brk,
-//! mprotect) and opens (the path and the fd, to name file mmaps after the process is gone) with
-//! their arguments so userspace keeps each process's address -> mapping map current without
-//! re-reading /proc/PID/maps; then mark the task idle again.
+//! `syscalls:sys_exit_{mmap,munmap,mremap,brk,mprotect,open,openat,openat2}` (this one program
+//! on each): report successful mapping syscalls with their arguments, so userspace keeps each
+//! process's address -> mapping map current without re-reading /proc/PID/maps, and opens (the
+//! path and the fd, to name file mmaps after the process is gone). The arguments are read from
+//! the task's saved user registers, which the syscall leaves as they were: no entry hook.
+//!
+//! Only these syscalls' exits are hooked: every other syscall runs no program (the rss changes a
+//! syscall makes take its number from the registers in `rss.rs`).
 use agent_common::{nr, EventHeader, EventKind, OpenEvent, SyscallEvent};
 use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext};
 
-use crate::state::{field, is_watched, now, pid_tgid, reserve, submit_flags, SYS_RET, TASKS};
+use crate::state::{field, is_watched, now, pid_tgid, reserve, submit_flags, user_regs, SYS_ID, SYS_RET};
 
 #[tracepoint]
 pub fn sys_exit(ctx: TracePointContext) -> u32 {
@@ -13,37 +17,33 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     if !is_watched(tgid) {
         return 0;
     }
-    let Some(slot) = TASKS.get_ptr_mut(tid) else { return 0 };
-    let slot = unsafe { &mut *slot };
-    let id = slot.sys_nr as u64;
-    let args = slot.args;
-    slot.sys_nr = -1;
-    slot.fault_cause = 0;
-    slot.fault_fresh = 0;
-    if !matches!(id, nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::MPROTECT | nr::OPEN | nr::OPENAT | nr::OPENAT2)
-    {
-        return 0;
-    }
+    let Some(id) = field::<i32>(&ctx, &SYS_ID) else { return 0 };
+    let id = id as u64;
     let ret = field::<i64>(&ctx, &SYS_RET).unwrap_or(-1);
     // Errors are -4095..-1 (mmap returns addresses, which are never in that range).
     if (-4095..0).contains(&ret) {
         return 0;
     }
-    if matches!(id, nr::OPEN | nr::OPENAT | nr::OPENAT2) {
-        let path = if id == nr::OPEN { args[0] } else { args[1] };
-        return emit_open(tgid, tid, ret as i32, path as *const u8);
+    let r = user_regs();
+    let args = unsafe { [(*r).rdi, (*r).rsi, (*r).rdx, (*r).r10, (*r).r8, (*r).r9] };
+    match id {
+        nr::OPEN => emit_open(tgid, tid, ret as i32, args[0] as *const u8),
+        nr::OPENAT | nr::OPENAT2 => emit_open(tgid, tid, ret as i32, args[1] as *const u8),
+        nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::MPROTECT => {
+            let Some(mut e) = reserve::<SyscallEvent>() else {
+                return 0;
+            };
+            e.write(SyscallEvent {
+                hdr: EventHeader { kind: EventKind::Syscall as u32, tgid, tid, _pad: 0, ts_ns: now() },
+                nr: id,
+                args,
+                ret,
+            });
+            e.submit(submit_flags());
+            0
+        }
+        _ => 0,
     }
-    let Some(mut e) = reserve::<SyscallEvent>() else {
-        return 0;
-    };
-    e.write(SyscallEvent {
-        hdr: EventHeader { kind: EventKind::Syscall as u32, tgid, tid, _pad: 0, ts_ns: now() },
-        nr: id,
-        args,
-        ret,
-    });
-    e.submit(submit_flags());
-    0
 }
 
 /// An open that returned `fd`: the path as the process passed it, read from its memory now.

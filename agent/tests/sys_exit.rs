@@ -1,5 +1,6 @@
-//! `sys_enter.rs`/`sys_exit.rs`: mapping syscalls keep the address map current, so a file
-//! mmap'd after start is named by its path, and rss changes inside a syscall go to the syscall.
+//! `sys_exit.rs`: mapping syscalls keep the address map current, so a file mmap'd after start is
+//! named by its path; `rss.rs`: rss changes inside a syscall go to the syscall (its number from
+//! the task's registers), and a kernel fault's to the faulting address.
 mod common;
 use common::*;
 
