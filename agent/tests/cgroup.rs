@@ -91,3 +91,41 @@ fn v2_member_moved_in_after_start_is_followed_and_its_memory_reconciled() {
         summary(&recs)["procs"].as_array().unwrap().iter().map(|p| p["comm"].as_str().unwrap()).collect();
     assert_eq!(comms.len(), 2, "{comms:?}");
 }
+
+/// `docker exec`'s shape: a shell moves itself into the cgroup, then execs the program, which
+/// the kernel joins at that exec (no fork involved): its pages from its first fault.
+#[test]
+fn v2_member_that_execs_after_joining_is_watched_from_its_exec() {
+    if !ebpf_available("cgroup_v2_exec") {
+        return;
+    }
+    let v2 = TestCgroup::v2("exec");
+    let mut agent = Running::start(&[
+        "watch",
+        "--format",
+        "json",
+        "--cgroup",
+        v2.path(),
+        "--interval",
+        "0.5",
+        "--smaps-interval",
+        "1",
+        "--duration",
+        "5",
+    ]);
+    agent.wait_for("start", Duration::from_secs(30));
+    let script =
+        format!("echo $$ > {}/cgroup.procs && exec {} anon --mib 32 --hold 1", v2.path(), workloads().display());
+    assert!(Command::new("sh").args(["-c", &script]).status().unwrap().success());
+    let (recs, code) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    let procs = of_type(&recs, "proc");
+    let join = procs.iter().find(|p| p["event"] == "join").unwrap_or_else(|| panic!("no join record: {procs:?}"));
+    let pid = &join["pid"];
+    let exec = procs.iter().position(|p| p["event"] == "exec" && p["pid"] == *pid).expect("its exec record");
+    assert!(procs.iter().position(|p| p["event"] == "join").unwrap() < exec, "joined at its exec: {procs:?}");
+    let p = proc_by_comm(&recs, "wl-anon");
+    assert_eq!(p["pid"], *pid);
+    // 32 MiB: 8192 pages, and the few its loader and libc add.
+    assert_within("exec'd member anon pages", p["pages"]["anon"].as_i64().unwrap(), 8192, 5.0);
+}

@@ -23,6 +23,9 @@ pub struct CgroupStage {
     watch: CgroupWatch,
     detectors: Vec<CgroupDetector>,
     params: Params,
+    /// The memory cgroup each was last read from: kept while it has no member (what they left
+    /// behind, a tmpfs file, is still charged there).
+    memory_dirs: Vec<Option<std::path::PathBuf>>,
 }
 
 impl Pipeline {
@@ -30,7 +33,8 @@ impl Pipeline {
     /// with the pids' leak parameters.
     pub fn set_cgroups(&mut self, watch: CgroupWatch, params: Params) {
         let detectors = watch.cgroups.iter().map(|_| CgroupDetector::default()).collect();
-        self.cgroups = Some(CgroupStage { watch, detectors, params });
+        let memory_dirs = vec![None; watch.cgroups.len()];
+        self.cgroups = Some(CgroupStage { watch, detectors, params, memory_dirs });
     }
 
     /// Cgroup-level leak verdicts standing.
@@ -83,7 +87,9 @@ impl Pipeline {
         for (i, cgroup) in c.watch.cgroups.iter().enumerate() {
             let members: Vec<u32> =
                 c.watch.members(i).iter().copied().filter(|&p| self.ledger.get(p).is_some_and(|p| p.alive)).collect();
-            let mem = cg::memory_dir(cgroup, members.iter().copied()).and_then(|d| cg::read_memory(&d));
+            let dir = cg::memory_dir(cgroup, members.iter().copied()).or_else(|| c.memory_dirs[i].take());
+            let mem = dir.as_deref().and_then(cg::read_memory);
+            c.memory_dirs[i] = dir;
             let explained = cg::explained(&members, &self.ledger, &self.judge);
             let files = cgroup_files::top_unmapped(&members);
             let rec: CgroupRecord = cg::record(cgroup, members.len(), mem.as_ref(), explained, files);

@@ -110,11 +110,11 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
     let kib = |pages: i64| size_kib(pages * page_kib);
     Some(match rec {
         Record::Start { targets, hooks, missing_hooks, cgroups } => {
-            let mut s = format!(
-                "{t} watching {} (and descendants); hooks: {}",
-                targets.iter().map(|p| format!("pid {p}")).collect::<Vec<_>>().join(", "),
-                hooks.join(", ")
-            );
+            let what = match cgroups.is_empty() {
+                true => targets.iter().map(|p| format!("pid {p}")).collect::<Vec<_>>().join(", "),
+                false => format!("the {} processes of cgroup {}", targets.len(), cgroups.join(", cgroup ")),
+            };
+            let mut s = format!("{t} watching {what} (and descendants); hooks: {}", hooks.join(", "));
             if !missing_hooks.is_empty() {
                 let _ = write!(s, "\n{t} degraded: without {}", missing_hooks.join("; "));
             }
