@@ -118,9 +118,6 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
             if !missing_hooks.is_empty() {
                 let _ = write!(s, "\n{t} degraded: without {}", missing_hooks.join("; "));
             }
-            for c in cgroups {
-                let _ = write!(s, "\n{t} cgroup {c}");
-            }
             let _ = write!(s, "\n{HEADER}");
             s
         }
