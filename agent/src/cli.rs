@@ -30,6 +30,12 @@ pub enum Cmd {
     Diff(DiffArgs),
     /// The built-in demo workload (run it under `agent watch -- agent demo`).
     Demo(DemoArgs),
+    /// Run as a daemon: watch `-p PID` trees, `--comm NAME` or `--all`, and serve Prometheus
+    /// metrics (memory and faults by group, leak verdicts) on `--listen`.
+    Serve(crate::serve::ServeArgs),
+    /// Write shell completions and man pages (what `cargo xtask dist` ships).
+    #[command(hide = true)]
+    Dist(crate::dist::DistArgs),
     /// The unprivileged ELF symbolizer `--stacks` starts (internal: it reads its socket at --fd).
     #[command(hide = true)]
     Symbolizer {

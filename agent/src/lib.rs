@@ -8,12 +8,14 @@
 pub mod attribution;
 pub mod cli;
 pub mod demo;
+pub mod dist;
 pub mod error;
 pub mod judgement;
 pub mod kernel;
 pub mod proc_facts;
 pub mod records;
 pub mod sampling;
+pub mod serve;
 pub mod session;
 pub mod sinks;
 pub mod snapshot;

@@ -1,5 +1,5 @@
 //! `agent`: parse the command line and hand over to the library. Nothing else lives here.
-use agent::{cli, demo, error::AgentError, snapshot, watch};
+use agent::{cli, demo, dist, error::AgentError, serve, snapshot, watch};
 use clap::Parser;
 
 fn main() {
@@ -9,6 +9,8 @@ fn main() {
         cli::Cmd::Snapshot(args) => report(snapshot::run(args)),
         cli::Cmd::Diff(args) => report(snapshot::diff(args)),
         cli::Cmd::Demo(args) => demo::run(args),
+        cli::Cmd::Serve(args) => report(serve::run(args)),
+        cli::Cmd::Dist(args) => report(dist::run(args)),
         cli::Cmd::Symbolizer { fd } => agent::stacks::sandbox::run(fd),
         cli::Cmd::FuzzSymbolizer(args) => report(agent::stacks::fuzz::run(args)),
     };

@@ -179,6 +179,8 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
         duration: args.duration.map(Duration::from_secs_f64),
         fail_on_leak: args.fail_on_leak,
         stream,
+        forever: false,
+        discover: None,
     };
     let code = rt.block_on(session::run(pipeline, ring, signals, settings, started.child));
     // Not waiting for the blocking pool: a command that outlived the stop still has its

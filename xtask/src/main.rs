@@ -2,6 +2,7 @@
 mod bench;
 mod bench_run;
 mod bench_scale;
+mod dist;
 mod fuzz;
 mod setup;
 
@@ -32,6 +33,21 @@ enum Cmd {
     },
     /// The fault-storm benchmark: bare vs floor (noop programs) vs agent; writes BENCHMARKS.md.
     Bench,
+    /// The release agent, its completions and man pages, the systemd unit and the Prometheus
+    /// rules, in target/dist/.
+    Dist,
+    /// Install the dist: agent in /usr/local/bin, man pages, completions, the systemd unit in
+    /// /etc/systemd/system, the rules in /usr/local/share/agent (root).
+    Install {
+        /// Install under this directory instead of / (to stage a package).
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+    },
+    /// Remove what `install` put in place.
+    Uninstall {
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+    },
     /// Build release and run `agent watch --stacks -- agent demo` (extra arguments go to
     /// `agent demo`).
     Demo {
@@ -89,6 +105,9 @@ fn run(cmd: Cmd) -> Result<()> {
             status(c, "cargo build --release -p workloads")?;
             bench::run()
         }
+        Cmd::Dist => dist::dist().map(drop),
+        Cmd::Install { root } => dist::install(&root),
+        Cmd::Uninstall { root } => dist::uninstall(&root),
         Cmd::Demo { args } => {
             build_release()?;
             let agent = workspace_root().join("target/release/agent");
@@ -107,7 +126,7 @@ fn run(cmd: Cmd) -> Result<()> {
     }
 }
 
-fn build_release() -> Result<()> {
+pub fn build_release() -> Result<()> {
     let mut c = cargo();
     c.args(["build", "--release", "-p", "agent"]);
     status(c, "cargo build")

@@ -16,7 +16,7 @@ pub fn ensure() -> Result<()> {
 
 /// The real clients the tests check our outputs with, from Debian: the program each package
 /// puts on PATH, and the package.
-const CLIENTS: &[(&str, &str)] = &[("go", "golang-go"), ("smem", "smem")];
+const CLIENTS: &[(&str, &str)] = &[("go", "golang-go"), ("smem", "smem"), ("promtool", "prometheus")];
 
 /// Install the test clients that are missing (root only; as a user, say what to run). Fast
 /// when they are all there: one PATH lookup each.

@@ -37,7 +37,7 @@ impl Signals {
     }
 
     /// The next signal: SIGINT or SIGTERM.
-    async fn recv(&mut self) -> i32 {
+    pub async fn recv(&mut self) -> i32 {
         tokio::select! {
             _ = self.0.recv() => libc::SIGINT,
             _ = self.1.recv() => libc::SIGTERM,
@@ -62,6 +62,10 @@ pub struct Settings {
     pub fail_on_leak: bool,
     /// The record stream's write error: stop on it.
     pub stream: StreamFailure,
+    /// Keep running when nothing watched is alive (`serve`: until a signal or the duration).
+    pub forever: bool,
+    /// Called at each interval's end: processes to watch from now on (`serve --comm`).
+    pub discover: Option<Box<dyn FnMut() -> Vec<u32> + Send>>,
 }
 
 /// Run the pipeline until the watched tree is gone, the duration ends, a signal comes or the
@@ -74,7 +78,7 @@ pub async fn run(
     (mut p, mut swept_rx, mut evidence_rx): (Pipeline, mpsc::Receiver<Swept>, mpsc::UnboundedReceiver<Record>),
     ring: RingBuf<MapData>,
     mut signals: Signals,
-    settings: Settings,
+    mut settings: Settings,
     child: Option<u32>,
 ) -> anyhow::Result<i32> {
     let start = p.start();
@@ -110,8 +114,13 @@ pub async fn run(
                 ticks += 1;
                 let dt = last_tick.elapsed().as_secs_f64();
                 last_tick = Instant::now();
+                if let Some(discover) = settings.discover.as_mut() {
+                    for pid in discover() {
+                        p.adopt(pid);
+                    }
+                }
                 p.close_interval(ticks, dt);
-                if p.nothing_alive() || deadline.is_some_and(|d| Instant::now() >= d) {
+                if (p.nothing_alive() && !settings.forever) || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
             }

@@ -24,6 +24,19 @@ pub trait Sink: Send {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// The pipeline's state at the end of an interval, before its records: for sinks that keep
+    /// a live view rather than a stream (`serve`'s metrics).
+    fn view(&mut self, _view: &View) {}
+}
+
+/// What the pipeline holds at the end of an interval.
+pub struct View<'a> {
+    pub ledger: &'a crate::attribution::Ledger,
+    pub judge: &'a crate::judgement::Judge,
+    /// Records lost to a full ring since the start.
+    pub lost: u64,
+    /// With --bpf-stats: the programs' kernel run statistics so far.
+    pub programs: &'a [crate::records::ProgStat],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -96,6 +109,12 @@ impl Sinks {
             if let Some(f) = self.fallback.as_mut() {
                 let _ = f.emit(ts, record);
             }
+        }
+    }
+
+    pub fn view(&mut self, view: &View) {
+        for s in &mut self.sinks {
+            s.view(view);
         }
     }
 

@@ -1,0 +1,355 @@
+//! What `serve` keeps of the pipeline: a state per watched pid and per group, updated from the
+//! record stream (faults, readings, verdicts) and from the pipeline's view at each interval's
+//! end (who is alive, under which name). A scrape encodes the metric families this keeps
+//! current; it never reads /proc.
+//!
+//! The seam for longer-lived judgement: `PidState` and `GroupState` are the per-pid and
+//! per-group state, `ServeSink::departed` is where a process leaves (fold it into its group
+//! there), and `ServeSink::view` runs once per interval with the ledger and the judge.
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use super::metrics::{self, Group, GroupKind, Leak, Metrics, Program};
+use crate::{
+    records::{MemStat, Record},
+    sinks::{Sink, View},
+};
+
+/// How processes are grouped into series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupBy {
+    /// The process's name (its current comm).
+    Comm,
+    /// Its cgroup path, read from /proc/PID/cgroup when it is first seen.
+    Cgroup,
+    /// The watched tree it belongs to, named `comm:pid` of the tree's root.
+    Tree,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Result<GroupBy, String> {
+        match s {
+            "comm" => Ok(GroupBy::Comm),
+            "cgroup" => Ok(GroupBy::Cgroup),
+            "tree" => Ok(GroupBy::Tree),
+            _ => Err(format!("--group-by {s}: unknown grouping; use comm, cgroup or tree")),
+        }
+    }
+}
+
+/// Whether the pipeline is alive, for `/healthz`.
+#[derive(Debug)]
+pub struct Health {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last interval's view.
+    last_view_ms: AtomicU64,
+    /// Set when a stop begins (signal) or the session ended.
+    pub stopping: AtomicBool,
+}
+
+impl Health {
+    pub fn new() -> Health {
+        Health { epoch: Instant::now(), last_view_ms: AtomicU64::new(0), stopping: AtomicBool::new(false) }
+    }
+
+    fn beat(&self) {
+        self.last_view_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// Healthy: not stopping, and an interval closed within `stale_ms` (the pipeline task runs
+    /// and the ring is read).
+    pub fn healthy(&self, stale_ms: u64) -> bool {
+        let age = (self.epoch.elapsed().as_millis() as u64).saturating_sub(self.last_view_ms.load(Ordering::Acquire));
+        !self.stopping.load(Ordering::Acquire) && age <= stale_ms
+    }
+}
+
+/// One watched process as serve keeps it.
+#[derive(Clone, Debug)]
+pub struct PidState {
+    pub group: String,
+    pub comm: String,
+    /// Its latest smaps reading.
+    pub mem: Option<MemStat>,
+    /// The series of its standing leak verdict.
+    pub leak: Option<Leak>,
+    /// The interval at which it was seen gone (kept one interval for its last records).
+    pub gone_at: Option<u64>,
+}
+
+/// One group's sums over its live processes, recomputed at each interval's end.
+#[derive(Clone, Debug, Default)]
+pub struct GroupState {
+    pub processes: i64,
+    /// Processes of the group with a reading (the memory gauges wait for the first).
+    pub read: i64,
+    /// Bytes of each of `metrics::MEMORY_KINDS`.
+    pub memory: [i64; metrics::MEMORY_KINDS.len()],
+}
+
+/// The metrics sink: the pipeline's state as serve keeps it.
+pub struct ServeSink {
+    by: GroupBy,
+    /// Tree roots named by the targets (`-p` pids, `--comm` matches); with `--all`, any
+    /// process whose parent is not watched or is pid 1.
+    roots: HashSet<u32>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    pub pids: HashMap<u32, PidState>,
+    pub groups: HashMap<String, GroupState>,
+    page: i64,
+    views: u64,
+}
+
+impl ServeSink {
+    pub fn new(by: GroupBy, roots: impl IntoIterator<Item = u32>, metrics: Metrics, health: Arc<Health>) -> ServeSink {
+        ServeSink {
+            by,
+            roots: roots.into_iter().collect(),
+            metrics,
+            health,
+            pids: HashMap::new(),
+            groups: HashMap::new(),
+            page: 4096,
+            views: 0,
+        }
+    }
+
+    /// Roots found after the start (`--comm` discovery) start their own tree group.
+    pub fn add_root(&mut self, pid: u32) {
+        self.roots.insert(pid);
+    }
+
+    /// The group of a process first seen now.
+    fn group_of(&self, view: &View, pid: u32, comm: &str) -> String {
+        match self.by {
+            GroupBy::Comm => comm.to_string(),
+            GroupBy::Cgroup => cgroup_of(pid).unwrap_or_else(|| "unknown".into()),
+            GroupBy::Tree => {
+                // Up the watched ancestry to a root; a parent already grouped names the tree.
+                let mut cur = (pid, comm.to_string());
+                for _ in 0..64 {
+                    if let Some(s) = self.pids.get(&cur.0).filter(|_| cur.0 != pid) {
+                        return s.group.clone();
+                    }
+                    let parent = view.ledger.get(cur.0).map(|p| p.ppid).unwrap_or(0);
+                    let parent_proc = view.ledger.get(parent).filter(|_| parent > 1);
+                    match parent_proc {
+                        Some(pp) if !self.roots.contains(&cur.0) => cur = (parent, pp.comm.clone()),
+                        _ => break,
+                    }
+                }
+                format!("{}:{}", cur.1, cur.0)
+            }
+        }
+    }
+
+    /// A process left (exited, or its number went to another process): its series go. The
+    /// place to fold what it leaves behind into its group.
+    fn departed(&mut self, _pid: u32, s: PidState) {
+        if let Some(l) = s.leak {
+            self.metrics.leak_rate.remove(&l);
+        }
+    }
+
+    fn on_leak(&mut self, pid: u32, comm: &str, rate_kib_s: f64, mapping: &str, metric: &'static str, flagged: bool) {
+        let group = self.pids.get(&pid).map_or_else(|| comm.to_string(), |s| s.group.clone());
+        let labels = Leak { group: group.clone(), pid, comm: comm.to_string(), mapping: mapping.to_string(), metric };
+        let Some(s) = self.pids.get_mut(&pid) else { return };
+        let old = s.leak.take();
+        if let Some(old) = &old {
+            self.metrics.leak_rate.remove(old);
+        }
+        if flagged {
+            if old.is_none() {
+                self.metrics.leak_verdicts.get_or_create(&Group { group }).inc();
+            }
+            self.metrics.leak_rate.get_or_create(&labels).set(rate_kib_s * 1024.0);
+            s.leak = Some(labels);
+        }
+    }
+
+    fn on_faults(&mut self, pid: u32, comm: &str, pages: [i64; 3]) {
+        let group = self.pids.get(&pid).map_or_else(|| comm.to_string(), |s| s.group.clone());
+        for (kind, n) in metrics::FAULT_KINDS.into_iter().zip(pages) {
+            if n > 0 {
+                self.metrics
+                    .faulted
+                    .get_or_create(&GroupKind { group: group.clone(), kind })
+                    .inc_by((n * self.page) as u64);
+            }
+        }
+    }
+
+    /// The groups' sums over their live processes, into the gauges; groups with no live
+    /// process leave the gauges (their counters stay).
+    fn publish_groups(&mut self) {
+        let mut groups: HashMap<String, GroupState> = HashMap::new();
+        for s in self.pids.values().filter(|s| s.gone_at.is_none()) {
+            let g = groups.entry(s.group.clone()).or_default();
+            g.processes += 1;
+            if let Some(m) = &s.mem {
+                g.read += 1;
+                let kib = [m.rss_kib, m.pss_kib, m.uss_kib, m.swap_kib];
+                for (sum, v) in g.memory.iter_mut().zip(kib) {
+                    *sum += v as i64 * 1024;
+                }
+            }
+        }
+        for (name, g) in &groups {
+            self.metrics.processes.get_or_create(&Group { group: name.clone() }).set(g.processes);
+            for (kind, v) in metrics::MEMORY_KINDS.into_iter().zip(g.memory) {
+                let labels = GroupKind { group: name.clone(), kind };
+                if g.read > 0 {
+                    self.metrics.memory.get_or_create(&labels).set(v);
+                } else {
+                    self.metrics.memory.remove(&labels);
+                }
+            }
+        }
+        for name in self.groups.keys().filter(|n| !groups.contains_key(*n)) {
+            self.metrics.processes.remove(&Group { group: name.clone() });
+            for kind in metrics::MEMORY_KINDS {
+                self.metrics.memory.remove(&GroupKind { group: name.clone(), kind });
+            }
+        }
+        self.groups = groups;
+    }
+
+    /// The agent's own figures.
+    fn publish_self(&self, view: &View) {
+        let m = &self.metrics;
+        let lost = view.lost.saturating_sub(m.events_lost.get());
+        m.events_lost.inc_by(lost);
+        let smaps_s = crate::sampling::smaps::READ_NS.load(Ordering::Relaxed) as f64 / 1e9;
+        metrics::raise_to(&m.smaps_read_seconds, smaps_s);
+        metrics::raise_to(&m.cpu_seconds, crate::proc_facts::rusage(libc::RUSAGE_SELF).0);
+        m.resident.set(own_resident_bytes() as i64);
+        for p in view.programs {
+            let c = m.ebpf_run_seconds.get_or_create(&Program { program: p.name.clone() });
+            metrics::raise_to(&c, p.run_ns as f64 / 1e9);
+        }
+    }
+}
+
+impl Sink for ServeSink {
+    fn emit(&mut self, _ts: f64, record: &Record) -> io::Result<()> {
+        match record {
+            Record::Faults { pid, comm, pages, .. } => {
+                self.on_faults(*pid, comm, [pages.anon, pages.file, pages.shmem])
+            }
+            Record::Mem { pid, mem, .. } => {
+                if let Some(s) = self.pids.get_mut(pid) {
+                    s.mem = Some(mem.clone());
+                }
+            }
+            Record::Leak { pid, comm, rate_kib_s, mapping, metric, state, .. } => {
+                self.on_leak(*pid, comm, *rate_kib_s, mapping, metric, *state == "flagged")
+            }
+            Record::Summary { .. } => self.health.stopping.store(true, Ordering::Release),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn view(&mut self, view: &View) {
+        self.views += 1;
+        self.page = view.ledger.page_size();
+        // Gone since the last view: kept one more interval for records still to come.
+        let tick = self.views;
+        let done: Vec<u32> =
+            self.pids.iter().filter(|(_, s)| s.gone_at.is_some_and(|t| t < tick)).map(|(p, _)| *p).collect();
+        for pid in done {
+            let s = self.pids.remove(&pid).expect("listed");
+            self.departed(pid, s);
+        }
+        let mut alive = HashSet::new();
+        for p in view.ledger.procs().filter(|p| p.alive) {
+            alive.insert(p.pid);
+            match self.pids.get_mut(&p.pid) {
+                // A comm group follows the name (exec renames a forked child).
+                Some(s) if s.gone_at.is_none() => {
+                    if s.comm != p.comm {
+                        s.comm = p.comm.clone();
+                        if self.by == GroupBy::Comm {
+                            s.group = p.comm.clone();
+                        }
+                    }
+                }
+                _ => {
+                    let group = self.group_of(view, p.pid, &p.comm);
+                    if let Some(old) = self.pids.remove(&p.pid) {
+                        self.departed(p.pid, old);
+                    }
+                    let s = PidState { group, comm: p.comm.clone(), mem: None, leak: None, gone_at: None };
+                    self.pids.insert(p.pid, s);
+                }
+            }
+        }
+        for (pid, s) in self.pids.iter_mut() {
+            if s.gone_at.is_none() && !alive.contains(pid) {
+                s.gone_at = Some(tick);
+                if let Some(l) = s.leak.take() {
+                    self.metrics.leak_rate.remove(&l);
+                }
+            }
+        }
+        self.publish_groups();
+        self.publish_self(view);
+        self.health.beat();
+    }
+}
+
+/// A process's cgroup: the unified (v2) hierarchy's path, else the v1 memory controller's.
+pub fn cgroup_of(pid: u32) -> Option<String> {
+    parse_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+fn parse_cgroup(text: &str) -> Option<String> {
+    let lines: Vec<(&str, &str)> =
+        text.lines().filter_map(|l| l.split_once(':').and_then(|(_, r)| r.split_once(':'))).collect();
+    let find = |want: &dyn Fn(&str) -> bool| lines.iter().find(|(c, _)| want(c)).map(|(_, p)| p.to_string());
+    find(&|c| c.is_empty()).or_else(|| find(&|c| c.split(',').any(|x| x == "memory")))
+}
+
+/// The agent's resident memory now (its own statm).
+fn own_resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_prefers_unified_then_memory() {
+        assert_eq!(parse_cgroup("12:memory:/a/b\n0::/user.slice/x.scope\n").as_deref(), Some("/user.slice/x.scope"));
+        assert_eq!(parse_cgroup("5:cpu,cpuacct:/c\n4:memory:/m\n").as_deref(), Some("/m"));
+        assert_eq!(parse_cgroup("5:cpu:/c\n"), None);
+    }
+
+    #[test]
+    fn group_by_parses_known_names_only() {
+        assert_eq!(GroupBy::parse("tree"), Ok(GroupBy::Tree));
+        assert!(GroupBy::parse("user").unwrap_err().contains("use comm, cgroup or tree"));
+    }
+
+    #[test]
+    fn healthz_needs_a_recent_view_and_no_stop() {
+        let h = Health::new();
+        h.beat();
+        assert!(h.healthy(1000));
+        h.stopping.store(true, Ordering::Release);
+        assert!(!h.healthy(1000));
+    }
+}

@@ -1,0 +1,169 @@
+//! `agent serve`'s endpoint: what a scraper gets (content negotiation, the classic format that
+//! the real `promtool check metrics` passes clean, OpenMetrics), `/healthz`, a SIGTERM while
+//! being scraped, the bad inputs a user can give, and the shipped alert rules checked and
+//! unit-tested by the real promtool.
+mod common;
+mod serve_util;
+
+use std::{
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serve_util::{get, promtool, run_with_input, Serving};
+
+const RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/prometheus");
+
+#[test]
+fn shipped_rules_pass_promtool_check_and_their_unit_tests() {
+    let Some(promtool) = promtool("shipped_rules_pass_promtool_check_and_their_unit_tests") else { return };
+    for args in [["check", "rules", "agent-rules.yml"], ["test", "rules", "agent-rules.test.yml"]] {
+        let out = Command::new(&promtool).args(args).current_dir(RULES_DIR).output().expect("run promtool");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+        assert!(text.contains("SUCCESS"), "promtool {args:?}:\n{text}");
+    }
+}
+
+/// `agent serve ARGS`, expected to fail before anything is loaded: its exit code and stderr.
+fn refused(args: &[&str]) -> (i32, String) {
+    let out = Command::new(common::agent()).arg("serve").args(args).stdin(Stdio::null()).output().expect("run agent");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn bad_input_is_one_line_naming_the_fix_and_exit_1() {
+    let me = std::process::id().to_string();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap().to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (&["-p", &me, "--group-by", "user"], "--group-by user: unknown grouping; use comm, cgroup or tree"),
+        (&["-p", &me, "--listen", &busy], "another process listens there"),
+        // TEST-NET-1: on no interface of this host.
+        (&["-p", &me, "--listen", "192.0.2.1:9464"], "no interface of this host has that address"),
+        (&["-p", &me, "--listen", "localhost"], "not an ADDR:PORT"),
+        (&[], "nothing to serve: give -p PID, --comm NAME or --all"),
+    ];
+    for (args, want) in cases {
+        let (code, err) = refused(args);
+        assert_eq!(code, 1, "agent serve {args:?}: exit {code}, stderr {err:?}");
+        assert_eq!(err.lines().count(), 1, "one line for {args:?}: {err:?}");
+        assert!(err.starts_with("agent: ") && err.contains(want), "agent serve {args:?}: {err:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn scrape_negotiates_formats_passes_promtool_and_survives_sigterm() {
+    if !common::ebpf_available("scrape_negotiates_formats_passes_promtool_and_survives_sigterm") {
+        return;
+    }
+    let Some(promtool) = promtool("scrape_negotiates_formats_passes_promtool_and_survives_sigterm") else { return };
+    // A known answer: 16 MiB of private anonymous memory written once the agent watches.
+    let mut target = Command::new(common::workloads())
+        .args(["anon", "--mib", "16", "--hold", "60", "--wait-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("workload");
+    let pid = target.id().to_string();
+    let mut serve = Serving::start(&["-p", &pid, "--interval", "0.5", "--smaps-interval", "0.5", "--bpf-stats"]);
+    std::io::Write::write_all(target.stdin.as_mut().unwrap(), b"g").unwrap();
+
+    // Its faults are counted at the interval's end, its memory at the next reading after.
+    let value = |body: &str, series: &str| -> Option<f64> {
+        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let anon = "agent_faulted_bytes_total{group=\"wl-anon\",kind=\"anon\"}";
+    let uss = "agent_memory_bytes{group=\"wl-anon\",kind=\"uss\"}";
+    let t = Instant::now();
+    let classic = loop {
+        let r = get(serve.port, "/metrics", &[]).expect("scrape");
+        if value(&r.body, anon).is_some_and(|v| v >= 16.0 * 1048576.0)
+            && value(&r.body, uss).is_some_and(|v| v >= 16.0 * 1048576.0)
+        {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no 16 MiB of wl-anon after 20 s:\n{}", r.body);
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mib = |v: f64| v / 1048576.0;
+    let (faulted, own) = (mib(value(&classic.body, anon).unwrap()), mib(value(&classic.body, uss).unwrap()));
+    assert!(faulted < 16.5, "faulted {faulted:.2} MiB of anon for 16 MiB written");
+    // Its USS is the 16 MiB and its own small private rest (stack, heap, the binary's data).
+    assert!(own < 20.0, "USS {own:.2} MiB for 16 MiB written");
+    assert_eq!(classic.status, 200);
+    assert_eq!(classic.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    for name in [
+        "agent_processes{group=\"wl-anon\"} 1",
+        "# TYPE agent_faulted_bytes_total counter",
+        "# TYPE agent_events_lost_total counter",
+        "# TYPE agent_cpu_seconds_total counter",
+        "# TYPE agent_smaps_read_seconds_total counter",
+        "# TYPE agent_resident_bytes gauge",
+        "agent_ebpf_run_seconds_total{program=\"rss_stat\"}",
+    ] {
+        assert!(classic.body.contains(name), "no {name} in the scrape:\n{}", classic.body);
+    }
+    assert!(!classic.body.contains("pid=\""), "a pid label with no leak flagged:\n{}", classic.body);
+    let (code, text) = run_with_input(
+        {
+            let mut c = Command::new(&promtool);
+            c.args(["check", "metrics"]);
+            c
+        },
+        &classic.body,
+    );
+    assert!(
+        code == 0 && text.trim().is_empty(),
+        "promtool check metrics (exit {code}):\n{text}\n---\n{}",
+        classic.body
+    );
+
+    let om = get(
+        serve.port,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")],
+    )
+    .unwrap();
+    assert_eq!(om.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    assert!(om.body.ends_with("# EOF\n") && om.body.contains("# TYPE agent_faulted_bytes counter\n"), "{}", om.body);
+    let plain = get(serve.port, "/metrics", &[("Accept", "text/plain")]).unwrap();
+    assert!(plain.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(!plain.body.contains("# EOF"));
+    assert_eq!(get(serve.port, "/healthz", &[]).unwrap().status, 200);
+    assert_eq!(get(serve.port, "/nope", &[]).unwrap().status, 404);
+
+    // SIGTERM while a scraper hammers it: every scrape is answered or refused, none hangs
+    // (`get` panics after 5 s without an answer), and the agent exits 0.
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let (stop, port) = (stop.clone(), serve.port);
+        std::thread::spawn(move || {
+            let (mut ok, mut refused) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                match get(port, "/metrics", &[]) {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => panic!("scrape during shutdown: status {}", r.status),
+                    Err(_) => refused += 1,
+                }
+            }
+            (ok, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let code = serve.stop(Duration::from_secs(10));
+    let took = t.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, refused) = scraper.join().expect("scraper");
+    eprintln!("stopped in {took:?}; scrapes answered {ok}, refused {refused}");
+    assert_eq!(code, 0, "exit code after SIGTERM");
+    assert!(ok > 0 && refused > 0, "answered {ok}, refused {refused}");
+    assert!(get(serve.port, "/metrics", &[]).is_err(), "the port is closed after the exit");
+    let _ = target.kill();
+    let _ = target.wait();
+}
