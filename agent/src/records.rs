@@ -67,8 +67,10 @@ pub struct AgentCost {
     /// smaps_rollup reads and the wall time they took in all.
     pub smaps_reads: u64,
     pub smaps_read_s: f64,
-    /// `--smaps-budget` (percent of one CPU), the smaps seconds it allowed over the run, and
-    /// `smaps_read_s` / allowed (the schedule holds it under 1.2 over any 60 s).
+    /// The CPU time of those reads (the page-table walks): what `--smaps-budget` holds.
+    pub smaps_cpu_s: f64,
+    /// `--smaps-budget` (percent of one CPU), the smaps CPU seconds it allowed over the run,
+    /// and `smaps_cpu_s` / allowed (the schedule holds it under 1.2 over any 60 s).
     pub smaps_budget_pct: f64,
     pub smaps_allowed_s: f64,
     pub smaps_budget_used: f64,
@@ -146,6 +148,8 @@ pub struct VmaStat {
     pub pss_kib: u64,
     pub uss_kib: u64,
     pub swap_kib: u64,
+    /// hugetlb pages mapped there (in none of the figures above).
+    pub hugetlb_kib: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]

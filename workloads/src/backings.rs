@@ -27,7 +27,7 @@ pub enum Backings {
     },
     /// One leaker child per backing, each adding --kib-s KiB per second (in 125 ms steps; THP
     /// shmem in whole 2 MiB pages) until --duration: `huge-leaker` (hugetlb memfd
-    /// `wl-leak-huge`, 2 MiB pages), `sysv-leaker` (shmget key 0x5a5a0000 + pid low bits),
+    /// `wl-leak-huge`, 2 MiB pages, 20 at most: reserve them), `sysv-leaker` (shmget key 0x5a5a0000 + pid low bits),
     /// `thp-leaker` (MAP_SHARED|MAP_ANONYMOUS with MADV_HUGEPAGE), `file-leaker` (a file under
     /// --dir, MAP_SHARED, written), `memfd-leaker` (memfd `wl-leak-memfd`); and `steady`, which
     /// fills a memfd once and holds it. --only names the leakers to run (default: all).
@@ -94,8 +94,9 @@ fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String]
     if want("huge-leaker") {
         // Whole 2 MiB pages, as often as the rate allows (1 MiB/s: one every 2 s).
         let per = Duration::from_secs_f64(2048.0 / kib_s as f64);
+        // 20 pages (40 MiB): a shared hugetlb mapping reserves all its pages at mmap.
         kids.push(fork_child("huge-leaker", move || {
-            grow(map_fd(memfd("wl-leak-huge", 2), 128 * MIB), 128 * MIB, 2 * MIB, per)
+            grow(map_fd(memfd("wl-leak-huge", 2), 40 * MIB), 40 * MIB, 2 * MIB, per)
         }));
     }
     if want("sysv-leaker") {

@@ -35,7 +35,7 @@ impl Ledger {
         p.hugetlb.accounted = e.pages;
         if pages > 0 {
             let id = p.mapping_of(e.addr, facts);
-            credit(p, id, pages, true);
+            credit(p, id, pages);
         } else if pages < 0 {
             released(p, pages);
         }
@@ -51,7 +51,8 @@ impl Ledger {
             p.hugetlb.accounted = now;
             if pages > 0 {
                 let id = p.hugetlb.last.clone().expect("filtered");
-                credit(p, id, pages, false);
+                // At least one fault mapped them: its own record will find nothing left.
+                credit(p, id, pages);
             } else if pages < 0 {
                 released(p, pages);
             }
@@ -59,13 +60,13 @@ impl Ledger {
     }
 }
 
-fn credit(p: &mut Proc, id: MappingId, pages: i64, fault: bool) {
+fn credit(p: &mut Proc, id: MappingId, pages: i64) {
     p.dirty = true;
     p.hugetlb.own += pages;
     p.interval.hugetlb += pages;
     let s = p.interval.by_mapping.entry(id.clone()).or_default();
     s.pages += pages;
-    s.faults += u64::from(fault);
+    s.faults += 1;
     p.hugetlb.last = Some(id);
 }
 

@@ -81,7 +81,8 @@ impl MappingMap {
                 MMapPath::Vdso => ("[vdso]".into(), false),
                 MMapPath::Vvar => ("[vvar]".into(), false),
                 MMapPath::Vsyscall => ("[vsyscall]".into(), false),
-                MMapPath::Vsys(key) => (format!("SYSV{key:08x}").into(), false),
+                // The key (00000000: IPC_PRIVATE) and the segment's id (its inode in maps).
+                MMapPath::Vsys(key) => (format!("SYSV{key:08x} (shmid {})", map.inode).into(), false),
                 MMapPath::Other(o) => (format!("[{o}]").into(), false),
                 MMapPath::Anonymous | MMapPath::Rollup => (anon_name(start, shared), true),
             };

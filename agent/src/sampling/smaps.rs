@@ -36,6 +36,16 @@ pub fn mem_stat(rollup: &MemoryMaps) -> Option<MemStat> {
 /// smaps_rollup reads done, and their total wall time in nanoseconds.
 pub static READS: AtomicU64 = AtomicU64::new(0);
 pub static READ_NS: AtomicU64 = AtomicU64::new(0);
+/// The CPU time they took (the reading thread's: the page-table walks), what the budget holds.
+pub static READ_CPU_NS: AtomicU64 = AtomicU64::new(0);
+
+/// This thread's CPU time, ns.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 /// `--smaps-budget` (percent of one CPU, as f64 bits), for the summary.
 static BUDGET_PCT: AtomicU64 = AtomicU64::new(0);
 
@@ -49,10 +59,11 @@ pub fn budget_pct() -> f64 {
 
 /// One read of `pid`'s /proc, counted in READS and READ_NS.
 fn counted<T>(pid: u32, read: impl FnOnce(Process) -> procfs::ProcResult<T>) -> Option<T> {
-    let t = std::time::Instant::now();
+    let (t, cpu) = (std::time::Instant::now(), thread_cpu_ns());
     let v = Process::new(pid as i32).ok().and_then(|p| read(p).ok());
     READS.fetch_add(1, Ordering::Relaxed);
     READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    READ_CPU_NS.fetch_add(thread_cpu_ns().saturating_sub(cpu), Ordering::Relaxed);
     v
 }
 
@@ -75,6 +86,7 @@ pub fn vma_stat(maps: &MemoryMaps, ranges: &[(u64, u64)]) -> Option<VmaStat> {
         st.pss_kib += kib(m, "Pss");
         st.uss_kib += uss_kib(m);
         st.swap_kib += kib(m, "Swap");
+        st.hugetlb_kib += kib(m, "Shared_Hugetlb") + kib(m, "Private_Hugetlb");
     }
     (st.vmas > 0).then_some(st)
 }
@@ -82,7 +94,7 @@ pub fn vma_stat(maps: &MemoryMaps, ranges: &[(u64, u64)]) -> Option<VmaStat> {
 /// Pids read per blocking task.
 const CHUNK: usize = 32;
 
-/// What a sweep sends back: each chunk's readings (with the seconds each read took) as soon as
+/// What a sweep sends back: each chunk's readings (with the CPU seconds each took) as soon as
 /// they are taken, with the instants the chunk's reads began and ended, so that they are
 /// compared with what the ledger held in that window; then `Done`.
 pub enum Swept {
@@ -112,9 +124,10 @@ pub async fn sweep(pids: Vec<u32>, spread: std::time::Duration, tx: tokio::sync:
         }
         in_flight.push_back(tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
+            // Priced in CPU time: what the budget holds (wall time adds waits for a busy CPU).
             let timed = |p: u32| {
-                let t = std::time::Instant::now();
-                read(p).map(|m| (p, m, t.elapsed().as_secs_f64()))
+                let cpu = thread_cpu_ns();
+                read(p).map(|m| (p, m, thread_cpu_ns().saturating_sub(cpu) as f64 / 1e9))
             };
             let read = chunk.into_iter().filter_map(timed).collect();
             Swept::Chunk(t, std::time::Instant::now(), read)
@@ -204,7 +217,15 @@ Private_Dirty:      1024 kB
         let maps = procfs::process::MemoryMaps::from_buf_read(text.as_bytes()).unwrap();
         // Our anon mapping covers the first VMA and part of the third; the segment is apart.
         let st = vma_stat(&maps, &[(0x7f0000000000, 0x7f0000400000), (0x7f0000580000, 0x7f0000600000)]).unwrap();
-        assert_eq!(st, VmaStat { vmas: 2, size_kib: 5120, rss_kib: 4096, pss_kib: 4096, uss_kib: 4096, swap_kib: 64 });
+        assert_eq!(st, VmaStat {
+                vmas: 2,
+                size_kib: 5120,
+                rss_kib: 4096,
+                pss_kib: 4096,
+                uss_kib: 4096,
+                swap_kib: 64,
+                hugetlb_kib: 0
+            });
         let seg = vma_stat(&maps, &[(0x7f0000400000, 0x7f0000500000)]).unwrap();
         assert_eq!((seg.vmas, seg.pss_kib, seg.uss_kib), (1, 512, 0));
         assert!(vma_stat(&maps, &[(0x1000, 0x2000)]).is_none());
