@@ -73,9 +73,6 @@ fn scrape_negotiates_formats_passes_promtool_and_survives_sigterm() {
     std::io::Write::write_all(target.stdin.as_mut().unwrap(), b"g").unwrap();
 
     // Its faults are counted at the interval's end, its memory at the next reading after.
-    let value = |body: &str, series: &str| -> Option<f64> {
-        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    };
     let anon = "agent_faulted_bytes_total{group=\"wl-anon\",kind=\"anon\"}";
     let uss = "agent_memory_bytes{group=\"wl-anon\",kind=\"uss\"}";
     let t = Instant::now();
@@ -166,4 +163,74 @@ fn scrape_negotiates_formats_passes_promtool_and_survives_sigterm() {
     assert!(get(serve.port, "/metrics", &[]).is_err(), "the port is closed after the exit");
     let _ = target.kill();
     let _ = target.wait();
+}
+
+/// The value of `series` (its full name and labels) in a classic scrape.
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrape until `series` satisfies `ok`, or panic after 20 s.
+fn scrape_until(port: u16, series: &str, ok: impl Fn(f64) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        let r = get(port, "/metrics", &[]).expect("scrape");
+        if value(&r.body, series).is_some_and(&ok) {
+            return r.body;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{series} not as expected after 20 s:\n{}", r.body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn comm_target_takes_in_a_process_named_later_grouped_by_tree() {
+    if !common::ebpf_available("comm_target_takes_in_a_process_named_later_grouped_by_tree") {
+        return;
+    }
+    // Nothing of that name runs yet: serve keeps running, and takes it in when it appears.
+    let mut serve =
+        Serving::start(&["--comm", "wl-anon", "--group-by", "tree", "--interval", "0.5", "--smaps-interval", "0.5"]);
+    let mut w = Command::new(common::workloads())
+        .args(["anon", "--mib", "8", "--hold", "30", "--wait-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("workload");
+    let group = format!("wl-anon:{}", w.id());
+    scrape_until(serve.port, &format!("agent_processes{{group=\"{group}\"}}"), |v| v == 1.0);
+    // Watched now: its 8 MiB are its faults', in its tree's group.
+    std::io::Write::write_all(w.stdin.as_mut().unwrap(), b"g").unwrap();
+    let series = format!("agent_faulted_bytes_total{{group=\"{group}\",kind=\"anon\"}}");
+    let body = scrape_until(serve.port, &series, |v| v >= 8.0 * 1048576.0);
+    let mib = value(&body, &series).unwrap() / 1048576.0;
+    assert!(mib < 8.5, "{mib:.2} MiB faulted for 8 MiB written");
+    let _ = w.kill();
+    let _ = w.wait();
+    // Gone: its group leaves the gauges.
+    let t = Instant::now();
+    while get(serve.port, "/metrics", &[]).unwrap().body.contains(&format!("agent_processes{{group=\"{group}\"}}")) {
+        assert!(t.elapsed() < Duration::from_secs(10), "{group} still has processes after its exit");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(serve.stop(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn group_by_cgroup_names_the_process_cgroup() {
+    if !common::ebpf_available("group_by_cgroup_names_the_process_cgroup") {
+        return;
+    }
+    let mut w = Command::new(common::workloads()).args(["sleep", "--secs", "30"]).spawn().expect("workload");
+    let text = std::fs::read_to_string(format!("/proc/{}/cgroup", w.id())).unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| text.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p)))
+        .expect("a cgroup path")
+        .to_string();
+    let mut serve = Serving::start(&["-p", &w.id().to_string(), "--group-by", "cgroup", "--interval", "0.5"]);
+    scrape_until(serve.port, &format!("agent_processes{{group=\"{path}\"}}"), |v| v == 1.0);
+    assert_eq!(serve.stop(Duration::from_secs(10)), 0);
+    let _ = w.kill();
+    let _ = w.wait();
 }

@@ -49,7 +49,7 @@ fn query(port: u16, promql: &str) -> Vec<Value> {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let r = get(port, &format!("/api/v1/query?query={q}"), &[]).expect("query prometheus");
+    let r = get(port, &format!("/api/v1/query?query={q}"), &[]).unwrap_or_else(|e| panic!("query prometheus: {e}"));
     // Prometheus answers with chunked encoding to HTTP/1.1: take the JSON object in the body.
     let body = &r.body[r.body.find('{').unwrap_or(0)..=r.body.rfind('}').unwrap_or(0)];
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{promql}: {e}: {}", r.body));
@@ -113,8 +113,12 @@ fn prometheus_sees_the_leak_verdict_of_the_leaker_only_and_the_agents_own_pss() 
             .expect("start prometheus"),
     );
 
-    // The scrape target is up, as Prometheus sees it.
+    // Prometheus answers, and the scrape target is up as it sees it.
     let t = Instant::now();
+    while get(prom_port, "/-/ready", &[]).map_or(true, |r| r.status != 200) {
+        assert!(t.elapsed() < Duration::from_secs(30), "prometheus not ready within 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     while query(prom_port, "up{job=\"agent\"} == 1").is_empty() {
         assert!(t.elapsed() < Duration::from_secs(30), "prometheus never scraped the agent successfully");
         std::thread::sleep(Duration::from_millis(500));

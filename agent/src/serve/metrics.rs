@@ -42,11 +42,11 @@ pub struct Program {
 pub type GaugeF = Gauge<f64, AtomicU64>;
 pub type CounterF = Counter<f64, AtomicU64>;
 
-/// The memory kinds of `agent_memory_bytes` (hugetlb joins once the smaps reading carries it).
-pub const MEMORY_KINDS: [&str; 4] = ["rss", "pss", "uss", "swap"];
-/// The fault kinds of `agent_faulted_bytes_total` (hugetlb joins once the faults record carries
-/// it).
-pub const FAULT_KINDS: [&str; 3] = ["anon", "file", "shmem"];
+/// The memory kinds of `agent_memory_bytes` (hugetlb: pages mapped, which smaps leaves out of
+/// the other figures).
+pub const MEMORY_KINDS: [&str; 5] = ["rss", "pss", "uss", "swap", "hugetlb"];
+/// The fault kinds of `agent_faulted_bytes_total`.
+pub const FAULT_KINDS: [&str; 4] = ["anon", "file", "shmem", "hugetlb"];
 
 /// Every family, cheap to clone (each is shared with the registry).
 #[derive(Clone, Default)]

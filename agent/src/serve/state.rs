@@ -176,7 +176,7 @@ impl ServeSink {
         }
     }
 
-    fn on_faults(&mut self, pid: u32, comm: &str, pages: [i64; 3]) {
+    fn on_faults(&mut self, pid: u32, comm: &str, pages: [i64; metrics::FAULT_KINDS.len()]) {
         let group = self.pids.get(&pid).map_or_else(|| comm.to_string(), |s| s.group.clone());
         for (kind, n) in metrics::FAULT_KINDS.into_iter().zip(pages) {
             if n > 0 {
@@ -197,7 +197,7 @@ impl ServeSink {
             g.processes += 1;
             if let Some(m) = &s.mem {
                 g.read += 1;
-                let kib = [m.rss_kib, m.pss_kib, m.uss_kib, m.swap_kib];
+                let kib = [m.rss_kib, m.pss_kib, m.uss_kib, m.swap_kib, m.hugetlb_kib];
                 for (sum, v) in g.memory.iter_mut().zip(kib) {
                     *sum += v as i64 * 1024;
                 }
@@ -243,7 +243,7 @@ impl Sink for ServeSink {
     fn emit(&mut self, _ts: f64, record: &Record) -> io::Result<()> {
         match record {
             Record::Faults { pid, comm, pages, .. } => {
-                self.on_faults(*pid, comm, [pages.anon, pages.file, pages.shmem])
+                self.on_faults(*pid, comm, [pages.anon, pages.file, pages.shmem, pages.hugetlb])
             }
             Record::Mem { pid, mem, .. } => {
                 if let Some(s) = self.pids.get_mut(pid) {
