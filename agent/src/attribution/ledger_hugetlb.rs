@@ -126,4 +126,65 @@ mod tests {
         assert_eq!((p.interval.hugetlb, p.hugetlb.own), (1024, 1024));
         assert_eq!(p.interval.pages().hugetlb, 1024);
     }
+
+    /// FakeProc with a /proc/PID/status HugetlbPages to give.
+    struct Status(FakeProc, std::sync::Arc<std::sync::Mutex<Option<i64>>>);
+
+    impl crate::attribution::ProcSource for Status {
+        fn facts(&self, pid: u32) -> Option<(u32, String)> {
+            self.0.facts(pid)
+        }
+        fn maps(&self, pid: u32) -> Option<MappingMap> {
+            self.0.maps(pid)
+        }
+        fn rss_seed(&self, pid: u32) -> Option<[i64; 4]> {
+            self.0.rss_seed(pid)
+        }
+        fn zombie_comm(&self, pid: u32) -> Option<String> {
+            self.0.zombie_comm(pid)
+        }
+        fn comm(&self, pid: u32) -> Option<String> {
+            self.0.comm(pid)
+        }
+        fn real_path(&self, path: &str) -> Option<String> {
+            self.0.real_path(path)
+        }
+        fn elf_image(&self, path: &str) -> Option<crate::attribution::exec_image::ElfImage> {
+            self.0.elf_image(path)
+        }
+        fn vdso_len(&self) -> Option<u64> {
+            self.0.vdso_len()
+        }
+        fn hugetlb_pages(&self, _: u32) -> Option<i64> {
+            *self.1.lock().unwrap()
+        }
+    }
+
+    #[test]
+    fn the_audit_takes_a_last_fault_once() {
+        let (_, fake) = ledger();
+        let status = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mut l = Ledger::new(Box::new(Status(fake, status.clone())));
+        l.on_fork(&agent_common::ProcEvent { pid: PID, ppid: 1, ..Default::default() });
+        // Never showed hugetlb pages: not audited, whatever /proc says.
+        *status.lock().unwrap() = Some(512);
+        l.close_interval(&Default::default(), 1.0);
+        assert_eq!(l.get(PID).unwrap().total.hugetlb, 0);
+        // Its first page's record came (at its second fault), then a third page was mapped
+        // that no record told yet: the audit gives it to the same mapping, and the record
+        // that comes later adds nothing.
+        l.on_hugetlb(&ev(SEG, 1024));
+        *status.lock().unwrap() = Some(1536);
+        l.close_interval(&Default::default(), 1.0);
+        l.on_hugetlb(&ev(SEG + (4 << 20), 1536));
+        l.close_interval(&Default::default(), 1.0);
+        let p = l.get(PID).unwrap();
+        assert_eq!(p.total.hugetlb, 1536);
+        let s = p.total.by_mapping[&MappingId { name: "/memfd:wl-huge (deleted)".into(), shared: true }];
+        assert_eq!((s.pages, s.faults), (1536, 2));
+        // Unmapped since: counted down.
+        *status.lock().unwrap() = Some(0);
+        l.close_interval(&Default::default(), 1.0);
+        assert_eq!((l.get(PID).unwrap().total.hugetlb, l.get(PID).unwrap().hugetlb_kib(4096)), (0, Some(0)));
+    }
 }

@@ -140,6 +140,10 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
                 // Made private by copy-on-write: USS grows, no rss column does.
                 let _ = write!(top, "; COW +{}", kib(pages.cow));
             }
+            if pages.hugetlb != 0 {
+                // hugetlb pages: in no rss column (nor in smaps' RSS/PSS/USS).
+                let _ = write!(top, "; HUGETLB {}{}", if pages.hugetlb > 0 { "+" } else { "" }, kib(pages.hugetlb));
+            }
             format!(
                 "{t} {pid:>7} {comm:<15.15} {faults:>7} {:>9} {:>9} {:>9} {:>9} {rss:>9} {pss:>9} {uss:>9}  {top}",
                 kib(pages.total()),
@@ -224,9 +228,9 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
             );
             let _ = writeln!(
                 s,
-                "smaps: {} reads, {:.2}s of the {:.2}s its {}% budget allowed ({:.2})",
+                "smaps: {} reads, {:.2}s CPU of the {:.2}s its {}% budget allowed ({:.2})",
                 agent.smaps_reads,
-                agent.smaps_read_s,
+                agent.smaps_cpu_s,
                 agent.smaps_allowed_s,
                 agent.smaps_budget_pct,
                 agent.smaps_budget_used
@@ -239,6 +243,14 @@ pub fn render(ts: f64, rec: &Record, page_kib: i64) -> Option<String> {
             if let Some(st) = stacks {
                 let d: Vec<String> = st.depths.iter().map(|b| format!("{}: {}", b.frames, b.stacks)).collect();
                 let _ = writeln!(s, "stack depths (frames: stacks) {}; {} stacks not taken", d.join(", "), st.errors);
+                let h = &st.symbolizer;
+                if h.crashes + h.timeouts + h.unanswered > 0 {
+                    let _ = writeln!(
+                        s,
+                        "symbolizer helper: {} crashed, {} timed out, {} restarts; {} of {} requests unanswered (frames left as module+offset)",
+                        h.crashes, h.timeouts, h.restarts, h.unanswered, h.requests
+                    );
+                }
             }
             let _ = writeln!(
                 s,
