@@ -99,6 +99,11 @@ pub struct WatchArgs {
     /// while watching and report each program's runs and nanoseconds in the summary.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// Where user page faults come from: `tracepoint` (exceptions:page_fault_user, x86 only;
+    /// sees copy-on-write) or `perf` (the software page-faults perf event, any architecture;
+    /// no copy-on-write counts). Default: the tracepoint where present, else perf.
+    #[arg(long, value_enum, env = "AGENT_FAULT_SOURCE")]
+    pub fault_source: Option<crate::kernel::fault_source::FaultSource>,
     /// The command to spawn and watch (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,

@@ -128,6 +128,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
         Signals::take()?
     };
     load.stacks = args.stacks;
+    load.fault_source = args.fault_source;
     load.cgroup_levels = cgroup_watch::level_mask(&cgroups);
     let mut loaded = loader::load(&load)?;
     // The programs' diagnostics, read by a task of the runtime for as long as it runs.
@@ -164,7 +165,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     let stats = args.bpf_stats.then(loader::enable_stats).flatten();
     let pipeline = Pipeline::new(session::Stages {
         start,
-        kernel: session::Kernel { programs: Some(loaded.ebpf), bpf, stats },
+        kernel: session::Kernel { programs: Some(loaded.ebpf), bpf, stats, perf_faults: loaded.perf_faults },
         ledger,
         stacks,
         judge: Judge::new(params),

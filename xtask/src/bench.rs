@@ -229,6 +229,7 @@ pub fn run() -> Result<()> {
             s.lost,
         );
     }
+    rest += &crate::bench_perf::run()?;
     rest += &format!("\nfault-storm agent --stacks/agent: {:.2}\n", med("agent --stacks") / med("agent"));
     let line = format!("fault-storm agent/floor: {:.2}", med("agent") / floor);
     println!("{table}{rest}\n{line}");

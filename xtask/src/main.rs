@@ -1,10 +1,12 @@
 //! `cargo xtask setup|build|test|demo`: everything a fresh machine needs, in one place.
 mod bench;
+mod bench_perf;
 mod bench_run;
 mod bench_scale;
 mod dist;
 mod fuzz;
 mod setup;
+mod test_perf;
 
 use std::process::{Command, ExitCode};
 
@@ -91,7 +93,8 @@ fn run(cmd: Cmd) -> Result<()> {
             c.args(["test", "--workspace", "--exclude", "agent-ebpf", "--no-fail-fast", "--"])
                 .arg("--test-threads=1")
                 .args(&args);
-            status(c, "cargo test")
+            let first = status(c, "cargo test");
+            first.and(test_perf::run(&args))
         }
         Cmd::Bench => {
             if !is_root() {

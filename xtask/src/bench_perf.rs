@@ -1,0 +1,100 @@
+//! The bench's fault-source part: the fault storm under `agent watch --fault-source tracepoint`
+//! and `--fault-source perf`, alternated, wall-time medians and ranges; then one storm each with
+//! `--bpf-stats` for the eBPF time per fault (all programs, and the fault program alone). The
+//! perf source's wall time also holds the perf core's own work per event (software-event lookup,
+//! sample setup), which the BPF statistics do not count.
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::bench_run::{agent, Report, StormReport};
+
+const SOURCES: [&str; 2] = ["tracepoint", "perf"];
+
+/// One storm under `agent watch --format json --fault-source SOURCE EXTRA`: its report and the
+/// agent's summary.
+fn storm_under(source: &str, extra: &[&str]) -> Result<(StormReport, serde_json::Value)> {
+    let report = Report::new();
+    let out = Command::new(agent())
+        .args(["watch", "--format", "json", "--fault-source", source])
+        .args(extra)
+        .arg("--")
+        .args(report.storm(&[]))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "agent watch --fault-source {source} -- workloads storm failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = serde_json::from_str(stdout.lines().last().context("no summary")?).context("summary JSON")?;
+    Ok((report.read()?, summary))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The section for BENCHMARKS.md, ending with the `fault-source perf/tracepoint` lines.
+pub fn run() -> Result<String> {
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let mut walls = [Vec::new(), Vec::new()];
+    let mut faults = [0u64; 2];
+    for round in 0..rounds {
+        for i in 0..2 {
+            // Alternate which source goes first.
+            let k = (i + round) % 2;
+            let (storm, summary) = storm_under(SOURCES[k], &[])?;
+            let lost = summary["lost_events"].as_u64().unwrap_or(0);
+            eprintln!(
+                "bench: round {} fault source {:<10} {:.3}s ({} faults, {lost} lost)",
+                round + 1,
+                SOURCES[k],
+                storm.wall_s,
+                storm.faults
+            );
+            walls[k].push(storm.wall_s);
+            faults[k] = storm.faults;
+        }
+    }
+    let mut out = format!(
+        "\n## Fault sources\n\nThe fault storm under `agent watch --fault-source tracepoint` and `--fault-source perf` \
+         (the software page-faults perf event, one per CPU), {rounds} alternated runs each.\n\n\
+         | fault source | median s | range s | ns per fault, all programs | ns per fault, fault program |\n\
+         |---|---|---|---|---|\n"
+    );
+    let mut ns = [(0.0, 0.0); 2];
+    for k in 0..2 {
+        let (storm, summary) = storm_under(SOURCES[k], &["--bpf-stats"])?;
+        let progs = summary["agent"]["programs"].as_array().cloned().unwrap_or_default();
+        let run_ns = |p: &serde_json::Value| p["run_ns"].as_f64().unwrap_or(0.0);
+        let all: f64 = progs.iter().map(run_ns).sum();
+        let fault_prog = if k == 0 { "page_fault_user" } else { "page_fault_perf" };
+        let own: f64 = progs.iter().filter(|p| p["name"] == fault_prog).map(run_ns).sum();
+        if own == 0.0 {
+            bail!("--fault-source {}: no run statistics of {fault_prog} in {progs:?}", SOURCES[k]);
+        }
+        ns[k] = (all / storm.faults as f64, own / storm.faults as f64);
+        let (lo, hi) = walls[k].iter().fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        out += &format!(
+            "| {} | {:.3} | {lo:.3}-{hi:.3} | {:.0} | {:.0} |\n",
+            SOURCES[k],
+            median(&walls[k]),
+            ns[k].0,
+            ns[k].1
+        );
+    }
+    out += &format!(
+        "\nStorm faults per run: {} (tracepoint), {} (perf).\n\nfault-source perf/tracepoint wall: {:.2}\n\
+         fault-source perf/tracepoint ebpf ns per fault: {:.2}\n",
+        faults[0],
+        faults[1],
+        median(&walls[1]) / median(&walls[0]),
+        ns[1].0 / ns[0].0
+    );
+    Ok(out)
+}

@@ -1,0 +1,23 @@
+//! `cargo xtask test`'s second pass: the known-answer tests about fault attribution again with
+//! the perf fault source (`AGENT_FAULT_SOURCE=perf`, which every `agent watch` they start reads
+//! as its `--fault-source`). The first pass ran them with the default (the tracepoint on x86).
+use anyhow::Result;
+
+use crate::{cargo, status};
+
+/// The test binaries (agent/tests/NAME.rs) whose answers depend on where faults come from.
+/// `cow` is left out: the perf source cannot see copy-on-write (the agent says so, and
+/// `fault.rs` checks that it does).
+const TESTS: &[&str] =
+    &["fault", "rss", "fork", "exit", "boundary", "names", "shared_mm", "sys_exit", "attach_pid", "pss"];
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.env("AGENT_FAULT_SOURCE", "perf").args(["test", "-p", "agent", "--no-fail-fast"]);
+    for t in TESTS {
+        c.args(["--test", t]);
+    }
+    c.arg("--").arg("--test-threads=1").args(args);
+    eprintln!("xtask: the fault-attribution tests again with the perf fault source: AGENT_FAULT_SOURCE=perf cargo test -p agent --test {} -- --test-threads=1", TESTS.join(" --test "));
+    status(c, "cargo test (AGENT_FAULT_SOURCE=perf)")
+}
