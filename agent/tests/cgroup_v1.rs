@@ -73,3 +73,50 @@ fn a_path_that_is_not_a_cgroup_is_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("--cgroup /tmp: not a cgroup directory"), "{err}");
 }
+
+/// A container's own tmpfs: a member in a mount namespace of its own writes a 32 MiB file there
+/// and closes it. No member maps it or holds it open; the record still names it (its mounts are
+/// walked) under unmapped shmem, as the member sees it.
+#[test]
+fn a_closed_file_on_a_members_private_tmpfs_is_named() {
+    if !ebpf_available("cgroup_private_tmpfs") {
+        return;
+    }
+    let cg = TestCgroup::v1_memory("tmpfs");
+    let dir = std::env::temp_dir().join(format!("agent-test-cgroup-tmpfs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cache.bin");
+    let mut agent = Running::start(&[
+        "watch",
+        "--format",
+        "json",
+        "--cgroup",
+        cg.path(),
+        "--interval",
+        "0.5",
+        "--smaps-interval",
+        "1",
+        "--duration",
+        "6",
+    ]);
+    agent.wait_for("start", Duration::from_secs(30));
+    let st = Command::new(workloads())
+        .args(["cgmember", "--join", cg.path(), "--private-tmpfs", dir.to_str().unwrap()])
+        .args(["--tmpfs-file", file.to_str().unwrap(), "--tmpfs-mib", "32", "--close-file", "--hold-s", "4"])
+        .status()
+        .unwrap();
+    let (recs, _) = agent.finish(Duration::from_secs(30));
+    let _ = std::fs::remove_dir(&dir);
+    assert!(st.success());
+    let named: Vec<_> = of_type(&recs, "cgroup")
+        .into_iter()
+        .filter(|c| c["files"].as_array().unwrap().iter().any(|f| f["path"] == file.to_str().unwrap()))
+        .collect();
+    let c = named.last().unwrap_or_else(|| panic!("{} never named: {:?}", file.display(), of_type(&recs, "cgroup")));
+    let f = &c["files"][0];
+    assert_eq!(
+        (f["path"].as_str(), f["bytes"].as_u64(), f["via"].as_str()),
+        (file.to_str(), Some(32 << 20), Some("mount"))
+    );
+    assert_within("unmapped shmem pages", c["unmapped"]["shmem_bytes"].as_i64().unwrap() / 4096, 8192, 5.0);
+}

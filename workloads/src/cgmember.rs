@@ -27,6 +27,13 @@ pub struct CgMember {
     tmpfs_file: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     tmpfs_mib: usize,
+    /// The child first mounts a tmpfs of its own here, in a mount namespace of its own (a
+    /// container's private tmpfs), before it writes --tmpfs-file.
+    #[arg(long)]
+    private_tmpfs: Option<PathBuf>,
+    /// Close --tmpfs-file once written (else it is held open until the child exits).
+    #[arg(long)]
+    close_file: bool,
     /// Appended to --tmpfs-file per second, in 4 steps a second, for --grow-s.
     #[arg(long, default_value_t = 0)]
     grow_kib_s: usize,
@@ -55,6 +62,32 @@ fn join(dirs: &[PathBuf]) {
     }
 }
 
+/// A mount namespace of our own (no propagation back) with a fresh tmpfs at `dir`.
+fn private_tmpfs(dir: &std::path::Path) {
+    use std::ffi::CString;
+    let c = |s: &str| CString::new(s).unwrap();
+    let target = c(dir.to_str().expect("utf-8 path"));
+    // SAFETY: plain syscalls with NUL-terminated strings; failures are checked.
+    unsafe {
+        assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare: {}", std::io::Error::last_os_error());
+        let root = c("/");
+        let none = c("none");
+        assert_eq!(
+            libc::mount(
+                none.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null()
+            ),
+            0
+        );
+        let tmpfs = c("tmpfs");
+        let r = libc::mount(tmpfs.as_ptr(), target.as_ptr(), tmpfs.as_ptr(), 0, std::ptr::null());
+        assert_eq!(r, 0, "mount tmpfs on {}: {}", dir.display(), std::io::Error::last_os_error());
+    }
+}
+
 fn sleep(s: f64) {
     std::thread::sleep(Duration::from_secs_f64(s));
 }
@@ -72,6 +105,9 @@ pub fn run(a: CgMember) -> i32 {
         if a.anon_mib > 0 {
             touch(map(a.anon_mib * MIB, false), a.anon_mib * MIB, Duration::ZERO);
         }
+        if let Some(dir) = &a.private_tmpfs {
+            private_tmpfs(dir);
+        }
         let mut file = a.tmpfs_file.as_ref().map(|p| std::fs::File::create(p).expect("create the tmpfs file"));
         if let Some(f) = file.as_mut() {
             let chunk = vec![7u8; MIB];
@@ -83,6 +119,9 @@ pub fn run(a: CgMember) -> i32 {
                 sleep(0.25);
                 f.write_all(&step).expect("grow the tmpfs file");
             }
+        }
+        if a.close_file {
+            drop(file.take());
         }
         if !a.leave_to.is_empty() {
             sleep(a.leave_after_s);

@@ -1,8 +1,11 @@
 //! Naming a cgroup's unmapped memory: tmpfs files (`/dev/shm`, a container's tmpfs mounts) that
 //! hold pages while no member maps them. Found two ways, both as the members see the files:
-//! walking the tmpfs mounts of each member's mount namespace (`/proc/PID/mountinfo`, through
-//! `/proc/PID/root`), and the tmpfs files members hold open (`/proc/PID/fd`, which also finds
-//! unlinked files and memfds). A file any member maps (`/proc/PID/maps`) is explained already.
+//! the tmpfs files members hold open (`/proc/PID/fd`, which also finds unlinked files and
+//! memfds), and every file of the tmpfs mounts members have and the host does not (a
+//! container's own; `/proc/PID/mountinfo`, walked through `/proc/PID/root`). The host's tmpfs
+//! mounts are not walked, even as a container sees them: the files there are anybody's, and the
+//! kernel does not say which cgroup a file's pages are charged to. A file any member maps (`/proc/PID/maps`) is
+//! explained already.
 //!
 //! Bounded: at most [`MAX_MEMBERS`] members looked at and [`MAX_ENTRIES`] directory entries
 //! walked per sweep, so a huge tmpfs cannot stall the pipeline.
@@ -22,15 +25,17 @@ pub const TOP: usize = 5;
 const MIN_BYTES: u64 = 64 * 1024;
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
-/// tmpfs mount points in a mountinfo text (never devtmpfs, never the tmpfs that holds the cgroup
-/// mounts).
-pub fn tmpfs_mounts(mountinfo: &str) -> Vec<String> {
+/// tmpfs mounts in a mountinfo text: (device `major:minor`, mount point); never devtmpfs,
+/// never the tmpfs that holds the cgroup mounts.
+pub fn tmpfs_mounts(mountinfo: &str) -> Vec<(String, String)> {
     mountinfo
         .lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            let point = left.split(' ').nth(4)?;
-            (right.split(' ').next()? == "tmpfs" && !point.starts_with("/sys/")).then(|| point.replace("\\040", " "))
+            let f: Vec<&str> = left.split(' ').collect();
+            let (dev, point) = (f.get(2)?, f.get(4)?);
+            (right.split(' ').next()? == "tmpfs" && !point.starts_with("/sys/"))
+                .then(|| (dev.to_string(), point.replace("\\040", " ")))
         })
         .collect()
 }
@@ -48,16 +53,25 @@ pub fn top_unmapped(members: &[u32]) -> Vec<UnmappedFile> {
     let mut found: HashMap<(u64, u64), UnmappedFile> = HashMap::new();
     let mut budget = MAX_ENTRIES;
     let mut walked: HashSet<u64> = HashSet::new();
+    let host_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let host: HashSet<String> = tmpfs_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+        .into_iter()
+        .map(|m| m.0)
+        .collect();
     for &pid in members {
+        fds(pid, &mut found);
+        if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == host_ns {
+            continue;
+        }
         let root = PathBuf::from(format!("/proc/{pid}/root"));
-        for point in tmpfs_mounts(&std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()) {
+        let mounts = tmpfs_mounts(&std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default());
+        for (_, point) in mounts.into_iter().filter(|(dev, _)| !host.contains(dev)) {
             let dir = root.join(point.trim_start_matches('/'));
             let Ok(md) = std::fs::metadata(&dir) else { continue };
             if walked.insert(md.dev()) {
                 walk(&dir, &root, md.dev(), &mut budget, &mut found);
             }
         }
-        fds(pid, &mut found);
     }
     let mut out: Vec<UnmappedFile> =
         found.into_values().filter(|f| f.bytes >= MIN_BYTES && !mapped.contains(f.path.as_str())).collect();
@@ -134,7 +148,9 @@ mod tests {
 31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
 40 1 0:40 / /run/my\\040dir rw - tmpfs tmpfs rw
 ";
-        assert_eq!(tmpfs_mounts(mi), ["/dev/shm", "/run/my dir"]);
+        let points: Vec<String> = tmpfs_mounts(mi).into_iter().map(|m| m.1).collect();
+        assert_eq!(points, ["/dev/shm", "/run/my dir"]);
+        assert_eq!(tmpfs_mounts(mi)[0].0, "0:23");
     }
 
     #[test]
