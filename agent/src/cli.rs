@@ -30,12 +30,6 @@ pub enum Cmd {
     Diff(DiffArgs),
     /// The built-in demo workload (run it under `agent watch -- agent demo`).
     Demo(DemoArgs),
-    /// Run as a daemon: watch `-p PID` trees, `--comm NAME` or `--all`, and serve Prometheus
-    /// metrics (memory and faults by group, leak verdicts) on `--listen`.
-    Serve(crate::serve::ServeArgs),
-    /// Write shell completions and man pages (what `cargo xtask dist` ships).
-    #[command(hide = true)]
-    Dist(crate::dist::DistArgs),
     /// The unprivileged ELF symbolizer `--stacks` starts (internal: it reads its socket at --fd).
     #[command(hide = true)]
     Symbolizer {
@@ -45,6 +39,12 @@ pub enum Cmd {
     /// Malformed ELF files through the symbolizer helper (`cargo xtask fuzz`).
     #[command(hide = true)]
     FuzzSymbolizer(crate::stacks::fuzz::FuzzArgs),
+    /// Run as a daemon: watch `-p PID` trees, `--comm NAME` or `--all`, and serve Prometheus
+    /// metrics (memory and faults by group, leak verdicts) on `--listen`.
+    Serve(crate::serve::ServeArgs),
+    /// Write shell completions and man pages (what `cargo xtask dist` ships).
+    #[command(hide = true)]
+    Dist(crate::dist::DistArgs),
 }
 
 #[derive(Args, Debug)]
@@ -52,12 +52,21 @@ pub struct WatchArgs {
     /// Watch this process and all its descendants, existing and future.
     #[arg(short = 'p', long = "pid", conflicts_with = "cmd")]
     pub pid: Option<i32>,
+    /// Watch the processes of this cgroup directory and of its descendants, existing and
+    /// future, and explain its memory: v2 (e.g. /sys/fs/cgroup/unified/NAME) or a v1
+    /// controller's (e.g. /sys/fs/cgroup/memory/NAME). Repeatable.
+    #[arg(long = "cgroup", value_name = "PATH", conflicts_with_all = ["pid", "cmd"])]
+    pub cgroup: Vec<std::path::PathBuf>,
     /// Seconds between fault reports.
     #[arg(long, default_value_t = 1.0, value_parser = positive)]
     pub interval: f64,
     /// Seconds between smaps_rollup readings of each watched process.
     #[arg(long, default_value_t = 2.0, value_parser = positive)]
     pub smaps_interval: f64,
+    /// smaps reads may take PERCENT of one CPU over any 60 s; spent first on the pids that
+    /// changed, that a verdict is weighing, and whose PSS a sibling made stale.
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, value_parser = percent)]
+    pub smaps_budget: f64,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// Write the records to FILE instead of stdout (stdout then stays the spawned command's).
@@ -121,6 +130,13 @@ impl WatchArgs {
         }
         One::try_parse_from(std::iter::once(std::ffi::OsString::from("watch")).chain(args.into_iter().map(Into::into)))
             .map(|o| o.w)
+    }
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 100.0 => Ok(v),
+        _ => Err(format!("{s}: expected a percentage of one CPU, above 0 and at most 100")),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod fuzz;
 mod fuzz_seed;
 pub mod helper;
 pub mod sandbox;
+mod seccomp;
 mod wire;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
@@ -235,7 +236,11 @@ impl Stacks {
     /// The name of file offset `off` of ELF `elf`, from the helper.
     fn symbolize(&mut self, elf: ElfId, off: u64) -> Option<Resolved> {
         let fd = self.elfs.fd(elf)?;
-        self.helper.symbolize(elf, fd, &[off])?.pop()?
+        let r = self.helper.symbolize(elf, fd, &[off])?.pop()?;
+        if r.is_none() {
+            log::debug!("no symbol at {off:#x} of ELF {elf}");
+        }
+        r
     }
 
     /// The `n` stacks of `pid` that added the most pages.

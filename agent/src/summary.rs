@@ -77,12 +77,19 @@ pub fn build(p: Parts) -> Record {
 pub fn own_cost(elapsed_s: f64) -> AgentCost {
     let (cpu_s, max_rss_kib) = proc_facts::rusage(libc::RUSAGE_SELF);
     let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
+    let read_s = smaps::READ_NS.load(Ordering::Relaxed) as f64 / 1e9;
+    let smaps_cpu_s = smaps::READ_CPU_NS.load(Ordering::Relaxed) as f64 / 1e9;
+    let allowed_s = smaps::budget_pct() / 100.0 * elapsed_s;
     AgentCost {
         cpu_s: r3(cpu_s),
         cpu_per_s: r3(cpu_s / elapsed_s.max(1e-3)),
         max_rss_kib,
         smaps_reads: smaps::READS.load(Ordering::Relaxed),
-        smaps_read_s: r3(smaps::READ_NS.load(Ordering::Relaxed) as f64 / 1e9),
+        smaps_read_s: r3(read_s),
+        smaps_budget_pct: smaps::budget_pct(),
+        smaps_allowed_s: r3(allowed_s),
+        smaps_cpu_s: r3(smaps_cpu_s),
+        smaps_budget_used: if allowed_s > 0.0 { (smaps_cpu_s / allowed_s * 100.0).round() / 100.0 } else { 0.0 },
         programs: Vec::new(),
     }
 }

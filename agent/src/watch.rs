@@ -128,8 +128,8 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
         Signals::take()?
     };
     load.stacks = args.stacks;
-    load.fault_source = args.fault_source;
     load.cgroup_levels = cgroup_watch::level_mask(&cgroups);
+    load.fault_source = args.fault_source;
     let mut loaded = loader::load(&load)?;
     // The programs' diagnostics, read by a task of the runtime for as long as it runs.
     let _ebpf_log = {
@@ -138,6 +138,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     };
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
     let mut bpf = BpfMaps::take(&mut loaded.ebpf)?;
+    let shmem = crate::kernel::shmem_count::ShmemCount::take(&mut loaded.ebpf, &loaded.hooks);
     let stacks = if args.stacks { Some(Stacks::take(&mut loaded.ebpf)?) } else { None };
     let mut ledger = Ledger::new(Box::new(Procfs));
     let (started, cgroup_watch) = match &target {
@@ -163,7 +164,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     let stream = sinks.failure();
     let params = crate::judgement::slow_leak::params(args.leak_window, args.leak_min_rate, args.leak_min_span);
     let stats = args.bpf_stats.then(loader::enable_stats).flatten();
-    let pipeline = Pipeline::new(session::Stages {
+    let mut pipeline = Pipeline::new(session::Stages {
         start,
         kernel: session::Kernel { programs: Some(loaded.ebpf), bpf, stats, perf_faults: loaded.perf_faults },
         ledger,
@@ -174,6 +175,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
         folded,
         profile: args.pprof.is_some(),
     });
+    pipeline.0.set_smaps_budget(args.smaps_budget, shmem);
     let pipeline = with_cgroups(pipeline, cgroup_watch, params);
     let settings = Settings {
         interval: Duration::from_secs_f64(args.interval),

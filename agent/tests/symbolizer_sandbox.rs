@@ -66,6 +66,7 @@ fn the_symbolizer_helper_has_no_privileges_and_still_names_the_workload_frames()
         assert_eq!(status_field(&status, set), "0000000000000000", "{set} of the helper:\n{status}");
     }
     assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{status}");
+    assert_eq!(status_field(&status, "Seccomp"), "2", "a seccomp filter: {status}");
     for ids in ["Uid", "Gid"] {
         let v = status_field(&status, ids);
         assert!(v.split_whitespace().all(|id| id == "65534"), "{ids} of the helper: {v}");

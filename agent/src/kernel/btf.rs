@@ -34,6 +34,8 @@ pub struct Btf {
     /// Index = type id - 1.
     types: Vec<Type>,
     structs: HashMap<String, u32>,
+    /// Every enumerator of every (32-bit) enum: (name offset, value).
+    enumerators: Vec<(u32, i32)>,
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
@@ -56,6 +58,7 @@ impl Btf {
         let tb = b.get(hdr_len + type_off..hdr_len + type_off + type_len)?;
         let strings = b.get(hdr_len + str_off..hdr_len + str_off + str_len)?.to_vec();
         let mut types = Vec::new();
+        let mut enumerators = Vec::new();
         let mut at = 0;
         while at < tb.len() {
             let (name_off, info) = (u32_at(tb, at)?, u32_at(tb, at + 4)?);
@@ -74,7 +77,13 @@ impl Btf {
                     }
                     12 * vlen
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                KIND_ENUM => {
+                    for i in 0..vlen {
+                        enumerators.push((u32_at(tb, at + 8 * i)?, u32_at(tb, at + 8 * i + 4)? as i32));
+                    }
+                    8 * vlen
+                }
+                KIND_FUNC_PROTO => 8 * vlen,
                 KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
                 _ => 0,
             };
@@ -84,7 +93,7 @@ impl Btf {
         if at != tb.len() {
             return None;
         }
-        let mut btf = Btf { strings, types, structs: HashMap::new() };
+        let mut btf = Btf { strings, types, structs: HashMap::new(), enumerators };
         for (i, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name_off != 0 {
                 let name = btf.name(t.name_off).to_string();
@@ -101,6 +110,11 @@ impl Btf {
 
     fn get(&self, id: u32) -> Option<&Type> {
         self.types.get((id as usize).checked_sub(1)?)
+    }
+
+    /// The value of enumerator `name` (C enumerators are unique across the kernel's enums).
+    pub fn enum_value(&self, name: &str) -> Option<i32> {
+        self.enumerators.iter().find(|&&(off, _)| self.name(off) == name).map(|&(_, v)| v)
     }
 
     /// Byte offset of `member` in `struct strukt`, looking inside anonymous members.
@@ -168,6 +182,8 @@ mod tests {
         assert_eq!(btf.member_offset("mm", "c"), Some(16));
         assert_eq!(btf.member_offset("mm", "d"), None);
         assert_eq!(btf.member_offset("nope", "a"), None);
+        // The enum's enumerators reuse the names "a" and "b" with values 0 and 1.
+        assert_eq!((btf.enum_value("a"), btf.enum_value("b"), btf.enum_value("zz")), (Some(0), Some(1), None));
     }
 
     #[test]
@@ -189,5 +205,8 @@ mod tests {
         assert_eq!(btf.member_offset("mm_struct", "end_code"), Some(code + 8));
         assert!(btf.member_offset("mm_struct", "saved_auxv").is_some());
         assert!(btf.member_offset("mm_struct", "env_end").is_some());
+        // enum node_stat_item: NR_SHMEM comes after NR_FILE_PAGES (its value moves between kernels).
+        let shmem = btf.enum_value("NR_SHMEM").expect("NR_SHMEM");
+        assert!(shmem > btf.enum_value("NR_FILE_PAGES").expect("NR_FILE_PAGES"));
     }
 }

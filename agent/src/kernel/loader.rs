@@ -117,8 +117,7 @@ const fn sys_exit(name: &'static str) -> Hook {
 }
 
 /// Globals of fields the hot programs read directly from the first 32 bytes of the record.
-const RAW_FIELDS: &[&str] =
-    &["PF_ADDR", "PF_ERR", "RSS_MM_ID", "RSS_CURR", "RSS_MEMBER", "RSS_SIZE", "MEMCG_ITEM", "MEMCG_VAL"];
+const RAW_FIELDS: &[&str] = &["PF_ADDR", "PF_ERR", "RSS_MM_ID", "RSS_CURR", "RSS_MEMBER", "RSS_SIZE"];
 
 /// What to load, and the knobs tests turn through the library (never the environment).
 #[derive(Clone, Debug, Default)]
@@ -195,6 +194,12 @@ fn load_object(
             source = fault_source::choose(opts.fault_source, offsets.is_some(), &tracepoint_dir(&root, h))?;
         }
         match offsets {
+            Some(o) if h.program == shmem_count::PROGRAM && !shmem_count::offsets_ok(&o) => missing.push(format!(
+                "{}:{} (fields past the 24 bytes its program reads: {o:?}): {}",
+                h.category,
+                h.name,
+                shmem_count::FALLBACK
+            )),
             Some(o) => {
                 globals.extend(o);
                 if !(fault_tp && source == FaultSource::Perf) {
@@ -272,6 +277,9 @@ fn load_object(
             Ok(_) => hooks.push(h.name.to_string()),
             Err(e) if h.essential => {
                 return Err(AgentError::Load(format!("attaching {}:{} failed: {e}", h.category, h.name)));
+            }
+            Err(e) if h.program == shmem_count::PROGRAM => {
+                missing.push(format!("{}:{} ({e}): {}", h.category, h.name, shmem_count::FALLBACK))
             }
             Err(e) => missing.push(format!("{}:{} ({e})", h.category, h.name)),
         }

@@ -217,7 +217,9 @@ Private_Dirty:      1024 kB
         let maps = procfs::process::MemoryMaps::from_buf_read(text.as_bytes()).unwrap();
         // Our anon mapping covers the first VMA and part of the third; the segment is apart.
         let st = vma_stat(&maps, &[(0x7f0000000000, 0x7f0000400000), (0x7f0000580000, 0x7f0000600000)]).unwrap();
-        assert_eq!(st, VmaStat {
+        assert_eq!(
+            st,
+            VmaStat {
                 vmas: 2,
                 size_kib: 5120,
                 rss_kib: 4096,
@@ -225,7 +227,8 @@ Private_Dirty:      1024 kB
                 uss_kib: 4096,
                 swap_kib: 64,
                 hugetlb_kib: 0
-            });
+            }
+        );
         let seg = vma_stat(&maps, &[(0x7f0000400000, 0x7f0000500000)]).unwrap();
         assert_eq!((seg.vmas, seg.pss_kib, seg.uss_kib), (1, 512, 0));
         assert!(vma_stat(&maps, &[(0x1000, 0x2000)]).is_none());

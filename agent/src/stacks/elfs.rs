@@ -71,7 +71,10 @@ impl Elfs {
 
     fn open(&mut self, pid: u32, module: &str, ip: u64, helper: &mut Helper) -> Option<ElfId> {
         // The process's own mapping; once it is gone, the path (as before the helper).
-        let file = map_file(pid, ip).or_else(|| File::open(module).ok())?;
+        let Some(file) = map_file(pid, ip).or_else(|| File::open(module).ok()) else {
+            log::debug!("{module} of pid {pid}: neither its mapping nor its path can be opened");
+            return None;
+        };
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
             return None;

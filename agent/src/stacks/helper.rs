@@ -234,7 +234,10 @@ impl Helper {
     pub fn symbolize(&mut self, file: u64, fd: BorrowedFd, offsets: &[u64]) -> Option<Vec<Option<Resolved>>> {
         match self.ask(file, fd, &Request::Symbolize { file, offsets: offsets.to_vec() })? {
             Response::Symbols(v) if v.len() == offsets.len() => Some(v),
-            _ => None,
+            other => {
+                log::debug!("the symbolizer helper could not read file {file}: {other:?}");
+                None
+            }
         }
     }
 

@@ -5,7 +5,8 @@
 //! it. So before reading any of it the helper gives up everything root gave it: no new
 //! privileges, no capabilities in any set (bounding and ambient included), the `nobody` user
 //! and group with no supplementary groups, no descriptors but stdio and its socket, limits on
-//! memory and core dumps, and a watchdog alarm on each request. It then reads ELF files only
+//! memory and core dumps, a syscall filter (`seccomp.rs`), and a watchdog alarm on each
+//! request. It then reads ELF files only
 //! through the descriptors the agent opened and sent it, and answers over the socket
 //! (`wire.rs`). A malformed ELF can crash it or make it spin; the agent counts that, kills and
 //! restarts it (`helper.rs`).
@@ -197,7 +198,8 @@ pub fn drop_privileges() -> io::Result<()> {
         check(libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) as libc::c_int, "capset(0)")?;
     }
     let status = std::fs::read_to_string("/proc/self/status")?;
-    verify(&status, was_root).map_err(io::Error::other)
+    verify(&status, was_root).map_err(io::Error::other)?;
+    super::seccomp::install()
 }
 
 /// What /proc/PID/status must show of a dropped process: no capability in any set, no new
