@@ -275,7 +275,10 @@ mod tests {
     fn the_seed_parses_into_its_sections_and_mutations_are_deterministic() {
         let seed = fuzz_seed::elf();
         let names: Vec<String> = sections(&seed).into_iter().map(|s| s.name).collect();
-        assert_eq!(names, ["", ".text", ".symtab", ".strtab", ".debug_abbrev", ".debug_info", ".debug_line", ".shstrtab"]);
+        assert_eq!(
+            names,
+            ["", ".text", ".symtab", ".strtab", ".debug_abbrev", ".debug_info", ".debug_line", ".shstrtab"]
+        );
         let run = |s| {
             let (mut rng, sects) = (Rng(s), sections(&seed));
             (0..200)
