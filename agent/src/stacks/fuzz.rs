@@ -38,6 +38,9 @@ pub struct FuzzArgs {
     /// More seed ELF files (the built-in seed is always used); each at most 1 MiB is read.
     #[arg(long)]
     pub corpus: Vec<PathBuf>,
+    /// Let the helper's stderr through (its panic messages).
+    #[arg(long)]
+    pub helper_stderr: bool,
 }
 
 /// The run's figures, printed as one JSON line on stdout.
@@ -50,6 +53,8 @@ pub struct FuzzReport {
     pub refused: u64,
     pub named: u64,
     pub helper: HelperStats,
+    /// How the lost helpers ended, by exit status or signal.
+    pub endings: std::collections::BTreeMap<String, u64>,
     pub wall_s: f64,
 }
 
@@ -208,7 +213,7 @@ fn check_seed(helper: &mut Helper) -> anyhow::Result<()> {
 pub fn run(args: FuzzArgs) -> anyhow::Result<i32> {
     let t0 = Instant::now();
     let exe = PathBuf::from("/proc/self/exe");
-    let mut helper = Helper::new(exe, Duration::from_millis(args.timeout_ms), true);
+    let mut helper = Helper::new(exe, Duration::from_millis(args.timeout_ms), !args.helper_stderr);
     helper.start().context("starting the symbolizer helper")?;
     check_seed(&mut helper)?;
     let mut seeds = vec![fuzz_seed::elf()];
@@ -262,6 +267,7 @@ pub fn run(args: FuzzArgs) -> anyhow::Result<i32> {
         }
     }
     rep.helper = helper.stats;
+    rep.endings = helper.endings.clone();
     rep.wall_s = (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     println!("{}", serde_json::to_string(&rep)?);
     Ok(0)

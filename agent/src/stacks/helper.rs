@@ -3,7 +3,7 @@
 //! time (killed) is counted and started again at the next request; the file it was reading
 //! when it died is not sent again, and what was asked of it stays unsymbolized.
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     io,
     os::{
         fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
@@ -60,6 +60,8 @@ pub struct Helper {
     spawn_failures: u32,
     started: bool,
     pub stats: HelperStats,
+    /// How lost helpers ended (`exit status: 101` is a panic, `signal 11` a crash, ...).
+    pub endings: BTreeMap<String, u64>,
 }
 
 impl Helper {
@@ -74,6 +76,7 @@ impl Helper {
             spawn_failures: 0,
             started: false,
             stats: HelperStats::default(),
+            endings: BTreeMap::new(),
         }
     }
 
@@ -221,6 +224,8 @@ impl Helper {
             Ok(s) => s.signal().map_or_else(|| format!("{s}"), |sig| format!("signal {sig}")),
             Err(e) => format!("{e}"),
         };
+        let ending = if hung { "killed at the timeout".to_string() } else { how.clone() };
+        *self.endings.entry(ending).or_default() += 1;
         let first = self.stats.crashes + self.stats.timeouts == 1;
         let msg = format!("the symbolizer helper failed ({e}; {how}): counted, restarted, its stack left unsymbolized");
         if first && !self.quiet {
