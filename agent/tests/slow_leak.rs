@@ -37,6 +37,10 @@ fn a_slow_leak_is_flagged_by_the_long_window_and_a_steady_churner_is_not() {
     assert!(first["mapping"].as_str().unwrap().starts_with("anon@"), "{first}");
     assert_within("leak rate KiB/s", first["rate_kib_s"].as_f64().unwrap() as i64, 96, 20.0);
     let c = first["confidence"].as_f64().unwrap();
+    eprintln!(
+        "slow_leak: flagged {after:.1} s after the leaker started, {} KiB/s over {} s, confidence {c}",
+        first["rate_kib_s"], first["window_s"]
+    );
     assert!(c > 0.2 && c < 0.6, "confidence at the shortest span: {first}");
     for p in summary(&recs)["procs"].as_array().unwrap() {
         let leaker = p["comm"] == "slow-leaker";

@@ -6,6 +6,7 @@ mod bench_scale;
 mod dist;
 mod fuzz;
 mod setup;
+mod soak;
 mod test_perf;
 
 use std::process::{Command, ExitCode};
@@ -63,6 +64,21 @@ enum Cmd {
         iterations: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Long runs, not in CI (root): `soak serve` runs --procs short-lived processes through
+    /// `agent serve --all` and reports the agent's memory at 10k, 100k and the last, and a
+    /// scrape's size and time.
+    Soak {
+        #[command(subcommand)]
+        what: Soak,
+    },
+}
+
+#[derive(Subcommand)]
+enum Soak {
+    Serve {
+        #[arg(long, default_value_t = 200_000)]
+        procs: usize,
     },
 }
 
@@ -126,6 +142,16 @@ fn run(cmd: Cmd) -> Result<()> {
             status(c, "agent watch -- agent demo")
         }
         Cmd::Fuzz { iterations, seed } => fuzz::run(iterations, seed),
+        Cmd::Soak { what: Soak::Serve { procs } } => {
+            if !is_root() {
+                bail!("the soak attaches eBPF programs: run it as root (sudo -E cargo xtask soak serve)");
+            }
+            build_release()?;
+            let mut c = cargo();
+            c.args(["build", "--release", "-p", "workloads"]);
+            status(c, "cargo build --release -p workloads")?;
+            soak::serve(procs)
+        }
     }
 }
 

@@ -1,0 +1,157 @@
+//! `cargo xtask soak serve`: days of process churn in minutes. The release agent serves
+//! `--all` while `workloads procstorm` runs --procs short-lived processes one after another;
+//! at 10k, 100k and the last, while the storm holds still, the agent's resident memory is read
+//! from /proc. The dead are folded into their group's totals, so it must stay flat. At the end:
+//! what a scrape of /metrics weighs and takes, and the storm's processes as the metrics count
+//! them. Not in CI (minutes of forks); run it as root, under `nice` on a shared machine.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::bench_run::{agent, workloads};
+
+/// Where the soak's agent listens (away from the default port, so that an installed agent
+/// does not answer instead).
+const LISTEN: &str = "127.0.0.1:19464";
+
+pub fn serve(procs: usize) -> Result<()> {
+    let marks: Vec<usize> = [10_000, 100_000, procs].into_iter().filter(|&m| m <= procs).collect();
+    let mut agent = Command::new(agent())
+        .args(["serve", "--all", "--listen", LISTEN])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start agent serve")?;
+    let res = storm(&agent, procs, &marks);
+    let _ = Command::new("kill").args(["-TERM", &agent.id().to_string()]).status();
+    let code = agent.wait()?;
+    let figures = res?;
+    if !code.success() {
+        bail!("agent serve exited with {code} at SIGTERM");
+    }
+    figures.print(procs);
+    Ok(())
+}
+
+struct Figures {
+    storm_s: f64,
+    /// (processes so far, agent VmRSS KiB, its VmHWM KiB)
+    rss: Vec<(usize, u64, u64)>,
+    scrape_bytes: usize,
+    scrape_ms: Vec<f64>,
+    /// agent_faulted_bytes_total of the storm's group (`wl-short`), pages, and its exits.
+    faulted_pages: f64,
+}
+
+impl Figures {
+    fn print(&self, procs: usize) {
+        println!("soak serve: {procs} short-lived processes through `agent serve --all` in {:.0} s", self.storm_s);
+        for (n, rss, hwm) in &self.rss {
+            println!(
+                "soak serve agent rss at {}k: {:.1} MiB (peak {:.1} MiB)",
+                n / 1000,
+                *rss as f64 / 1024.0,
+                *hwm as f64 / 1024.0
+            );
+        }
+        let (first, last) = (self.rss[0].1 as f64, self.rss[self.rss.len() - 1].1 as f64);
+        println!("soak serve rss last/first: {:.3}", last / first);
+        let mut ms = self.scrape_ms.clone();
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "soak serve scrape: {} bytes, {:.2} ms median of {} (range {:.2}-{:.2})",
+            self.scrape_bytes,
+            ms[ms.len() / 2],
+            ms.len(),
+            ms[0],
+            ms[ms.len() - 1]
+        );
+        println!("soak serve wl-short faulted pages: {:.0} (at least one per process)", self.faulted_pages);
+    }
+}
+
+fn storm(agent: &Child, procs: usize, marks: &[usize]) -> Result<Figures> {
+    wait_healthy(Duration::from_secs(60))?;
+    let start = Instant::now();
+    let marks_arg = marks.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");
+    let mut wl = Command::new(workloads())
+        .args(["procstorm", "--n", &procs.to_string(), "--marks", &marks_arg, "--pause-s", "8"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start workloads procstorm")?;
+    let mut rss = Vec::new();
+    for line in BufReader::new(wl.stderr.take().context("procstorm stderr")?).lines() {
+        let line = line?;
+        let Some(n) = line.strip_prefix("procstorm: ").and_then(|n| n.trim().parse::<usize>().ok()) else {
+            eprintln!("{line}");
+            continue;
+        };
+        // Two intervals for the last exits to be seen and folded, while the storm holds still.
+        std::thread::sleep(Duration::from_secs(4));
+        let (now, peak) = rss_kib(agent.id())?;
+        eprintln!("soak: {n} processes, agent rss {now} KiB (peak {peak} KiB)");
+        rss.push((n, now, peak));
+    }
+    let st = wl.wait()?;
+    if !st.success() {
+        bail!("workloads procstorm failed ({st})");
+    }
+    let storm_s = start.elapsed().as_secs_f64() - 8.0 * marks.len() as f64;
+    std::thread::sleep(Duration::from_secs(3));
+    let mut scrape_ms = Vec::new();
+    let mut body = String::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        body = get("/metrics")?;
+        scrape_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let faulted_pages = body
+        .lines()
+        .filter(|l| l.starts_with("agent_faulted_bytes_total{") && l.contains("group=\"wl-short\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 4096.0;
+    if rss.len() != marks.len() {
+        bail!("the storm reached {} of its {} marks", rss.len(), marks.len());
+    }
+    Ok(Figures { storm_s, rss, scrape_bytes: body.len(), scrape_ms, faulted_pages })
+}
+
+/// VmRSS and VmHWM of a process, KiB.
+fn rss_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("the agent is gone")?;
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+fn wait_healthy(limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if get("/healthz").is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("agent serve did not answer /healthz on {LISTEN} within {limit:?}")
+}
+
+/// A plain HTTP/1.0 GET of `path` on the soak's agent: the body of a 200.
+fn get(path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(LISTEN)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {LISTEN}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").context("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
