@@ -124,3 +124,77 @@ fn malformed_elf_files_crash_only_the_helper_and_are_counted() {
     // The mutations leave many inputs readable: the parsers behind the header checks ran.
     assert!(rep["named"].as_u64().unwrap() > n / 10, "{rep}");
 }
+
+/// The section `name` of an ELF64 file: (offset, size).
+fn section(elf: &[u8], name: &str) -> (usize, usize) {
+    let rd = |at: usize, n: usize| elf[at..at + n].iter().rev().fold(0usize, |a, &b| (a << 8) | b as usize);
+    let (shoff, shnum, stridx) = (rd(40, 8), rd(60, 2), rd(62, 2));
+    let strs = rd(shoff + stridx * 64 + 24, 8);
+    (0..shnum)
+        .map(|i| shoff + i * 64)
+        .find(|&h| {
+            let at = strs + rd(h, 4);
+            elf[at..].split(|&b| b == 0).next() == Some(name.as_bytes())
+        })
+        .map(|h| (rd(h + 24, 8), rd(h + 32, 8)))
+        .unwrap_or_else(|| panic!("no {name} section"))
+}
+
+/// Empty the file table of every DWARF 4 line program (its first name's first byte zeroed):
+/// the rows then name files that are not there, which blazesym 0.2.7 does not survive
+/// (dwarf/lines.rs, an unwrap). The loader never reads debug sections: the program still runs.
+fn break_line_tables(elf: &mut [u8]) -> usize {
+    let (off, size) = section(elf, ".debug_line");
+    let (mut at, mut broken) = (off, 0);
+    while at + 4 <= off + size {
+        let len = u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) as usize;
+        let version = u16::from_le_bytes(elf[at + 4..at + 6].try_into().unwrap());
+        assert_eq!(version, 4, "a DWARF {version} line table: this test knows version 4 only");
+        let opcode_base = elf[at + 4 + 2 + 4 + 4] as usize; // after min_inst, max_ops, is_stmt, line_base, line_range
+        let mut p = at + 4 + 2 + 4 + 5 + (opcode_base - 1) + 1;
+        while elf[p] != 0 {
+            p += elf[p..].iter().position(|&b| b == 0).unwrap() + 1; // include directories
+        }
+        p += 1;
+        if elf[p] != 0 {
+            elf[p] = 0;
+            broken += 1;
+        }
+        at += 4 + len;
+    }
+    broken
+}
+
+#[test]
+fn a_helper_killed_by_a_malformed_binary_is_counted_and_replaced() {
+    if !ebpf_available("symbolizer crash") {
+        return;
+    }
+    // A workload whose own binary crashes the symbolizer: its frames stay module+offset, the
+    // helper is restarted, and the frames of libc (another file) are still named.
+    let mut elf = std::fs::read(workloads()).unwrap();
+    assert!(break_line_tables(&mut elf) > 0, "no line table broken");
+    let copy = std::env::temp_dir().join(format!("agent-malformed-{}", std::process::id()));
+    std::fs::write(&copy, &elf).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(agent())
+        .args(["watch", "--format", "json", "--interval", "0.5", "--stacks", "--"])
+        .arg(&copy)
+        .args(["stacks", "--mib", "4", "--hold", "1.2"])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&copy);
+    assert_eq!(out.status.code(), Some(0), "the agent survives its helper");
+    let recs = parse(&String::from_utf8(out.stdout).unwrap());
+    let st = &summary(&recs)["stacks"]["symbolizer"];
+    assert!(st["crashes"].as_u64().unwrap() >= 1, "{st}");
+    assert!(st["restarts"].as_u64().unwrap() >= 1, "{st}");
+    assert!(st["unanswered"].as_u64().unwrap() >= 1, "{st}");
+    let p = proc_by_comm(&recs, "wl-stacks");
+    let frames: Vec<&str> = p["stacks"][0]["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    let name = copy.file_name().unwrap().to_str().unwrap();
+    assert!(frames.iter().any(|f| f.starts_with(&format!("{name}+0x"))), "the binary's frames unnamed: {frames:?}");
+    assert!(!frames.iter().any(|f| f.contains("grow_cache")), "{frames:?}");
+    assert!(frames.iter().any(|f| f.contains("__libc_start")), "libc still named by the new helper: {frames:?}");
+}

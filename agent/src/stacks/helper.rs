@@ -227,7 +227,7 @@ impl Helper {
         let ending = if hung { "killed at the timeout".to_string() } else { how.clone() };
         *self.endings.entry(ending).or_default() += 1;
         let first = self.stats.crashes + self.stats.timeouts == 1;
-        let msg = format!("the symbolizer helper failed ({e}; {how}): counted, restarted, its stack left unsymbolized");
+        let msg = format!("the symbolizer helper failed on an ELF file ({e}; {how}): counted and restarted; that file's frames stay module+offset");
         if first && !self.quiet {
             log::warn!("{msg}");
         } else {

@@ -40,6 +40,8 @@ const MAX_NAME: usize = 512;
 /// Run the helper on the socket at descriptor `fd`: drop privileges, then serve until the
 /// agent closes its end. Returns the exit code.
 pub fn run(fd: i32) -> i32 {
+    // A panic on a malformed file is expected: one line on the agent's stderr, no backtrace.
+    std::panic::set_hook(Box::new(|info| eprintln!("agent symbolizer: {}", info.to_string().replace('\n', " "))));
     if let Err(e) = drop_privileges() {
         eprintln!("agent symbolizer: cannot drop privileges, refusing to parse ELF files: {e}");
         return 2;
