@@ -198,3 +198,29 @@ fn a_helper_killed_by_a_malformed_binary_is_counted_and_replaced() {
     assert!(!frames.iter().any(|f| f.contains("grow_cache")), "{frames:?}");
     assert!(frames.iter().any(|f| f.contains("__libc_start")), "libc still named by the new helper: {frames:?}");
 }
+
+#[test]
+fn a_helper_that_stops_answering_is_killed_at_the_timeout_and_replaced() {
+    use std::os::fd::AsFd as _;
+
+    use agent::stacks::helper::Helper;
+    // The real helper, stopped (SIGSTOP) as a hang would leave it: the request times out, the
+    // helper is killed and counted, and the next request is answered by a new one.
+    let mut h = Helper::new(agent().into(), Duration::from_millis(500), true);
+    let first = h.start().expect("the helper starts");
+    let exe = std::fs::File::open(agent()).unwrap();
+    assert!(h.build_id(1, exe.as_fd()).is_some(), "the agent binary has a build id");
+    // SAFETY: a signal to the helper we started.
+    assert_eq!(unsafe { libc::kill(first as i32, libc::SIGSTOP) }, 0);
+    let t0 = Instant::now();
+    let other = std::fs::File::open(workloads()).unwrap();
+    assert_eq!(h.build_id(2, other.as_fd()), None, "no answer from a stopped helper");
+    assert!(t0.elapsed() < Duration::from_secs(3), "bounded by the timeout: {:?}", t0.elapsed());
+    assert_eq!((h.stats.timeouts, h.stats.crashes, h.stats.unanswered), (1, 0, 1), "{:?}", h.stats);
+    assert!(!std::path::Path::new(&format!("/proc/{first}")).exists(), "the stopped helper was killed and reaped");
+    // File 2 hung a helper: it is not sent again. File 1 is, to a new helper.
+    assert_eq!(h.build_id(2, other.as_fd()), None);
+    assert!(h.build_id(1, exe.as_fd()).is_some(), "a new helper answers");
+    assert_eq!(h.stats.restarts, 1, "{:?}", h.stats);
+    assert_ne!(h.pid(), Some(first));
+}
