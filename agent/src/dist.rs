@@ -27,7 +27,10 @@ pub fn run(args: DistArgs) -> anyhow::Result<i32> {
     write_man(&cmd, "agent", &man)?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("agent-{}", sub.get_name());
-        write_man(sub, &name, &man)?;
+        // Its page is `agent-NAME(1)`, named so in its NAME section too (a one-shot command:
+        // the name is leaked on purpose).
+        let named = sub.clone().name(&*Box::leak(name.clone().into_boxed_str()));
+        write_man(&named, &name, &man)?;
     }
     Ok(0)
 }
