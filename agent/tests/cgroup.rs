@@ -92,8 +92,10 @@ fn v2_member_moved_in_after_start_is_followed_and_its_memory_reconciled() {
     assert_eq!(comms.len(), 2, "{comms:?}");
 }
 
-/// `docker exec`'s shape: a shell moves itself into the cgroup, then execs the program, which
-/// the kernel joins at that exec (no fork involved): its pages from its first fault.
+/// `docker exec`'s shape: a shell moves itself into the cgroup (here a child cgroup created after
+/// the watch started: matched in the kernel through its watched ancestor), then execs the
+/// program, which the kernel joins at that exec (no fork involved): its pages from its first
+/// fault.
 #[test]
 fn v2_member_that_execs_after_joining_is_watched_from_its_exec() {
     if !ebpf_available("cgroup_v2_exec") {
@@ -114,8 +116,9 @@ fn v2_member_that_execs_after_joining_is_watched_from_its_exec() {
         "5",
     ]);
     agent.wait_for("start", Duration::from_secs(30));
+    let sub = v2.child("sub");
     let script =
-        format!("echo $$ > {}/cgroup.procs && exec {} anon --mib 32 --hold 1", v2.path(), workloads().display());
+        format!("echo $$ > {}/cgroup.procs && exec {} anon --mib 32 --hold 1", sub.path(), workloads().display());
     assert!(Command::new("sh").args(["-c", &script]).status().unwrap().success());
     let (recs, code) = agent.finish(Duration::from_secs(30));
     assert_eq!(code, 0);
@@ -124,6 +127,7 @@ fn v2_member_that_execs_after_joining_is_watched_from_its_exec() {
     let pid = &join["pid"];
     let exec = procs.iter().position(|p| p["event"] == "exec" && p["pid"] == *pid).expect("its exec record");
     assert!(procs.iter().position(|p| p["event"] == "join").unwrap() < exec, "joined at its exec: {procs:?}");
+    assert_eq!(join["cgroup"], sub.rel.as_str(), "{join}");
     let p = proc_by_comm(&recs, "wl-anon");
     assert_eq!(p["pid"], *pid);
     // 32 MiB: 8192 pages, and the few its loader and libc add.

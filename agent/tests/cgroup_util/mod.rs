@@ -45,6 +45,13 @@ impl TestCgroup {
         TestCgroup::make(MEMORY, &own_memory_cgroup(), name)
     }
 
+    /// A cgroup below this one (drop it before its parent).
+    pub fn child(&self, name: &str) -> TestCgroup {
+        let dir = self.dir.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        TestCgroup { dir, rel: format!("{}/{name}", self.rel) }
+    }
+
     pub fn path(&self) -> &str {
         self.dir.to_str().unwrap()
     }
