@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: the fault storm (1 GiB of private anon written one byte per page, twice:
 //! ~524k faults) timed under each variant, alternated A/B/C over several rounds, medians
 //! compared in one run. Variants: bare (nothing attached), floor (do-nothing programs on exactly
-//! the agent's tracepoints: the hooks' own cost), agent (default mode). Results are printed and
-//! written to BENCHMARKS.md with the machine and date.
+//! the agent's tracepoints: the hooks' own cost), agent (default mode). Then the syscall paths
+//! (`bench_syscall.rs`: a getppid storm, redis). Results are printed and written to
+//! BENCHMARKS.md with the machine and date (`BENCH_SYSCALL_ONLY=1`: the syscall paths alone).
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Output, Stdio},
@@ -12,7 +13,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     bench_run::{agent, workloads, Report, StormReport},
-    bench_scale, workspace_root,
+    bench_scale, bench_syscall, workspace_root,
 };
 
 struct Variant {
@@ -132,6 +133,15 @@ fn median(v: &[f64]) -> f64 {
 
 pub fn run() -> Result<()> {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    if std::env::var("BENCH_SYSCALL_ONLY").is_ok() {
+        // The syscall paths alone (their figures printed, BENCHMARKS.md left as it is).
+        let (sys, redis) = (bench_syscall::syscall_storm(rounds)?, bench_syscall::redis(rounds)?);
+        println!("{}\n{}", sys.ranges("s"), redis.ranges("req/s"));
+        println!("syscall-storm agent/bare: {:.2}", sys.median("agent") / sys.median("bare"));
+        println!("syscall-storm agent/floor: {:.2}", sys.median("agent") / sys.median("floor"));
+        println!("redis agent/bare rps: {:.2}", redis.median("agent") / redis.median("bare"));
+        return Ok(());
+    }
     type Run = fn() -> Result<f64>;
     let mut vs: Vec<(Variant, Run)> = vec![
         (Variant { name: "bare", times: vec![] }, run_bare),
@@ -231,9 +241,24 @@ pub fn run() -> Result<()> {
     }
     rest += &crate::bench_perf::run()?;
     rest += &format!("\nfault-storm agent --stacks/agent: {:.2}\n", med("agent --stacks") / med("agent"));
-    let line = format!("fault-storm agent/floor: {:.2}", med("agent") / floor);
-    println!("{table}{rest}\n{line}");
-    let doc = format!("# Benchmarks\n\nWritten by `cargo xtask bench`.\n\n## Fault storm\n\n{table}{rest}\n`{line}`\n");
+    let (sys, redis) = (bench_syscall::syscall_storm(rounds)?, bench_syscall::redis(rounds)?);
+    rest += &format!(
+        "\n## Syscall paths\n\n5M getppid() (`workloads syscalls`), wall time, median (range) of {rounds} alternated \
+         runs: {}. syscall-storm agent/floor: {:.2}.\n\nredis-server on a private port, `redis-benchmark -q -t get,set \
+         -n 200000` (mean of GET and SET requests/s), bare vs `agent watch -p`: {}.\n",
+        sys.ranges("s"),
+        sys.median("agent") / sys.median("floor"),
+        redis.ranges("req/s"),
+    );
+    let line = [
+        format!("syscall-storm agent/bare: {:.2}", sys.median("agent") / sys.median("bare")),
+        format!("redis agent/bare rps: {:.2}", redis.median("agent") / redis.median("bare")),
+        format!("ebpf ns per fault agent/floor: {:.2}", per_fault[1].1 / floor_ns),
+        format!("fault-storm agent/floor: {:.2}", med("agent") / floor),
+    ];
+    println!("{table}{rest}\n{}", line.join("\n"));
+    let line = line.map(|l| format!("`{l}`")).join("\n");
+    let doc = format!("# Benchmarks\n\nWritten by `cargo xtask bench`.\n\n## Fault storm\n\n{table}{rest}\n{line}\n");
     std::fs::write(workspace_root().join("BENCHMARKS.md"), doc)?;
     Ok(())
 }

@@ -3,6 +3,7 @@ mod bench;
 mod bench_perf;
 mod bench_run;
 mod bench_scale;
+mod bench_syscall;
 mod dist;
 mod fuzz;
 mod setup;
@@ -116,6 +117,8 @@ fn run(cmd: Cmd) -> Result<()> {
             if !is_root() {
                 bail!("the benchmark attaches eBPF programs: run it as root (sudo -E cargo xtask bench)");
             }
+            // redis-server and redis-benchmark for the real-server part.
+            setup::ensure_clients()?;
             build_release()?;
             // Its own invocation, so that the agent binary measured is the shipped one: in the
             // same one, the `floor` feature workloads turns on would be built into it too.

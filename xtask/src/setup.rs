@@ -16,7 +16,14 @@ pub fn ensure() -> Result<()> {
 
 /// The real clients the tests check our outputs with, from Debian: the program each package
 /// puts on PATH, and the package.
-const CLIENTS: &[(&str, &str)] = &[("go", "golang-go"), ("smem", "smem"), ("promtool", "prometheus")];
+const CLIENTS: &[(&str, &str)] = &[
+    ("go", "golang-go"),
+    ("smem", "smem"),
+    ("promtool", "prometheus"),
+    // The bench's real server (`cargo xtask bench`: redis-benchmark against redis-server).
+    ("redis-server", "redis-server"),
+    ("redis-benchmark", "redis-tools"),
+];
 
 /// Install the test clients that are missing (root only; as a user, say what to run). Fast
 /// when they are all there: one PATH lookup each.

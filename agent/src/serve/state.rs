@@ -54,6 +54,12 @@ pub struct Health {
     pub stopping: AtomicBool,
 }
 
+impl Default for Health {
+    fn default() -> Health {
+        Health::new()
+    }
+}
+
 impl Health {
     pub fn new() -> Health {
         Health { epoch: Instant::now(), last_view_ms: AtomicU64::new(0), stopping: AtomicBool::new(false) }

@@ -1,0 +1,192 @@
+//! The bench's syscall paths: a syscall storm (`workloads syscalls`: 5M getppid) bare, under the
+//! floor (noop programs on exactly the agent's hooks) and watched; and a real server
+//! (redis-server on a private port, `redis-benchmark -q -t get,set -n 200000`) bare and watched
+//! (`agent watch -p`). Each variant alternated over rounds; medians and ranges.
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::bench_run::{agent, workloads};
+
+/// The medians and ranges of one bench part's variants, in run order.
+pub struct Figures(pub Vec<(&'static str, Vec<f64>)>);
+
+impl Figures {
+    pub fn median(&self, name: &str) -> f64 {
+        let v = &self.0.iter().find(|(n, _)| *n == name).expect("a variant of this part").1;
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// `name median (lo-hi)` for each variant.
+    pub fn ranges(&self, unit: &str) -> String {
+        let one = |(n, v): &(&str, Vec<f64>)| {
+            let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+            format!("{n} {:.3} ({lo:.3}-{hi:.3}) {unit}", self.median(n))
+        };
+        self.0.iter().map(one).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Run each variant once per round, rotating the order so none always runs first.
+fn alternate(rounds: usize, what: &str, vs: &mut [(&'static str, &mut dyn FnMut() -> Result<f64>)]) -> Result<Figures> {
+    let mut out: Vec<(&'static str, Vec<f64>)> = vs.iter().map(|(n, _)| (*n, Vec::new())).collect();
+    for round in 0..rounds {
+        for i in 0..vs.len() {
+            let k = (i + round) % vs.len();
+            let (name, f) = &mut vs[k];
+            let v = f().with_context(|| format!("{what} {name}"))?;
+            eprintln!("bench: {what} round {} {name:<8} {v:.3}", round + 1);
+            out[k].1.push(v);
+        }
+    }
+    Ok(Figures(out))
+}
+
+/// `workloads syscalls --report FILE`, its command line (program first) and the report's path.
+fn syscalls_cmd() -> (Vec<std::ffi::OsString>, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("agent-bench-syscalls-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    (vec![workloads().into(), "syscalls".into(), "--report".into(), path.clone().into()], path)
+}
+
+fn read_wall(path: &std::path::Path) -> Result<f64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("no report {}", path.display()))?;
+    let _ = std::fs::remove_file(path);
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    v["wall_s"].as_f64().context("report without wall_s")
+}
+
+fn storm_bare() -> Result<f64> {
+    let (argv, path) = syscalls_cmd();
+    let st = Command::new(&argv[0]).args(&argv[1..]).status()?;
+    if !st.success() {
+        bail!("workloads syscalls failed ({st})");
+    }
+    read_wall(&path)
+}
+
+fn storm_floor() -> Result<f64> {
+    let mut floor = Command::new(workloads()).arg("floor").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let line = BufReader::new(floor.stdout.take().unwrap()).lines().next().transpose()?.unwrap_or_default();
+    if !line.starts_with("attached:") {
+        let _ = floor.kill();
+        bail!("the floor programs did not attach: {line}");
+    }
+    let t = storm_bare();
+    drop(floor.stdin.take());
+    floor.wait()?;
+    t
+}
+
+fn storm_agent() -> Result<f64> {
+    let (argv, path) = syscalls_cmd();
+    let out = Command::new(agent()).args(["watch", "--format", "json", "--"]).args(&argv).output()?;
+    if !out.status.success() {
+        bail!("agent watch -- workloads syscalls failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    read_wall(&path)
+}
+
+/// The syscall storm: bare, floor, agent.
+pub fn syscall_storm(rounds: usize) -> Result<Figures> {
+    alternate(
+        rounds,
+        "syscall-storm",
+        &mut [("bare", &mut storm_bare), ("floor", &mut storm_floor), ("agent", &mut storm_agent)],
+    )
+}
+
+/// A redis-server on a free private port, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Result<Redis> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("redis-server is missing: run `cargo xtask setup` (installs redis-server, redis-tools)")?;
+        let r = Redis { child, port };
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("redis-server did not listen on port {port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(r)
+    }
+
+    /// `redis-benchmark -q -t get,set -n 200000`: the mean of its GET and SET requests/s.
+    fn benchmark(&self) -> Result<f64> {
+        let out = Command::new("redis-benchmark")
+            .args(["-q", "-t", "get,set", "-n", "200000", "-p", &self.port.to_string()])
+            .output()
+            .context("redis-benchmark is missing: run `cargo xtask setup` (installs redis-tools)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // Lines like "SET: 81234.56 requests per second, p50=0.303 msec" (after \r progress).
+        let rps: Vec<f64> = text
+            .split(['\r', '\n'])
+            .filter(|l| l.contains("requests per second"))
+            .filter_map(|l| l.split_once(": ")?.1.split_whitespace().next()?.parse().ok())
+            .collect();
+        if rps.len() != 2 || !out.status.success() {
+            bail!("redis-benchmark gave no GET and SET rates ({}): {text}", out.status);
+        }
+        Ok(rps.iter().sum::<f64>() / 2.0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// redis-benchmark with the server watched: `agent watch -p` attached (its start record seen)
+/// before the benchmark, SIGTERM after.
+fn redis_watched(r: &Redis) -> Result<f64> {
+    let mut a = Command::new(agent())
+        .args(["watch", "--format", "json", "-p", &r.child.id().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = BufReader::new(a.stdout.take().unwrap()).lines();
+    match lines.next().transpose()? {
+        Some(l) if l.contains("\"type\":\"start\"") => {}
+        other => {
+            let _ = a.kill();
+            bail!("agent watch -p redis-server did not start: {other:?}");
+        }
+    }
+    // Keep reading its records so it never blocks on a full pipe.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let rps = r.benchmark();
+    Command::new("kill").args(["-TERM", &a.id().to_string()]).status()?;
+    let st = a.wait()?;
+    let _ = drain.join();
+    if !st.success() {
+        bail!("agent watch -p redis-server exited {st}");
+    }
+    rps
+}
+
+/// The real server: requests/s bare and watched.
+pub fn redis(rounds: usize) -> Result<Figures> {
+    let r = Redis::start()?;
+    // A warm-up run: the server's first requests allocate its tables.
+    r.benchmark()?;
+    alternate(rounds, "redis", &mut [("bare", &mut || r.benchmark()), ("agent", &mut || redis_watched(&r))])
+}
