@@ -176,6 +176,6 @@ mod tests {
         // A child gone before its fork record was labelled: its parent's labels.
         assert_eq!(labeler.label(u32::MAX - 1, me, "fork"), l);
         assert_eq!(labeler.label(me, 1, "exit"), l);
-        assert!(labeler.by_pid.get(&me).is_none());
+        assert!(!labeler.by_pid.contains_key(&me));
     }
 }
