@@ -25,6 +25,15 @@ pub enum Backings {
         #[arg(long, default_value_t = 1.5)]
         hold: f64,
     },
+    /// `wl-zeroread`: read one byte of each page of a fresh private anonymous mapping of --mib,
+    /// --passes times (a new mapping each): every fault maps the zero page and changes no rss
+    /// counter, the worst case of the hugetlb check (each fault after the first looks).
+    Zeroread {
+        #[arg(long, default_value_t = 512)]
+        mib: usize,
+        #[arg(long, default_value_t = 2)]
+        passes: usize,
+    },
     /// One leaker child per backing, each adding --kib-s KiB per second (in 125 ms steps; THP
     /// shmem in whole 2 MiB pages) until --duration: `huge-leaker` (hugetlb memfd
     /// `wl-leak-huge`, 2 MiB pages, 20 at most: reserve them), `sysv-leaker` (shmget key 0x5a5a0000 + pid low bits),
@@ -61,6 +70,22 @@ pub fn run(b: Backings) -> i32 {
             // SAFETY: one page we mapped.
             unsafe { std::ptr::write_volatile(small, 1) };
             std::thread::sleep(Duration::from_secs_f64(hold));
+        }
+        Backings::Zeroread { mib, passes } => {
+            set_name("wl-zeroread");
+            let t = Instant::now();
+            let mut sum = 0u64;
+            for _ in 0..passes {
+                let len = mib * MIB;
+                let p = agent::demo::procs::map(len, false);
+                for off in (0..len).step_by(page_size()) {
+                    // SAFETY: inside the mapping.
+                    sum += u64::from(unsafe { std::ptr::read_volatile(p.add(off)) });
+                }
+                // SAFETY: unmapping what we mapped.
+                unsafe { libc::munmap(p.cast(), len) };
+            }
+            eprintln!("wl-zeroread: {:.3} s ({sum})", t.elapsed().as_secs_f64());
         }
         Backings::Backings { duration, kib_s, dir, only } => {
             leakers(Duration::from_secs_f64(duration), kib_s, &dir, &only)
