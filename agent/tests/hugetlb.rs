@@ -5,7 +5,7 @@
 mod common;
 mod huge_pages;
 use common::*;
-use huge_pages::Setting;
+use huge_pages::{HugetlbFs, Setting};
 
 /// `workloads hugetlb` under the agent: the summary entry and mem records of `wl-hugetlb`.
 fn run(args: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>) {
@@ -26,8 +26,8 @@ fn hugetlb_pages_are_counted_exactly_in_their_mapping() {
     let (_guard, got) = Setting::huge_pages(2048, 16);
     assert!(got >= 8, "the kernel reserved {got} of 16 2 MiB huge pages: free memory first");
 
-    // A hugetlb memfd, 8 huge pages each written twice.
-    let (p, mems) = run(&["--pages", "8", "--hold", "2.5"]);
+    // A hugetlb memfd, 8 huge pages each written twice, an ordinary fault after the last.
+    let (p, mems) = run(&["--pages", "8", "--tail", "--hold", "2.5"]);
     assert_eq!(p["pages"]["hugetlb"], 8 * 512, "{p}");
     let (pages, shared) = mapping_pages(&p, "/memfd:wl-huge");
     assert_eq!((pages, shared), (8 * 512, true), "{p}");
@@ -41,8 +41,9 @@ fn hugetlb_pages_are_counted_exactly_in_their_mapping() {
     assert_eq!((&full["private_hugetlb_kib"], &full["shared_hugetlb_kib"]), (&16384.into(), &0.into()), "{full}");
     assert!(mems.iter().any(|m| m["hugetlb_kib"] == 16384 && m["ledger_hugetlb_kib"] == 16384), "{mems:?}");
 
-    // Private anonymous MAP_HUGETLB memory.
-    let (p, _) = run(&["--pages", "5", "--private", "--hold", "1.5"]);
+    // Private anonymous MAP_HUGETLB memory (no fault after the last huge page: the interval
+    // audit finds it).
+    let (p, _) = run(&["--pages", "5", "--backing", "anon", "--hold", "1.5"]);
     assert_eq!(p["pages"]["hugetlb"], 5 * 512, "{p}");
     // Anonymous memory: named by its start when the ledger saw it mapped, as /proc names it
     // otherwise.
@@ -66,4 +67,24 @@ fn one_gib_pages_count_as_262144() {
     let (p, _) = run(&["--pages", "1", "--size-mib", "1024", "--hold", "1.5"]);
     assert_eq!(p["pages"]["hugetlb"], 262_144, "{p}");
     assert_eq!(mapping_pages(&p, "/memfd:wl-huge"), (262_144, true), "{p}");
+}
+
+#[test]
+fn sysv_and_hugetlbfs_segments_are_named_and_counted() {
+    if !ebpf_available("hugetlb_segments") {
+        return;
+    }
+    let (_guard, got) = Setting::huge_pages(2048, 8);
+    assert!(got >= 4, "the kernel reserved {got} of 8 2 MiB huge pages: free memory first");
+    // shmget(SHM_HUGETLB): named by its key (0x5a5b....) and id.
+    let (p, _) = run(&["--pages", "4", "--backing", "sysv", "--hold", "1.5"]);
+    assert_eq!(p["pages"]["hugetlb"], 4 * 512, "{p}");
+    let (pages, shared) = mapping_pages(&p, "SYSV5a5b");
+    assert_eq!((pages, shared), (4 * 512, true), "{p}");
+    // A file on a hugetlbfs mount: its path.
+    let fs = HugetlbFs::mount();
+    let file = fs.0.join("wl-huge-file");
+    let (p, _) = run(&["--pages", "3", "--backing", "file", "--path", file.to_str().unwrap(), "--hold", "1.5"]);
+    assert_eq!(p["pages"]["hugetlb"], 3 * 512, "{p}");
+    assert_eq!(mapping_pages(&p, file.to_str().unwrap()), (3 * 512, true), "{p}");
 }

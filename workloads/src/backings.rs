@@ -11,17 +11,23 @@ use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
 pub enum Backings {
-    /// `wl-hugetlb`: map a hugetlb memfd (`wl-huge`) of --pages huge pages of --size-mib (2 or
-    /// 1024), write every huge page twice (the second pass maps nothing new), touch one page of
-    /// a private anonymous buffer, hold --hold seconds. With --private: MAP_PRIVATE|MAP_HUGETLB
-    /// anonymous memory instead of the memfd.
+    /// `wl-hugetlb`: map --pages huge pages of --size-mib (2 or 1024) from --backing, write
+    /// every huge page twice (the second pass maps nothing new), hold --hold seconds. Backings:
+    /// `memfd` (`wl-huge`), `anon` (MAP_PRIVATE|MAP_HUGETLB), `sysv` (shmget SHM_HUGETLB, key
+    /// 0x5a5b0000 + pid low bits), `file` (--path, a file on a hugetlbfs mount). With --tail, a
+    /// fault on an ordinary page follows the last huge page (else the agent's interval audit
+    /// finds it).
     Hugetlb {
         #[arg(long, default_value_t = 8)]
         pages: usize,
         #[arg(long, default_value_t = 2)]
         size_mib: usize,
+        #[arg(long, default_value = "memfd")]
+        backing: String,
         #[arg(long)]
-        private: bool,
+        path: Option<std::path::PathBuf>,
+        #[arg(long)]
+        tail: bool,
         #[arg(long, default_value_t = 1.5)]
         hold: f64,
     },
@@ -54,21 +60,35 @@ pub enum Backings {
 
 pub fn run(b: Backings) -> i32 {
     match b {
-        Backings::Hugetlb { pages, size_mib, private, hold } => {
+        Backings::Hugetlb { pages, size_mib, backing, path, tail, hold } => {
             set_name("wl-hugetlb");
             let huge = size_mib * MIB;
             let len = pages * huge;
-            let p = if private { map_huge_anon(len, size_mib) } else { map_fd(memfd("wl-huge", size_mib), len) };
+            let p = match backing.as_str() {
+                "anon" => map_huge_anon(len, size_mib),
+                "sysv" => sysv(0x5a5b_0000, len, libc::SHM_HUGETLB),
+                "file" => {
+                    use std::os::fd::IntoRawFd;
+                    let path = path.expect("--backing file needs --path");
+                    let mut f = std::fs::OpenOptions::new();
+                    f.read(true).write(true).create(true).truncate(true);
+                    let fd = f.open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_raw_fd();
+                    map_fd(fd, len)
+                }
+                _ => map_fd(memfd("wl-huge", size_mib), len),
+            };
             for _ in 0..2 {
                 for i in 0..pages {
                     // SAFETY: inside the mapping.
                     unsafe { std::ptr::write_volatile(p.add(i * huge), 1) };
                 }
             }
-            // A fault that adds an ordinary page after the last huge one.
-            let small = agent::demo::procs::map(page_size(), false);
-            // SAFETY: one page we mapped.
-            unsafe { std::ptr::write_volatile(small, 1) };
+            if tail {
+                // A fault that adds an ordinary page after the last huge one.
+                let small = agent::demo::procs::map(page_size(), false);
+                // SAFETY: one page we mapped.
+                unsafe { std::ptr::write_volatile(small, 1) };
+            }
             std::thread::sleep(Duration::from_secs_f64(hold));
         }
         Backings::Zeroread { mib, passes } => {
@@ -125,7 +145,7 @@ fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String]
         }));
     }
     if want("sysv-leaker") {
-        kids.push(fork_child("sysv-leaker", move || grow(sysv(max), max, step, every)));
+        kids.push(fork_child("sysv-leaker", move || grow(sysv(0x5a5a_0000, max, 0), max, step, every)));
     }
     if want("thp-leaker") {
         let per = Duration::from_secs_f64(2048.0 / kib_s as f64);
@@ -211,18 +231,18 @@ fn map_huge_anon(len: usize, size_mib: usize) -> *mut u8 {
     p.cast()
 }
 
-/// A SysV segment of `len` bytes, key 0x5a5a0000 + our pid's low 16 bits, attached and marked
-/// for removal (it goes when we detach).
-fn sysv(len: usize) -> *mut u8 {
-    let key = 0x5a5a_0000 | (std::process::id() as i32 & 0xffff);
+/// A SysV segment of `len` bytes (`flags`: SHM_HUGETLB or 0), key `base` + our pid's low 16
+/// bits, attached and marked for removal (it goes when we detach).
+fn sysv(base: i32, len: usize, flags: i32) -> *mut u8 {
+    let key = base | (std::process::id() as i32 & 0xffff);
     // SAFETY: plain syscalls, checked.
     unsafe {
-        let id = libc::shmget(key, len, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
+        let id = libc::shmget(key, len, libc::IPC_CREAT | libc::IPC_EXCL | flags | 0o600);
         assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
         let p = libc::shmat(id, std::ptr::null(), 0);
         assert!(p as isize != -1, "shmat: {}", std::io::Error::last_os_error());
         libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
-        eprintln!("sysv-leaker: key {key:#010x} id {id}");
+        eprintln!("sysv: key {key:#010x} id {id}");
         p.cast()
     }
 }

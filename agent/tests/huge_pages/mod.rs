@@ -50,3 +50,27 @@ impl Drop for Setting {
         }
     }
 }
+
+/// A hugetlbfs mounted on a fresh directory, unmounted and removed when the guard drops.
+pub struct HugetlbFs(pub PathBuf);
+
+impl HugetlbFs {
+    pub fn mount() -> HugetlbFs {
+        let dir = std::env::temp_dir().join(format!("agent-hugetlbfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the mount point");
+        let st = std::process::Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "none"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount -t hugetlbfs on {}: {st}", dir.display());
+        HugetlbFs(dir)
+    }
+}
+
+impl Drop for HugetlbFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
