@@ -234,3 +234,54 @@ fn group_by_cgroup_names_the_process_cgroup() {
     let _ = w.kill();
     let _ = w.wait();
 }
+
+#[test]
+fn a_withdrawn_verdict_takes_its_series_away_while_the_process_lives() {
+    if !common::ebpf_available("a_withdrawn_verdict_takes_its_series_away_while_the_process_lives") {
+        return;
+    }
+    // Ramps of 2 MiB/s for 35 s, all unmapped at the end of each: flagged on the first ramp,
+    // withdrawn at its drop (fell back), not flagged again on the second.
+    let mut w = Command::new(common::workloads())
+        .args(["sawtooth", "--ramp-s", "35", "--mib-s", "2", "--cycles", "2"])
+        .spawn()
+        .expect("workload");
+    let root = w.id();
+    let mut serve =
+        Serving::start(&["-p", &root.to_string(), "--interval", "0.5", "--smaps-interval", "1", "--leak-window", "60"]);
+    let leak_line = |body: &str| {
+        body.lines()
+            .find(|l| l.starts_with("agent_leak_bytes_per_second{") && l.contains("comm=\"sawtooth\""))
+            .map(str::to_string)
+    };
+    let t = Instant::now();
+    let line = loop {
+        if let Some(l) = leak_line(&get(serve.port, "/metrics", &[]).unwrap().body) {
+            break l;
+        }
+        assert!(t.elapsed() < Duration::from_secs(45), "the sawtooth was not flagged within 45 s");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let pid = serve_util::children_named(root, "sawtooth");
+    assert_eq!(pid.len(), 1);
+    assert!(line.contains(&format!("pid=\"{}\"", pid[0])), "{line}");
+    let body = loop {
+        let body = get(serve.port, "/metrics", &[]).unwrap().body;
+        if leak_line(&body).is_none() {
+            break body;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "the sawtooth's series stayed after its drop");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(common_alive(pid[0]), "withdrawn while the sawtooth lives, not at its exit");
+    assert!(!body.contains("pid=\""), "no pid label left:\n{body}");
+    assert_eq!(value(&body, "agent_leak_verdicts_total{group=\"sawtooth\"}"), Some(1.0), "{body}");
+    assert_eq!(serve.stop(Duration::from_secs(10)), 0);
+    let _ = w.kill();
+    let _ = w.wait();
+}
+
+fn common_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+}
