@@ -21,6 +21,7 @@ use crate::fault::user_fault;
 
 #[perf_event]
 pub fn page_fault_perf(ctx: PerfEventContext) -> u32 {
-    // A direct context load: the verifier rewrites it to the sample's address.
+    // A direct context load: the verifier rewrites it to the sample's address. Its offset is
+    // past the architecture's register block (aya-ebpf's bindings of the build's target arch).
     user_fault(|| Some((unsafe { (*ctx.ctx).addr }, 0)))
 }

@@ -33,10 +33,8 @@ fn both_fault_sources_count_the_same_pages() {
     let mib = 16;
     let want = mib * MIB_PAGES as i64;
     for source in ["perf", "tracepoint"] {
-        let (recs, code) = watch_workload(
-            &["--fault-source", source],
-            &["anon", "--mib", &mib.to_string(), "--hold", "0.2"],
-        );
+        let (recs, code) =
+            watch_workload(&["--fault-source", source], &["anon", "--mib", &mib.to_string(), "--hold", "0.2"]);
         assert_eq!(code, 0, "{source}");
         let start = &of_type(&recs, "start")[0];
         let hooks: Vec<&str> = start["hooks"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
@@ -57,7 +55,12 @@ fn both_fault_sources_count_the_same_pages() {
         assert!(!shared);
         assert_within(&format!("{source}: pages of the anon mapping"), pages, want, 2.0);
         let m = p["mappings"].as_array().unwrap().iter().find(|m| m["mapping"].as_str().unwrap().starts_with("anon@"));
-        assert_within(&format!("{source}: faults of the anon mapping"), m.unwrap()["faults"].as_i64().unwrap(), want, 5.0);
+        assert_within(
+            &format!("{source}: faults of the anon mapping"),
+            m.unwrap()["faults"].as_i64().unwrap(),
+            want,
+            5.0,
+        );
         let total = p["faults"].as_i64().unwrap();
         assert!(total >= want && total < want + want / 5, "{source}: faults of the pid: {total} for {want} pages");
         assert_eq!(summary(&recs)["lost_events"], 0, "{source}");

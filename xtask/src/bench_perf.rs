@@ -1,8 +1,9 @@
 //! The bench's fault-source part: the fault storm under `agent watch --fault-source tracepoint`
 //! and `--fault-source perf`, alternated, wall-time medians and ranges; then one storm each with
 //! `--bpf-stats` for the eBPF time per fault (all programs, and the fault program alone). The
-//! perf source's wall time also holds the perf core's own work per event (software-event lookup,
-//! sample setup), which the BPF statistics do not count.
+//! perf source's wall and CPU time also hold the perf core's own work per event (software-event
+//! lookup, sample setup), which the BPF statistics do not count; the storm's CPU time (user +
+//! sys) is the steadier of the two on a shared machine.
 use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
@@ -33,6 +34,10 @@ fn storm_under(source: &str, extra: &[&str]) -> Result<(StormReport, serde_json:
     Ok((report.read()?, summary))
 }
 
+fn range(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)))
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -43,6 +48,7 @@ fn median(v: &[f64]) -> f64 {
 pub fn run() -> Result<String> {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut walls = [Vec::new(), Vec::new()];
+    let mut cpus = [Vec::new(), Vec::new()];
     let mut faults = [0u64; 2];
     for round in 0..rounds {
         for i in 0..2 {
@@ -51,21 +57,23 @@ pub fn run() -> Result<String> {
             let (storm, summary) = storm_under(SOURCES[k], &[])?;
             let lost = summary["lost_events"].as_u64().unwrap_or(0);
             eprintln!(
-                "bench: round {} fault source {:<10} {:.3}s ({} faults, {lost} lost)",
+                "bench: round {} fault source {:<10} {:.3}s, CPU {:.3}s ({} faults, {lost} lost)",
                 round + 1,
                 SOURCES[k],
                 storm.wall_s,
+                storm.cpu_s,
                 storm.faults
             );
             walls[k].push(storm.wall_s);
+            cpus[k].push(storm.cpu_s);
             faults[k] = storm.faults;
         }
     }
     let mut out = format!(
         "\n## Fault sources\n\nThe fault storm under `agent watch --fault-source tracepoint` and `--fault-source perf` \
          (the software page-faults perf event, one per CPU), {rounds} alternated runs each.\n\n\
-         | fault source | median s | range s | ns per fault, all programs | ns per fault, fault program |\n\
-         |---|---|---|---|---|\n"
+         | fault source | median s | range s | storm CPU s (median, range) | ns per fault, all programs | ns per fault, fault program |\n\
+         |---|---|---|---|---|---|\n"
     );
     let mut ns = [(0.0, 0.0); 2];
     for k in 0..2 {
@@ -79,21 +87,25 @@ pub fn run() -> Result<String> {
             bail!("--fault-source {}: no run statistics of {fault_prog} in {progs:?}", SOURCES[k]);
         }
         ns[k] = (all / storm.faults as f64, own / storm.faults as f64);
-        let (lo, hi) = walls[k].iter().fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        let (lo, hi) = range(&walls[k]);
+        let (clo, chi) = range(&cpus[k]);
         out += &format!(
-            "| {} | {:.3} | {lo:.3}-{hi:.3} | {:.0} | {:.0} |\n",
+            "| {} | {:.3} | {lo:.3}-{hi:.3} | {:.3} ({clo:.3}-{chi:.3}) | {:.0} | {:.0} |\n",
             SOURCES[k],
             median(&walls[k]),
+            median(&cpus[k]),
             ns[k].0,
             ns[k].1
         );
     }
     out += &format!(
         "\nStorm faults per run: {} (tracepoint), {} (perf).\n\nfault-source perf/tracepoint wall: {:.2}\n\
+         fault-source perf/tracepoint storm cpu: {:.2}\n\
          fault-source perf/tracepoint ebpf ns per fault: {:.2}\n",
         faults[0],
         faults[1],
         median(&walls[1]) / median(&walls[0]),
+        median(&cpus[1]) / median(&cpus[0]),
         ns[1].0 / ns[0].0
     );
     Ok(out)

@@ -25,7 +25,8 @@ pub const PERF_PROGRAM: &str = "page_fault_perf";
 /// How the perf source shows in the `start` record's hooks.
 pub const PERF_HOOK: &str = "perf:page-faults";
 /// What the perf source cannot see, in the `start` record's `missing_hooks`.
-pub const PERF_LOSES: &str = "copy-on-write (the perf fault source has no fault error code: a write that copies a page \
+pub const PERF_LOSES: &str =
+    "copy-on-write (the perf fault source has no fault error code: a write that copies a page \
      shared with a fork partner is not told from other faults, so `cow` stays 0 and growth by copy-on-write alone is \
      not flagged; --fault-source tracepoint (x86) counts it)";
 
@@ -55,7 +56,11 @@ pub struct PerfFaults {
 
 /// Load `page_fault_perf` and attach it to a page-fault event on every online CPU; the
 /// `start` record's hooks get [`PERF_HOOK`], its missing hooks what the source cannot see.
-pub fn attach_perf(ebpf: &mut Ebpf, hooks: &mut Vec<String>, missing: &mut Vec<String>) -> Result<PerfFaults, AgentError> {
+pub fn attach_perf(
+    ebpf: &mut Ebpf,
+    hooks: &mut Vec<String>,
+    missing: &mut Vec<String>,
+) -> Result<PerfFaults, AgentError> {
     let prog: &mut PerfEvent = ebpf
         .program_mut(PERF_PROGRAM)
         .ok_or_else(|| AgentError::Load(format!("program {PERF_PROGRAM} not in the object")))?
@@ -126,7 +131,14 @@ fn open_page_faults(cpu: u32) -> Result<OwnedFd, AgentError> {
     // SAFETY: perf_event_open reads `attr` (its size given in the struct); pid -1 with a cpu is
     // every task on that cpu; no group.
     let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, -1, cpu as libc::c_int, -1, PERF_FLAG_FD_CLOEXEC)
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1,
+            cpu as libc::c_int,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
     };
     if fd < 0 {
         return Err(open_error(std::io::Error::last_os_error(), cpu));
