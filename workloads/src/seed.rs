@@ -56,6 +56,12 @@ fn every_eighth(start: Instant, total: Duration, mut step: impl FnMut(usize)) {
     }
 }
 
+/// Say when a leaker starts (seconds since the epoch), for the bench's time to flag.
+fn leaking(name: &str) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    eprintln!("wl-seed: {name} leaking from {:.3}", now.as_secs_f64());
+}
+
 fn memfd(name: &str, flags: u32) -> i32 {
     let c = std::ffi::CString::new(name).expect("no NUL");
     // SAFETY: a valid C string.
@@ -94,10 +100,11 @@ pub fn run(s: Seed) -> i32 {
             })
         })
         .collect();
-    let leaker = |name: &str, f: Box<dyn Fn(usize)>| {
+    let leaker = |name: &'static str, f: Box<dyn Fn(usize)>| {
         fork_child(name, move || {
             read_all(seg_addr as *mut u8, seg_len);
             std::thread::sleep(start_leak);
+            leaking(name);
             every_eighth(Instant::now(), total.saturating_sub(start_leak), f);
         })
     };
@@ -117,6 +124,7 @@ pub fn run(s: Seed) -> i32 {
                     read_all(seg_addr as *mut u8, seg_len);
                     let p = map_fd(memfd("seed-huge", libc::MFD_HUGETLB | libc::MFD_HUGE_2MB), max);
                     std::thread::sleep(start_leak);
+                    leaking("huge-leaker");
                     every_eighth(Instant::now(), total.saturating_sub(start_leak), |i| {
                         if i % per.max(1) == 0 && (i / per.max(1) + 1) * huge <= max {
                             // SAFETY: inside the mapping.

@@ -250,6 +250,9 @@ pub fn run() -> Result<()> {
         sys.median("agent") / sys.median("floor"),
         redis.ranges("req/s"),
     );
+    if std::env::var("BENCH_STORM_ONLY").is_err() {
+        rest += &crate::bench_seed::run()?;
+    }
     let line = [
         format!("syscall-storm agent/bare: {:.2}", sys.median("agent") / sys.median("bare")),
         format!("redis agent/bare rps: {:.2}", redis.median("agent") / redis.median("bare")),

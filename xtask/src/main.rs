@@ -3,6 +3,7 @@ mod bench;
 mod bench_perf;
 mod bench_run;
 mod bench_scale;
+mod bench_seed;
 mod bench_syscall;
 mod dist;
 mod fuzz;
@@ -36,7 +37,10 @@ enum Cmd {
         args: Vec<String>,
     },
     /// The fault-storm benchmark: bare vs floor (noop programs) vs agent; writes BENCHMARKS.md.
-    Bench,
+    Bench {
+        /// Run one part alone and print it: `seed-scale`.
+        part: Option<String>,
+    },
     /// The release agent, its completions and man pages, the systemd unit and the Prometheus
     /// rules, in target/dist/.
     Dist,
@@ -113,7 +117,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let first = status(c, "cargo test");
             first.and(test_perf::run(&args))
         }
-        Cmd::Bench => {
+        Cmd::Bench { part } => {
             if !is_root() {
                 bail!("the benchmark attaches eBPF programs: run it as root (sudo -E cargo xtask bench)");
             }
@@ -125,7 +129,11 @@ fn run(cmd: Cmd) -> Result<()> {
             let mut c = cargo();
             c.args(["build", "--release", "-p", "workloads"]);
             status(c, "cargo build --release -p workloads")?;
-            bench::run()
+            match part.as_deref() {
+                None => bench::run(),
+                Some("seed-scale") => bench_seed::run_alone(),
+                Some(p) => bail!("no bench part {p}: the one that runs alone is seed-scale"),
+            }
         }
         Cmd::Dist => dist::dist().map(drop),
         Cmd::Install { root } => dist::install(&root),
