@@ -2,6 +2,7 @@
 //! the real `promtool check metrics` passes clean, OpenMetrics), `/healthz`, a SIGTERM while
 //! being scraped, the bad inputs a user can give, and the shipped alert rules checked and
 //! unit-tested by the real promtool.
+mod cgroup_util;
 mod common;
 mod serve_util;
 
@@ -284,4 +285,34 @@ fn a_withdrawn_verdict_takes_its_series_away_while_the_process_lives() {
 fn common_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn cgroup_target_serves_its_members_grouped_by_cgroup() {
+    if !common::ebpf_available("cgroup_target_serves_its_members_grouped_by_cgroup") {
+        return;
+    }
+    let cg = cgroup_util::TestCgroup::v2("serve");
+    // A member moved in before the start (the shell moves itself in, then execs).
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} anon --mib 8 --hold 30 --wait-stdin",
+        cg.path(),
+        common::workloads().display()
+    );
+    let mut w = Command::new("sh").args(["-c", &script]).stdin(Stdio::piped()).spawn().expect("member");
+    let t = Instant::now();
+    while !cg.procs().contains(&(w.id() as i32)) {
+        assert!(t.elapsed() < Duration::from_secs(5), "the member did not join {}", cg.path());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut serve = Serving::start(&["--cgroup", cg.path(), "--group-by", "cgroup", "--interval", "0.5"]);
+    scrape_until(serve.port, &format!("agent_processes{{group=\"{}\"}}", cg.rel), |v| v == 1.0);
+    std::io::Write::write_all(w.stdin.as_mut().unwrap(), b"g").unwrap();
+    let series = format!("agent_faulted_bytes_total{{group=\"{}\",kind=\"anon\"}}", cg.rel);
+    let body = scrape_until(serve.port, &series, |v| v >= 8.0 * 1048576.0);
+    let mib = value(&body, &series).unwrap() / 1048576.0;
+    assert!(mib < 8.5, "{mib:.2} MiB faulted for 8 MiB written");
+    assert_eq!(serve.stop(Duration::from_secs(10)), 0);
+    let _ = w.kill();
+    let _ = w.wait();
 }
