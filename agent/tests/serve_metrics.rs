@@ -153,7 +153,23 @@ fn scrape_negotiates_formats_passes_promtool_and_survives_sigterm() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
-    let code = serve.stop(Duration::from_secs(10));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
+    // /healthz stops saying 200 as soon as the stop begins (503, then refused).
+    loop {
+        match get(serve.port, "/healthz", &[]) {
+            Ok(r) if r.status == 200 => {
+                assert!(t.elapsed() < Duration::from_millis(500), "/healthz still 200 {:?} after SIGTERM", t.elapsed())
+            }
+            Ok(r) => {
+                assert_eq!(r.status, 503);
+                break;
+            }
+            Err(_) => break,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let code = serve.wait(Duration::from_secs(10));
     let took = t.elapsed();
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
