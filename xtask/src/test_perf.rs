@@ -13,11 +13,13 @@ const TESTS: &[&str] =
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut c = cargo();
-    c.env("AGENT_FAULT_SOURCE", "perf").args(["test", "-p", "agent", "--no-fail-fast"]);
+    // The first pass's package selection, so that the same test binaries (agent built with the
+    // `floor` feature workloads turns on) are run again, not rebuilt.
+    c.env("AGENT_FAULT_SOURCE", "perf").args(["test", "--workspace", "--exclude", "agent-ebpf", "--no-fail-fast"]);
     for t in TESTS {
         c.args(["--test", t]);
     }
     c.arg("--").arg("--test-threads=1").args(args);
-    eprintln!("xtask: the fault-attribution tests again with the perf fault source: AGENT_FAULT_SOURCE=perf cargo test -p agent --test {} -- --test-threads=1", TESTS.join(" --test "));
+    eprintln!("xtask: the fault-attribution tests again with the perf fault source: AGENT_FAULT_SOURCE=perf cargo test --workspace --exclude agent-ebpf --test {} -- --test-threads=1", TESTS.join(" --test "));
     status(c, "cargo test (AGENT_FAULT_SOURCE=perf)")
 }
