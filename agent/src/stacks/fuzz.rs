@@ -56,6 +56,8 @@ pub struct FuzzReport {
     /// How the lost helpers ended, by exit status or signal.
     pub endings: std::collections::BTreeMap<String, u64>,
     pub wall_s: f64,
+    /// This process's peak RSS (VmHWM): what the agent's side kept over the run.
+    pub agent_peak_rss_kib: u64,
 }
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -268,6 +270,12 @@ pub fn run(args: FuzzArgs) -> anyhow::Result<i32> {
     }
     rep.helper = helper.stats;
     rep.endings = helper.endings.clone();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rep.agent_peak_rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
     rep.wall_s = (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     println!("{}", serde_json::to_string(&rep)?);
     Ok(0)
