@@ -38,7 +38,7 @@ enum Cmd {
     },
     /// The fault-storm benchmark: bare vs floor (noop programs) vs agent; writes BENCHMARKS.md.
     Bench {
-        /// Run one part alone and print it: `seed-scale`.
+        /// Run one part alone and print it: `seed-scale`, `fault-source`.
         part: Option<String>,
     },
     /// The release agent, its completions and man pages, the systemd unit and the Prometheus
@@ -132,7 +132,8 @@ fn run(cmd: Cmd) -> Result<()> {
             match part.as_deref() {
                 None => bench::run(),
                 Some("seed-scale") => bench_seed::run_alone(),
-                Some(p) => bail!("no bench part {p}: the one that runs alone is seed-scale"),
+                Some("fault-source") => bench_perf::run().map(|s| println!("{s}")),
+                Some(p) => bail!("no bench part {p}: the ones that run alone are seed-scale and fault-source"),
             }
         }
         Cmd::Dist => dist::dist().map(drop),
