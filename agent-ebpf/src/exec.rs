@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    cgroup, proc_event,
+    cgroup, comm_join, proc_event,
     state::{field, g, is_watched, now, pid_tgid, reserve, submit_flags},
 };
 
@@ -46,8 +46,9 @@ const AT_SYSINFO_EHDR: u64 = 33;
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = pid_tgid();
-    // `--cgroup` (v2): a process in a watched cgroup joins at its exec.
-    if !is_watched(tgid) && !cgroup::joins(tgid, tid) {
+    // `--cgroup` (v2): a process in a watched cgroup joins at its exec; `serve --comm`: one
+    // that execs under a watched name.
+    if !is_watched(tgid) && !cgroup::joins(tgid, tid) && !comm_join::joins(tgid, tid) {
         return 0;
     }
     proc_event::emit(EventKind::Exec, tgid, tid, tgid, 0);

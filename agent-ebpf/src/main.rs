@@ -5,6 +5,7 @@
 mod state;
 
 mod cgroup;
+mod comm_join;
 mod exec;
 mod exit;
 mod fault;

@@ -332,3 +332,36 @@ fn cgroup_target_serves_its_members_grouped_by_cgroup() {
     let _ = w.kill();
     let _ = w.wait();
 }
+
+#[test]
+fn comm_target_counts_a_process_that_execs_under_the_name_and_exits_within_an_interval() {
+    if !common::ebpf_available("comm_target_counts_a_process_that_execs_under_the_name_and_exits_within_an_interval") {
+        return;
+    }
+    // It execs as `workloads` (the kernel's comm at exec), writes 8 MiB and exits at once: well
+    // within one 2 s interval, so only the kernel's join at exec can see it.
+    let mut serve = Serving::start(&["--comm", "workloads", "--group-by", "tree", "--interval", "2"]);
+    let mut w =
+        Command::new(common::workloads()).args(["anon", "--mib", "8", "--hold", "0"]).spawn().expect("workload");
+    let pid = w.id();
+    assert!(w.wait().unwrap().success());
+    // Its tree's group is `comm:pid` of the workload.
+    let suffix = format!(":{pid}\",kind=\"anon\"}} ");
+    let t = Instant::now();
+    let line = loop {
+        let body = get(serve.port, "/metrics", &[]).unwrap().body;
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("agent_faulted_bytes_total{") && l.contains(&suffix))
+            .map(str::to_string);
+        if let Some(l) = line {
+            break l;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no faults of the short-lived workload {pid}:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mib = line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() / 1048576.0;
+    // The 8 MiB, and what the process's start wrote since its exec (loader, runtime, heap).
+    assert!((8.0..10.0).contains(&mib), "{mib:.2} MiB faulted for 8 MiB written: {line}");
+    assert_eq!(serve.stop(Duration::from_secs(10)), 0);
+}

@@ -148,6 +148,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let mut bpf = BpfMaps::take(&mut loaded.ebpf)?;
     let mut ledger = Ledger::new(Box::new(Procfs));
     let (pids, roots, cgroup_watch) = if cgroups.is_empty() {
+        targets.watch_names(&mut loaded.ebpf)?;
         let (pids, roots) = targets.start(&mut ledger, &mut bpf)?;
         (pids, roots, None)
     } else {

@@ -157,6 +157,39 @@ impl ServeSink {
         }
     }
 
+    /// A process seen born (forked, or joined at exec) in the record stream: grouped now, so
+    /// that one that lives less than an interval is counted in its group. A tree's child is in
+    /// its parent's group.
+    fn born(&mut self, pid: u32, ppid: u32, comm: &str) {
+        if self.pids.get(&pid).is_some_and(|s| s.gone_at.is_none()) {
+            return;
+        }
+        let group = match self.by {
+            GroupBy::Comm => comm.to_string(),
+            GroupBy::Cgroup => cgroup_of(pid).unwrap_or_else(|| "unknown".into()),
+            GroupBy::Tree => match self.pids.get(&ppid).filter(|_| ppid > 1 && !self.roots.contains(&pid)) {
+                Some(parent) => parent.group.clone(),
+                None => format!("{comm}:{pid}"),
+            },
+        };
+        if let Some(old) = self.pids.remove(&pid) {
+            self.departed(pid, old);
+        }
+        self.pids.insert(pid, PidState { group, comm: comm.to_string(), mem: None, leak: None, gone_at: None });
+    }
+
+    /// Its exit record: its leak series goes now; it is kept until the view after the next for
+    /// the records of its last interval.
+    fn exited(&mut self, pid: u32) {
+        let next = self.views + 1;
+        if let Some(s) = self.pids.get_mut(&pid) {
+            s.gone_at.get_or_insert(next);
+            if let Some(l) = s.leak.take() {
+                self.metrics.leak_rate.remove(&l);
+            }
+        }
+    }
+
     /// A process left (exited, or its number went to another process): its series go. The
     /// place to fold what it leaves behind into its group.
     fn departed(&mut self, _pid: u32, s: PidState) {
@@ -259,6 +292,8 @@ impl Sink for ServeSink {
             Record::Leak { pid, comm, rate_kib_s, mapping, metric, state, .. } => {
                 self.on_leak(*pid, comm, *rate_kib_s, mapping, metric, *state == "flagged")
             }
+            Record::Proc { pid, ppid, comm, event: "fork" | "join", .. } => self.born(*pid, *ppid, comm),
+            Record::Proc { pid, event: "exit", .. } => self.exited(*pid),
             Record::Summary { .. } => self.health.stopping.store(true, Ordering::Release),
             _ => {}
         }

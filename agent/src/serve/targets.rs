@@ -1,10 +1,11 @@
 //! What `serve` watches: `-p PID` trees, `--comm NAME` (every process of that name, now and
 //! later) and `--all` (every process of the host but the agent).
 //!
-//! The kernel follows forks of watched processes itself. A process that takes a watched name
-//! later (exec, or prctl renaming it) is found by a scan of /proc/PID/comm at each interval's
-//! end: its first interval's faults before that are not attributed (its RSS is, seeded from
-//! /proc), and a process that lives less than an interval may be missed.
+//! The kernel follows forks of watched processes itself. A process that execs under a watched
+//! name joins in the kernel at its exec (agent-ebpf `comm_join.rs`: the names are in its
+//! `WATCHED_COMMS` map), so it is watched from its first fault after exec. One renamed by
+//! `prctl(PR_SET_NAME)` makes no event: a scan of /proc/PID/stat at each interval's end finds
+//! it (its faults before that scan are not attributed; its RSS is, seeded from /proc).
 use std::collections::HashSet;
 
 use crate::{attribution::Ledger, error::AgentError, kernel::bpf_maps::BpfMaps, proc_facts};
@@ -47,6 +48,22 @@ impl ServeTargets {
         }
         out.retain(|p| *p != me);
         out
+    }
+
+    /// Tell the kernel the `--comm` names, so that a process that execs under one of them joins
+    /// at its exec. Before the start's scan: an exec in between is not missed.
+    pub fn watch_names(&self, ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
+        if self.comms.is_empty() {
+            return Ok(());
+        }
+        let map = ebpf.map_mut("WATCHED_COMMS").ok_or_else(|| anyhow::anyhow!("WATCHED_COMMS map missing"))?;
+        let mut names: aya::maps::HashMap<_, [u8; 16], u32> = aya::maps::HashMap::try_from(map)?;
+        for c in &self.comms {
+            let mut key = [0u8; 16];
+            key[..c.len()].copy_from_slice(c.as_bytes());
+            names.insert(key, 1, 0)?;
+        }
+        Ok(())
     }
 
     /// Live processes with one of the `--comm` names.
