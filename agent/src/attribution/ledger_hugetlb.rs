@@ -25,7 +25,15 @@ pub struct HugetlbState {
     pub(in crate::attribution) last: Option<MappingId>,
     /// Net base pages its own faults mapped (a release counts down).
     pub(in crate::attribution) own: i64,
+    /// Audits in a row that found nothing new since its counter last moved.
+    pub(in crate::attribution) still: u32,
 }
+
+/// Audits while a process's hugetlb counter moved within this many intervals; after that, one
+/// every `AUDIT_EVERY` (a last fault seen late rather than 0.1 ms per mapper per interval: the
+/// seed's 600 mappers of one hugetlb segment would cost 60 ms a second).
+const AUDIT_RECENT: u32 = 10;
+const AUDIT_EVERY: u32 = 30;
 
 impl Ledger {
     pub fn on_hugetlb(&mut self, e: &HugetlbEvent) {
@@ -33,6 +41,7 @@ impl Ledger {
         let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
         let pages = e.pages - p.hugetlb.accounted;
         p.hugetlb.accounted = e.pages;
+        p.hugetlb.still = 0;
         if pages > 0 {
             let id = p.mapping_of(e.addr, facts);
             credit(p, id, pages);
@@ -41,14 +50,23 @@ impl Ledger {
         }
     }
 
-    /// Each interval's end: the hugetlb counter of every live process that has shown hugetlb
-    /// pages, from /proc, for the pages of a fault whose record has not come yet.
+    /// Each interval's end: the hugetlb counter of the live processes that have shown hugetlb
+    /// pages (each interval while it moves, then now and then), from /proc, for the pages of a
+    /// fault whose record has not come yet.
     pub(super) fn audit_hugetlb(&mut self) {
         let facts = self.facts.as_ref();
         for p in self.procs.values_mut().filter(|p| p.alive && p.hugetlb.last.is_some()) {
+            let h = &mut p.hugetlb;
+            h.still = h.still.saturating_add(1);
+            if h.still > AUDIT_RECENT && h.still % AUDIT_EVERY != 0 {
+                continue;
+            }
             let Some(now) = facts.hugetlb_pages(p.pid) else { continue };
             let pages = now - p.hugetlb.accounted;
             p.hugetlb.accounted = now;
+            if pages != 0 {
+                p.hugetlb.still = 0;
+            }
             if pages > 0 {
                 let id = p.hugetlb.last.clone().expect("filtered");
                 // At least one fault mapped them: its own record will find nothing left.
@@ -186,5 +204,16 @@ mod tests {
         *status.lock().unwrap() = Some(0);
         l.close_interval(&Default::default(), 1.0);
         assert_eq!((l.get(PID).unwrap().total.hugetlb, l.get(PID).unwrap().hugetlb_kib(4096)), (0, Some(0)));
+        // Still for long: audited once every AUDIT_EVERY intervals only.
+        for _ in 0..AUDIT_RECENT {
+            l.close_interval(&Default::default(), 1.0);
+        }
+        *status.lock().unwrap() = Some(512);
+        l.close_interval(&Default::default(), 1.0);
+        assert_eq!(l.get(PID).unwrap().total.hugetlb, 0, "not audited when still");
+        for _ in 0..AUDIT_EVERY {
+            l.close_interval(&Default::default(), 1.0);
+        }
+        assert_eq!(l.get(PID).unwrap().total.hugetlb, 512, "audited now and then");
     }
 }
