@@ -123,10 +123,26 @@ pub fn raise_to(c: &CounterF, total: f64) {
     }
 }
 
-/// The registry in OpenMetrics text (ends with `# EOF`).
+/// The registry in OpenMetrics text (ends with `# EOF`), each family's samples sorted (a
+/// family keeps them in hash order): a scrape reads the same from one time to the next.
 pub fn openmetrics(r: &Registry) -> String {
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, r).expect("encoding into a String cannot fail");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, r).expect("encoding into a String cannot fail");
+    let mut out = String::with_capacity(text.len());
+    let mut samples: Vec<&str> = Vec::new();
+    for l in text.lines() {
+        if l.starts_with('#') {
+            samples.sort_unstable();
+            for s in samples.drain(..) {
+                out.push_str(s);
+                out.push('\n');
+            }
+            out.push_str(l);
+            out.push('\n');
+        } else {
+            samples.push(l);
+        }
+    }
     out
 }
 
@@ -198,6 +214,24 @@ mod tests {
         assert!(text.contains("agent_cpu_seconds_total 1.25\n"), "raise_to never lowers: {text}");
         assert!(text.contains("pid=\"7\""), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn samples_come_sorted_within_their_family() {
+        let (m, r) = sample();
+        for g in ["zsh", "bash", "nginx"] {
+            m.processes.get_or_create(&Group { group: g.into() }).set(1);
+        }
+        let text = openmetrics(&r);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("agent_processes{")).collect();
+        assert_eq!(
+            lines,
+            [
+                "agent_processes{group=\"bash\"} 1",
+                "agent_processes{group=\"nginx\"} 1",
+                "agent_processes{group=\"zsh\"} 1"
+            ]
+        );
     }
 
     #[test]
