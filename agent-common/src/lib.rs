@@ -34,6 +34,9 @@ pub enum EventKind {
     /// cgroup is watched (`--cgroup`); see [`ProcEvent`] (`pid` is the process). Comes before
     /// the fork or exec record that found it.
     Join = 10,
+    /// A watched process was moved out of the watched cgroups (`--cgroup`,
+    /// `cgroup:cgroup_attach_task`) and left the watched set; see [`ProcEvent`].
+    Leave = 12,
     /// A watched process's hugetlb mappings changed (`mm->hugetlb_usage` moved) over a user
     /// fault that changed no rss counter; see [`HugetlbEvent`].
     Hugetlb = 11,
@@ -53,6 +56,7 @@ impl TryFrom<u32> for EventKind {
             8 => Self::Cow,
             9 => Self::ExecMm,
             10 => Self::Join,
+            12 => Self::Leave,
             11 => Self::Hugetlb,
             other => return Err(other),
         })
@@ -396,6 +400,13 @@ pub mod names {
     pub const TASKS: &str = "TASKS";
     pub const WATCHED_CGROUPS: &str = "WATCHED_CGROUPS";
     pub const SHMEM_PAGES: &str = "SHMEM_PAGES";
+}
+
+/// Key of `WATCHED_CGROUPS`: a cgroup's id (its directory's inode number) with its hierarchy id
+/// (0 for v2, as `/proc/PID/cgroup` numbers them) in the top byte.
+#[inline(always)]
+pub const fn cgroup_key(root: u32, id: u64) -> u64 {
+    id ^ ((root as u64) << 56)
 }
 
 /// Key of `LAST_SIZE`: (mm_id, member).

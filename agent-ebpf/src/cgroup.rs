@@ -24,9 +24,17 @@ use crate::{
 #[unsafe(no_mangle)]
 pub static CGROUP_LEVELS: u32 = 0;
 
-/// Watched v2 cgroup ids (the cgroup directory's inode number) -> 1. Userspace fills it.
+/// Watched cgroups -> 1, by [`key`] of their hierarchy and id (the directory's inode number).
+/// Userspace fills it.
 #[map]
 pub static WATCHED_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+/// The key of a cgroup in [`WATCHED_CGROUPS`]: its id, with its hierarchy (0 for v2) in the top
+/// byte (agent-common `cgroup_key`).
+#[inline(always)]
+pub fn key(root: u32, id: u64) -> u64 {
+    agent_common::cgroup_key(root, id)
+}
 
 /// True when `tgid` (not watched) belongs to a watched cgroup: it is now in WATCHED, and a
 /// `Join` record went to userspace before the caller's own record.

@@ -5,6 +5,7 @@
 mod state;
 
 mod cgroup;
+mod cgroup_attach;
 mod comm_join;
 mod exec;
 mod exit;

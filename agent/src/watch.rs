@@ -129,6 +129,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     };
     load.stacks = args.stacks;
     load.cgroup_levels = cgroup_watch::level_mask(&cgroups);
+    load.cgroup_roots = cgroup_watch::root_mask(&cgroups);
     load.fault_source = args.fault_source;
     let mut loaded = loader::load(&load)?;
     // The programs' diagnostics, read by a task of the runtime for as long as it runs.
@@ -154,11 +155,12 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     if let Some(f) = out.fallback {
         sinks = sinks.with_fallback(f);
     }
+    let moves = loaded.hooks.iter().any(|h| h == "cgroup_attach_task");
     sinks.emit(&Record::Start {
         targets: started.pids,
         hooks: loaded.hooks,
         missing_hooks: loaded.missing,
-        cgroups: cgroups.iter().map(Cgroup::describe).collect(),
+        cgroups: cgroups.iter().map(|c| c.describe_with(moves)).collect(),
     });
     sinks.flush();
     let stream = sinks.failure();

@@ -1,12 +1,13 @@
 //! `--cgroup` on the v2 hierarchy: a process moved into a test cgroup after the watch started is
-//! followed (the kernel joins it at its fork, so its child is watched from its first fault), its
-//! pages attributed; the cgroup record reconciles with memory.stat (on this hybrid machine the
+//! followed (the kernel joins it as it moves, so its child is watched from its first fault; a
+//! process that moves in and execs is joined at its exec), its pages attributed; the cgroup record reconciles with memory.stat (on this hybrid machine the
 //! v1 memory cgroup the members share): anon written by a member within 5% of memory.stat's,
 //! and a 64 MiB tmpfs file written and never mapped under unmapped shmem within 5%, named.
 mod cgroup_util;
 mod common;
 use std::{process::Command, time::Duration};
 
+use agent::kernel::loader::LoadOptions;
 use cgroup_util::TestCgroup;
 use common::*;
 use serde_json::Value;
@@ -37,7 +38,7 @@ fn v2_member_moved_in_after_start_is_followed_and_its_memory_reconciled() {
         "11",
     ]);
     let start = agent.wait_for("start", Duration::from_secs(30));
-    assert!(start["cgroups"][0].as_str().unwrap().contains("v2: joins followed in the kernel"), "{start}");
+    assert!(start["cgroups"][0].as_str().unwrap().contains("v2: moves in and out followed in the kernel"), "{start}");
     assert_eq!(start["targets"].as_array().unwrap().len(), 0, "the cgroup starts empty: {start}");
     // Moved in after the start (it writes its pid to cgroup.procs), then forks at once.
     let st = Command::new(workloads())
@@ -49,7 +50,7 @@ fn v2_member_moved_in_after_start_is_followed_and_its_memory_reconciled() {
     let (recs, code) = agent.finish(Duration::from_secs(30));
     assert_eq!(code, 0);
 
-    // Followed: the parent joined in the kernel at its fork, the child was forked watched.
+    // Followed: the parent joined in the kernel as it moved, the child was forked watched.
     let procs = of_type(&recs, "proc");
     let join = procs.iter().find(|p| p["event"] == "join").unwrap_or_else(|| panic!("no join record: {procs:?}"));
     assert_eq!(join["comm"], "wl-cg-parent");
@@ -102,26 +103,31 @@ fn v2_member_that_execs_after_joining_is_watched_from_its_exec() {
         return;
     }
     let v2 = TestCgroup::v2("exec");
-    let mut agent = Running::start(&[
-        "watch",
-        "--format",
-        "json",
-        "--cgroup",
-        v2.path(),
-        "--interval",
-        "0.5",
-        "--smaps-interval",
-        "1",
-        "--duration",
-        "5",
-    ]);
-    agent.wait_for("start", Duration::from_secs(30));
-    let sub = v2.child("sub");
-    let script =
-        format!("echo $$ > {}/cgroup.procs && exec {} anon --mib 32 --hold 1", sub.path(), workloads().display());
-    assert!(Command::new("sh").args(["-c", &script]).status().unwrap().success());
-    let (recs, code) = agent.finish(Duration::from_secs(30));
-    assert_eq!(code, 0);
+    // Without the move hook, so that the exec program is what finds it.
+    let load = LoadOptions { simulate_missing: vec!["cgroup:cgroup_attach_task".into()], ..LoadOptions::default() };
+    let args = ["--cgroup", v2.path(), "--interval", "0.5", "--smaps-interval", "1", "--duration", "5"];
+    let run = std::thread::spawn({
+        let parent = v2.dir.clone();
+        move || {
+            std::thread::sleep(Duration::from_secs(2));
+            let sub = TestCgroup::under(&parent, "sub");
+            let script = format!(
+                "echo $$ > {}/cgroup.procs && exec {} anon --mib 32 --hold 1",
+                sub.path(),
+                workloads().display()
+            );
+            (Command::new("sh").args(["-c", &script]).status().unwrap(), sub)
+        }
+    });
+    let (res, recs) = watch_in_process(&args, load);
+    let (st, sub) = run.join().unwrap();
+    assert!(st.success());
+    assert_eq!(res, Ok(0));
+    let start = &of_type(&recs, "start")[0];
+    assert!(
+        start["cgroups"][0].as_str().unwrap().contains("v2: joins followed in the kernel at fork and exec"),
+        "{start}"
+    );
     let procs = of_type(&recs, "proc");
     let join = procs.iter().find(|p| p["event"] == "join").unwrap_or_else(|| panic!("no join record: {procs:?}"));
     let pid = &join["pid"];
@@ -132,4 +138,5 @@ fn v2_member_that_execs_after_joining_is_watched_from_its_exec() {
     assert_eq!(p["pid"], *pid);
     // 32 MiB: 8192 pages, and the few its loader and libc add.
     assert_within("exec'd member anon pages", p["pages"]["anon"].as_i64().unwrap(), 8192, 5.0);
+    drop(sub);
 }

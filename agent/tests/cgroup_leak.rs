@@ -43,7 +43,11 @@ fn unmapped_tmpfs_growth_is_a_cgroup_leak_while_no_pid_is_flagged() {
     assert_eq!(l["metric"], "memory.usage_in_bytes");
     assert!(l["stat_line"].as_str().unwrap().ends_with("shmem"), "{l}");
     assert_within("cgroup leak rate KiB/s", l["rate_kib_s"].as_f64().unwrap() as i64, 1024, 25.0);
-    assert!(l["unexplained_kib"].as_f64().unwrap() >= 0.9 * l["growth_kib"].as_f64().unwrap(), "{l}");
+    // Most of the growth is mapped by no member (the verdict wants half), and memory.stat's
+    // shmem line grew by all of it.
+    let growth = l["growth_kib"].as_f64().unwrap();
+    assert!(l["unexplained_kib"].as_f64().unwrap() >= 0.5 * growth, "{l}");
+    assert!(l["stat_growth_kib"].as_f64().unwrap() >= 0.9 * growth, "{l}");
     assert_eq!(l["files"][0], shm.as_str(), "{l}");
     assert!(summary(&recs)["procs"].as_array().unwrap().iter().all(|p| p["leak"] == false));
 }

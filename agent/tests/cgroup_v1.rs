@@ -1,20 +1,61 @@
-//! `--cgroup` on a v1 path (the memory controller's): membership is cgroup.procs, re-read every
-//! interval (and `start` says so). A process that joins is watched; one that leaves is no longer
-//! reported: a `left` record, then none of its faults. A path that is not a cgroup is one line.
+//! `--cgroup` on a v1 path (the memory controller's). The kernel reports moves between cgroups
+//! on any hierarchy (`cgroup:cgroup_attach_task`): a process that moves itself in is watched at
+//! once, so the child it forks next is followed from its first fault, and one that moves out is
+//! dropped at once: a `left` record, and none of what it does after. Without that hook, joins and
+//! departures come from cgroup.procs, re-read every interval (and `start` says which). A path
+//! that is not a cgroup is one line.
 mod cgroup_util;
 mod common;
 use std::{process::Command, time::Duration};
 
+use agent::kernel::loader::LoadOptions;
 use cgroup_util::{own_memory_cgroup, TestCgroup, MEMORY};
 use common::*;
+use serde_json::Value;
+
+/// The workload: joins `cg`, its child writes 16 MiB after `delay` s, leaves after 0.5 s more,
+/// waits `wait` s, writes 32 MiB outside, holds 2 s.
+fn member(cg: &TestCgroup, delay: &str, wait: &str) -> Command {
+    let back = format!("{MEMORY}{}", own_memory_cgroup());
+    let mut c = Command::new(workloads());
+    c.args(["cgmember", "--join", cg.path(), "--delay-s", delay, "--anon-mib", "16", "--leave-to", &back]).args([
+        "--leave-after-s",
+        "0.5",
+        "--after-leave-wait-s",
+        wait,
+        "--after-leave-mib",
+        "32",
+        "--hold-s",
+        "2",
+    ]);
+    c
+}
+
+/// The child left: a `left` record, no faults record of it after the interval that closes next
+/// (that one holds what it did before it left), and only its 16 MiB inside (4096 pages) in its
+/// summary.
+fn check_left(recs: &[Value]) {
+    let procs = of_type(recs, "proc");
+    let child = proc_by_comm(recs, "wl-cg-child");
+    let pid = child["pid"].as_u64().unwrap();
+    let left = procs.iter().find(|p| p["event"] == "left" && p["pid"] == pid).unwrap_or_else(|| panic!("{procs:?}"));
+    let left_ts = left["ts"].as_f64().unwrap();
+    let late: Vec<_> = of_type(recs, "faults")
+        .into_iter()
+        .filter(|f| f["pid"] == pid && f["ts"].as_f64().unwrap() > left_ts + 0.6)
+        .collect();
+    assert!(late.is_empty(), "faults after it left at {left_ts}: {late:?}");
+    assert_within("child anon pages (the 16 MiB inside only)", child["pages"]["anon"].as_i64().unwrap(), 4096, 5.0);
+    // The parent stayed: reported until its exit.
+    assert!(procs.iter().any(|p| p["event"] == "exit" && p["comm"] == "wl-cg-parent"), "{procs:?}");
+}
 
 #[test]
-fn v1_joins_are_polled_and_a_process_that_leaves_is_no_longer_reported() {
-    if !ebpf_available("cgroup_v1_leave") {
+fn v1_moves_in_and_out_are_followed_in_the_kernel() {
+    if !ebpf_available("cgroup_v1_moves") {
         return;
     }
-    let cg = TestCgroup::v1_memory("leave");
-    let back = format!("{MEMORY}{}", own_memory_cgroup());
+    let cg = TestCgroup::v1_memory("moves");
     let mut agent = Running::start(&[
         "watch",
         "--format",
@@ -26,40 +67,50 @@ fn v1_joins_are_polled_and_a_process_that_leaves_is_no_longer_reported() {
         "--smaps-interval",
         "1",
         "--duration",
-        "10",
+        "7",
     ]);
     let start = agent.wait_for("start", Duration::from_secs(30));
-    assert!(start["cgroups"][0].as_str().unwrap().contains("cgroup.procs re-read every interval"), "{start}");
-    // The child writes 16 MiB 1.5 s after joining (a poll has found it by then), leaves, and
-    // 1.5 s later (a poll has seen it go: on v1 that takes up to an interval) writes 32 MiB
-    // outside.
-    let st = Command::new(workloads())
-        .args(["cgmember", "--join", cg.path(), "--delay-s", "1.5", "--anon-mib", "16"])
-        .args(["--leave-to", &back, "--leave-after-s", "0.5", "--after-leave-wait-s", "1.5", "--after-leave-mib", "32"])
-        .args(["--hold-s", "2"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    assert!(start["cgroups"][0].as_str().unwrap().contains("moves in and out followed in the kernel"), "{start}");
+    // No delay: the child forked right after the move writes at once; and writes 32 MiB right
+    // after it moved out.
+    assert!(member(&cg, "0", "0").status().unwrap().success());
     let (recs, code) = agent.finish(Duration::from_secs(30));
     assert_eq!(code, 0);
+    let procs = of_type(&recs, "proc");
+    let join =
+        procs.iter().position(|p| p["event"] == "join" && p["comm"] == "wl-cg-parent").expect("the parent joined");
+    let fork = procs.iter().position(|p| p["event"] == "fork" && p["ppid"] == procs[join]["pid"]).expect("its fork");
+    assert!(join < fork, "{procs:?}");
+    check_left(&recs);
+}
 
+#[test]
+fn without_the_move_hook_v1_membership_is_polled() {
+    if !ebpf_available("cgroup_v1_polled") {
+        return;
+    }
+    let cg = TestCgroup::v1_memory("polled");
+    let args = ["--cgroup", cg.path(), "--interval", "0.5", "--smaps-interval", "1", "--duration", "9"];
+    let load = LoadOptions { simulate_missing: vec!["cgroup:cgroup_attach_task".into()], ..LoadOptions::default() };
+    // The child writes 1.5 s after joining (a poll has found it by then), and 1.5 s after
+    // leaving (a poll has seen it go).
+    let run = std::thread::spawn({
+        let mut c = member(&cg, "1.5", "1.5");
+        move || {
+            std::thread::sleep(Duration::from_secs(2));
+            c.status().unwrap()
+        }
+    });
+    let (res, recs) = watch_in_process(&args, load);
+    assert!(run.join().unwrap().success());
+    assert_eq!(res, Ok(0));
+    let start = &of_type(&recs, "start")[0];
+    assert!(start["cgroups"][0].as_str().unwrap().contains("no BPF cgroup id at fork and exec on v1"), "{start}");
     let procs = of_type(&recs, "proc");
     let joined: Vec<&str> =
         procs.iter().filter(|p| p["event"] == "join").map(|p| p["comm"].as_str().unwrap()).collect();
     assert!(joined.contains(&"wl-cg-child"), "joins found by polling: {procs:?}");
-    let child = proc_by_comm(&recs, "wl-cg-child");
-    let pid = child["pid"].as_u64().unwrap();
-    let left = procs.iter().find(|p| p["event"] == "left" && p["pid"] == pid).unwrap_or_else(|| panic!("{procs:?}"));
-    let left_ts = left["ts"].as_f64().unwrap();
-    // No longer reported: no faults record of it after it left (the 32 MiB outside).
-    let late: Vec<_> = of_type(&recs, "faults")
-        .into_iter()
-        .filter(|f| f["pid"] == pid && f["ts"].as_f64().unwrap() > left_ts + 0.6)
-        .collect();
-    assert!(late.is_empty(), "faults after it left at {left_ts}: {late:?}");
-    assert_within("child anon pages (the 16 MiB inside only)", child["pages"]["anon"].as_i64().unwrap(), 4096, 5.0);
-    // The parent stayed: reported until its exit.
-    assert!(procs.iter().any(|p| p["event"] == "exit" && p["comm"] == "wl-cg-parent"), "{procs:?}");
+    check_left(&recs);
 }
 
 #[test]

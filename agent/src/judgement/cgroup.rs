@@ -240,6 +240,7 @@ mod tests {
             rel: "/t".into(),
             mount: "/sys/fs/cgroup/memory".into(),
             hierarchy: Hierarchy::V1 { controllers: vec!["memory".into()] },
+            hierarchy_id: 4,
         };
         let m = files(false, "total_cache 80\ntotal_rss 30\ntotal_shmem 70\n", 120, Some(10));
         let e = Explained { anon_bytes: 30, shmem_bytes: 20, file_bytes: 15 };

@@ -20,6 +20,7 @@ pub enum Event {
     Cow(CowEvent),
     ExecMm(ExecMmEvent),
     Join(ProcEvent),
+    Leave(ProcEvent),
     Hugetlb(HugetlbEvent),
 }
 
@@ -52,6 +53,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Cow => read(buf, "cow event").map(Event::Cow),
         EventKind::ExecMm => read(buf, "exec mm event").map(Event::ExecMm),
         EventKind::Join => read(buf, "proc event").map(Event::Join),
+        EventKind::Leave => read(buf, "proc event").map(Event::Leave),
         EventKind::Hugetlb => read(buf, "hugetlb event").map(Event::Hugetlb),
     }
 }

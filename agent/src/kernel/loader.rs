@@ -70,6 +70,15 @@ pub const HOOKS: &[Hook] = &[
     sys_exit("sys_exit_open"),
     sys_exit("sys_exit_openat"),
     sys_exit("sys_exit_openat2"),
+    // `--cgroup`: moves into and out of watched cgroups, on any hierarchy (agent-ebpf
+    // cgroup_attach.rs; returns at once without --cgroup).
+    Hook {
+        program: "cgroup_attach",
+        category: "cgroup",
+        name: "cgroup_attach_task",
+        essential: false,
+        fields: &[("ATTACH_ROOT", "dst_root"), ("ATTACH_ID", "dst_id"), ("ATTACH_PID", "pid")],
+    },
     Hook {
         program: "page_fault_kernel",
         category: "exceptions",
@@ -135,6 +144,9 @@ pub struct LoadOptions {
     /// `--cgroup` on v2: bit L set when a watched cgroup is at level L (0: none; see agent-ebpf
     /// cgroup.rs).
     pub cgroup_levels: u32,
+    /// `--cgroup`: bit R set when hierarchy R (0: v2) holds a watched cgroup (0: none; see
+    /// agent-ebpf cgroup_attach.rs).
+    pub cgroup_roots: u32,
 }
 
 pub struct Loaded {
@@ -243,6 +255,7 @@ fn load_object(
     let stacks_on = u32::from(opts.stacks);
     loader.override_global("STACKS_ON", &stacks_on, own_globals);
     loader.override_global("CGROUP_LEVELS", &opts.cgroup_levels, own_globals);
+    loader.override_global("CGROUP_ROOTS", &opts.cgroup_roots, own_globals);
     for (name, entries) in &opts.map_sizes {
         loader.map_max_entries(name, *entries);
     }

@@ -192,6 +192,7 @@ impl Pipeline {
                     Some(r)
                 }
                 Ok(Event::Join(e)) => self.on_join(&e),
+                Ok(Event::Leave(e)) => self.on_leave(&e),
                 Ok(Event::ExecMm(e)) => {
                     self.ledger.on_exec_mm(&e);
                     None

@@ -55,6 +55,22 @@ impl Pipeline {
         self.ledger.on_join(e)
     }
 
+    /// The kernel's `Leave` record: a watched process moved out of the watched cgroups (the
+    /// kernel dropped it from its watched set). One still inside (a cgroup created under a
+    /// watched one since the map was filled) is watched again.
+    pub(super) fn on_leave(&mut self, e: &ProcEvent) -> Option<Record> {
+        let c = self.cgroups.as_mut()?;
+        if !self.ledger.get(e.pid).is_some_and(|p| p.alive) {
+            return None;
+        }
+        if c.watch.still_member(e.pid) {
+            let _ = self.kernel.bpf.watch(e.pid);
+            return None;
+        }
+        self.left(e.pid);
+        None
+    }
+
     /// Membership at an interval's end: joins the kernel did not see, and departures.
     pub(super) fn cgroup_poll(&mut self) {
         let Some(c) = self.cgroups.as_mut() else { return };
@@ -67,16 +83,21 @@ impl Pipeline {
             }
         }
         for pid in poll.left {
-            // Out of the kernel's watched set now (its threads' slots too): nothing more of it
-            // is attributed. Its mms' state goes when an exited process's would.
-            self.kernel.bpf.forget(pid, &[]);
-            self.kernel.bpf.forget_tasks(pid);
-            if let Some(mut r) = self.on_exit(&ProcEvent { pid, ..Default::default() }) {
-                if let Record::Proc { event, .. } = &mut r {
-                    *event = "left";
-                }
-                self.emit_labelled(r);
+            self.left(pid);
+        }
+    }
+
+    /// A process left the watched cgroups: out of the kernel's watched set now (its threads'
+    /// slots too), so nothing more of it is attributed; its mms' state goes when an exited
+    /// process's would. Its record: `proc` with `event: "left"`.
+    fn left(&mut self, pid: u32) {
+        self.kernel.bpf.forget(pid, &[]);
+        self.kernel.bpf.forget_tasks(pid);
+        if let Some(mut r) = self.on_exit(&ProcEvent { pid, ..Default::default() }) {
+            if let Record::Proc { event, .. } = &mut r {
+                *event = "left";
             }
+            self.emit_labelled(r);
         }
     }
 

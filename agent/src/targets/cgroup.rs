@@ -1,13 +1,16 @@
 //! `--cgroup PATH`: the processes of a cgroup directory and of its descendants, existing and
 //! future, on either hierarchy.
 //!
-//! - **v2** (a `cgroup2` mount, here `/sys/fs/cgroup/unified`): the kernel follows members that
-//!   join later by their task's cgroup id (the directory's inode number) at their next fork or
-//!   exec (agent-ebpf `cgroup.rs`); [`Cgroup::kernel_ids`] fills its map. Members that join
-//!   without forking or exec'ing, and members that leave, are seen by re-reading `cgroup.procs`
-//!   at every interval.
-//! - **v1** (a `cgroup` controller mount, e.g. `/sys/fs/cgroup/memory`): BPF has no cgroup id for
-//!   that hierarchy, so membership is `cgroup.procs`, re-read at every interval.
+//! - **Moves** (a write to `cgroup.procs`: `docker exec`, `systemd-run --scope`), on either
+//!   hierarchy: `cgroup:cgroup_attach_task` names the destination's hierarchy and id, and the
+//!   kernel joins or drops the process as it moves (agent-ebpf `cgroup_attach.rs`).
+//! - **v2** (a `cgroup2` mount, here `/sys/fs/cgroup/unified`): also at fork and exec, by the
+//!   task's cgroup id or an ancestor's at a watched level (agent-ebpf `cgroup.rs`), which covers
+//!   cgroups created under a watched one since the map was filled. BPF has no such id for a v1
+//!   hierarchy at fork and exec.
+//! - Both: `cgroup.procs` re-read at every interval (descendants included), for what the kernel
+//!   did not see (the hook missing, a map full) and departures; [`Cgroup::kernel_keys`] fills
+//!   the kernel's map.
 //!
 //! Pure parsing (mountinfo, `/proc/PID/cgroup`) is kept apart from the reads, and tested.
 use std::{
@@ -39,6 +42,8 @@ pub struct Cgroup {
     /// Where its hierarchy is mounted.
     pub mount: PathBuf,
     pub hierarchy: Hierarchy,
+    /// Its hierarchy's id, as `/proc/PID/cgroup` and the kernel number it (0: v2).
+    pub hierarchy_id: u32,
 }
 
 /// One cgroup mount of `/proc/self/mountinfo`.
@@ -142,28 +147,39 @@ impl Cgroup {
         let base = m.root.trim_end_matches('/');
         let rel = format!("{base}/{}", inside.display());
         let rel = if rel.len() > 1 { rel.trim_end_matches('/').to_string() } else { rel };
-        Ok(Cgroup { dir, rel, mount: m.point, hierarchy: m.hierarchy })
+        let own = parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+        let hierarchy_id = hierarchy_id(&m.hierarchy, &own).ok_or_else(|| {
+            AgentError::Usage(format!("--cgroup {}: its hierarchy is not in /proc/self/cgroup", path.display()))
+        })?;
+        Ok(Cgroup { dir, rel, mount: m.point, hierarchy: m.hierarchy, hierarchy_id })
     }
 
     pub fn is_v2(&self) -> bool {
         matches!(self.hierarchy, Hierarchy::V2 { .. })
     }
 
-    /// The user's name of the hierarchy, for `start`.
+    /// [`Cgroup::describe_with`] when the kernel reports moves between cgroups (the usual case:
+    /// `cgroup:cgroup_attach_task` is attached).
     pub fn describe(&self) -> String {
-        match &self.hierarchy {
-            Hierarchy::V2 { .. } => {
-                format!(
-                    "{} (v2: joins followed in the kernel at fork and exec, cgroup.procs re-read every interval)",
-                    self.dir.display()
-                )
+        self.describe_with(true)
+    }
+
+    /// The cgroup, its hierarchy and how its membership is followed, for `start`; `moves`: the
+    /// kernel reports moves between cgroups (`cgroup:cgroup_attach_task` is attached).
+    pub fn describe_with(&self, moves: bool) -> String {
+        let how = match (&self.hierarchy, moves) {
+            (Hierarchy::V2 { .. }, true) => {
+                "v2: moves in and out followed in the kernel as they happen, joins also at fork and exec".to_string()
             }
-            Hierarchy::V1 { controllers } => format!(
-                "{} (v1 {}: no BPF cgroup id on v1, cgroup.procs re-read every interval)",
-                self.dir.display(),
-                controllers.join(",")
-            ),
-        }
+            (Hierarchy::V2 { .. }, false) => "v2: joins followed in the kernel at fork and exec".to_string(),
+            (Hierarchy::V1 { controllers }, true) => {
+                format!("v1 {}: moves in and out followed in the kernel as they happen", controllers.join(","))
+            }
+            (Hierarchy::V1 { controllers }, false) => {
+                format!("v1 {}: no BPF cgroup id at fork and exec on v1", controllers.join(","))
+            }
+        };
+        format!("{} ({how}; cgroup.procs re-read every interval)", self.dir.display())
     }
 
     /// This cgroup's directory and its descendants', with their depth below the hierarchy root.
@@ -196,12 +212,29 @@ impl Cgroup {
         out
     }
 
-    /// v2: (cgroup id, level) of it and its descendants, for the kernel's map. Empty on v1.
-    pub fn kernel_ids(&self) -> Vec<(u64, u32)> {
-        if !self.is_v2() {
-            return Vec::new();
+    /// The kernel map's keys (`agent_common::cgroup_key`: hierarchy and cgroup id) of it and
+    /// its descendants.
+    pub fn kernel_keys(&self) -> Vec<u64> {
+        let ids = self.dirs().into_iter().filter_map(|(d, _)| Some(std::fs::metadata(d).ok()?.ino()));
+        ids.map(|id| agent_common::cgroup_key(self.hierarchy_id, id)).collect()
+    }
+
+    /// Is this cgroup, or one below it, `pid`'s (its `/proc/PID/cgroup` line of this hierarchy)?
+    pub fn holds(&self, pid: u32) -> bool {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else { return false };
+        let below = format!("{}/", self.rel);
+        parse_proc_cgroup(&text)
+            .iter()
+            .any(|(id, _, p)| *id == self.hierarchy_id && (self.rel == "/" || *p == self.rel || p.starts_with(&below)))
+    }
+
+    /// Bit R for its hierarchy id R (see agent-ebpf `cgroup_attach.rs`).
+    pub fn root_mask(&self) -> u32 {
+        if self.hierarchy_id < 32 {
+            1 << self.hierarchy_id
+        } else {
+            0
         }
-        self.dirs().into_iter().filter_map(|(d, level)| Some((std::fs::metadata(d).ok()?.ino(), level))).collect()
     }
 
     /// v2: bit L set for the level L of this cgroup (see agent-ebpf `cgroup.rs`); 0 on v1.
@@ -215,6 +248,18 @@ impl Cgroup {
         } else {
             0
         }
+    }
+}
+
+/// The id of a mount's hierarchy among `/proc/PID/cgroup` lines: 0 for v2, else the line whose
+/// controllers are the mount's.
+pub fn hierarchy_id(h: &Hierarchy, lines: &[(u32, Vec<String>, String)]) -> Option<u32> {
+    match h {
+        Hierarchy::V2 { .. } => Some(0),
+        Hierarchy::V1 { controllers } => lines
+            .iter()
+            .find(|(id, c, _)| *id != 0 && !c.is_empty() && c.iter().all(|x| controllers.contains(x)))
+            .map(|l| l.0),
     }
 }
 
@@ -273,6 +318,17 @@ mod tests {
         // Pure v2 with the memory controller: the 0:: line.
         mounts[2].hierarchy = Hierarchy::V2 { memory: true };
         assert_eq!(memory_dir_in(&lines, &mounts), Some(PathBuf::from("/sys/fs/cgroup/unified/agent-test")));
+    }
+
+    #[test]
+    fn hierarchy_ids_as_proc_cgroup_numbers_them() {
+        let lines = parse_proc_cgroup("9:name=systemd:/\n4:memory:/a\n2:cpu,cpuacct:/\n0::/b\n");
+        let v1 = |c: &[&str]| Hierarchy::V1 { controllers: c.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(hierarchy_id(&v1(&["memory"]), &lines), Some(4));
+        assert_eq!(hierarchy_id(&v1(&["cpu", "cpuacct"]), &lines), Some(2));
+        assert_eq!(hierarchy_id(&v1(&["name=systemd"]), &lines), Some(9));
+        assert_eq!(hierarchy_id(&Hierarchy::V2 { memory: false }, &lines), Some(0));
+        assert_eq!(hierarchy_id(&v1(&["pids"]), &lines), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The membership of watched cgroups over a watch: the kernel's map of watched v2 cgroup ids
-//! (agent-ebpf `cgroup.rs` joins members at fork and exec with it), and `cgroup.procs` re-read
-//! at every interval, which finds members that joined without forking or exec'ing (and every
-//! join on v1) and members that left.
+//! The membership of watched cgroups over a watch: the kernel's map of watched cgroups (by
+//! hierarchy and id: agent-ebpf `cgroup_attach.rs` joins and drops processes as they move,
+//! `cgroup.rs` joins v2 members at fork and exec), and `cgroup.procs` re-read at every interval,
+//! which finds what the kernel did not see.
 //!
 //! Front ends (`watch`, `serve`) build it with [`CgroupWatch::take`] after loading (the kernel
 //! side needs [`CgroupWatch::level_mask`] before, in `LoadOptions::cgroup_levels`), seed with
@@ -40,13 +40,18 @@ pub fn level_mask(cgroups: &[Cgroup]) -> u32 {
     cgroups.iter().fold(0, |m, c| m | c.level_mask())
 }
 
+/// Their hierarchies, for the loader (`LoadOptions::cgroup_roots`).
+pub fn root_mask(cgroups: &[Cgroup]) -> u32 {
+    cgroups.iter().fold(0, |m, c| m | c.root_mask())
+}
+
 impl CgroupWatch {
-    /// Take the kernel's map of watched cgroup ids and fill it with the v2 cgroups and their
+    /// Take the kernel's map of watched cgroups and fill it with the cgroups and their
     /// descendants.
     pub fn take(ebpf: &mut Ebpf, cgroups: Vec<Cgroup>) -> anyhow::Result<CgroupWatch> {
-        let kernel = match (cgroups.iter().any(Cgroup::is_v2), ebpf.take_map(names::WATCHED_CGROUPS)) {
-            (true, Some(m)) => Some(HashMap::try_from(m)?),
-            _ => None,
+        let kernel = match ebpf.take_map(names::WATCHED_CGROUPS) {
+            Some(m) => Some(HashMap::try_from(m)?),
+            None => None,
         };
         let n = cgroups.len();
         let mut w = CgroupWatch { cgroups, kernel, ids: HashSet::new(), members: vec![BTreeSet::new(); n] };
@@ -54,19 +59,33 @@ impl CgroupWatch {
         Ok(w)
     }
 
-    /// Descendant cgroups created since the last call join the kernel's map (the kernel also
-    /// matches them through their ancestor at a watched level).
+    /// Descendant cgroups created since the last call join the kernel's map (at fork and exec
+    /// the kernel also matches v2 ones through their ancestor at a watched level).
     fn refresh_ids(&mut self) {
         let Some(map) = self.kernel.as_mut() else { return };
         for c in &self.cgroups {
-            for (id, _) in c.kernel_ids() {
-                if self.ids.insert(id) {
-                    if let Err(e) = map.insert(id, 1, 0) {
-                        log::warn!("cgroup id {id} of {} not in the kernel's map ({e}): its joins are seen at the next interval", c.dir.display());
+            for key in c.kernel_keys() {
+                if self.ids.insert(key) {
+                    if let Err(e) = map.insert(key, 1, 0) {
+                        log::warn!(
+                            "a cgroup under {} is not in the kernel's map ({e}): its joins are seen at the next interval",
+                            c.dir.display()
+                        );
                     }
                 }
             }
         }
+    }
+
+    /// The kernel saw `pid` move out of the watched cgroups: is it in one still (a cgroup
+    /// created under a watched one since the last refresh is not in the kernel's map)? If so,
+    /// the new cgroups go into the map.
+    pub fn still_member(&mut self, pid: u32) -> bool {
+        let inside = self.cgroups.iter().any(|c| c.holds(pid));
+        if inside {
+            self.refresh_ids();
+        }
+        inside
     }
 
     /// Each cgroup's processes at the last poll.

@@ -47,9 +47,16 @@ impl TestCgroup {
 
     /// A cgroup below this one (drop it before its parent).
     pub fn child(&self, name: &str) -> TestCgroup {
-        let dir = self.dir.join(name);
+        TestCgroup::under(&self.dir, name)
+    }
+
+    /// A cgroup below the directory `parent` (drop it before its parent).
+    pub fn under(parent: &Path, name: &str) -> TestCgroup {
+        let dir = parent.join(name);
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        TestCgroup { dir, rel: format!("{}/{name}", self.rel) }
+        let mount = [UNIFIED, MEMORY].into_iter().find(|m| dir.starts_with(m)).expect("under a test hierarchy");
+        let rel = format!("/{}", dir.strip_prefix(mount).unwrap().display());
+        TestCgroup { dir, rel }
     }
 
     pub fn path(&self) -> &str {
