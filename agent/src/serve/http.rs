@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{metrics, state::Health};
+use super::{health::Health, metrics};
 use crate::error::AgentError;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -7,6 +7,8 @@
 //!          ─view at each interval's end─┘                               ▲
 //!                                  GET /metrics, /healthz (http.rs) ────┘ encode, never /proc
 //! ```
+pub mod groups;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod state;
@@ -22,10 +24,7 @@ use agent_common::names;
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 
-use self::{
-    state::{GroupBy, Health, ServeSink},
-    targets::ServeTargets,
-};
+use self::{groups::GroupBy, health::Health, state::ServeSink, targets::ServeTargets};
 use crate::{
     attribution::Ledger,
     error::AgentError,

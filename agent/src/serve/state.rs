@@ -9,73 +9,18 @@
 use std::{
     collections::{HashMap, HashSet},
     io,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
-    time::Instant,
+    sync::{atomic::Ordering, Arc},
 };
 
-use super::metrics::{self, Group, GroupKind, Leak, Metrics, Program};
+use super::{
+    groups::{cgroup_of, GroupBy},
+    health::Health,
+    metrics::{self, Group, GroupKind, Leak, Metrics, Program},
+};
 use crate::{
     records::{MemStat, Record},
     sinks::{Sink, View},
 };
-
-/// How processes are grouped into series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupBy {
-    /// The process's name (its current comm).
-    Comm,
-    /// Its cgroup path, read from /proc/PID/cgroup when it is first seen.
-    Cgroup,
-    /// The watched tree it belongs to, named `comm:pid` of the tree's root.
-    Tree,
-}
-
-impl GroupBy {
-    pub fn parse(s: &str) -> Result<GroupBy, String> {
-        match s {
-            "comm" => Ok(GroupBy::Comm),
-            "cgroup" => Ok(GroupBy::Cgroup),
-            "tree" => Ok(GroupBy::Tree),
-            _ => Err(format!("--group-by {s}: unknown grouping; use comm, cgroup or tree")),
-        }
-    }
-}
-
-/// Whether the pipeline is alive, for `/healthz`.
-#[derive(Debug)]
-pub struct Health {
-    epoch: Instant,
-    /// Milliseconds since `epoch` of the last interval's view.
-    last_view_ms: AtomicU64,
-    /// Set when a stop begins (signal) or the session ended.
-    pub stopping: AtomicBool,
-}
-
-impl Default for Health {
-    fn default() -> Health {
-        Health::new()
-    }
-}
-
-impl Health {
-    pub fn new() -> Health {
-        Health { epoch: Instant::now(), last_view_ms: AtomicU64::new(0), stopping: AtomicBool::new(false) }
-    }
-
-    fn beat(&self) {
-        self.last_view_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
-    }
-
-    /// Healthy: not stopping, and an interval closed within `stale_ms` (the pipeline task runs
-    /// and the ring is read).
-    pub fn healthy(&self, stale_ms: u64) -> bool {
-        let age = (self.epoch.elapsed().as_millis() as u64).saturating_sub(self.last_view_ms.load(Ordering::Acquire));
-        !self.stopping.load(Ordering::Acquire) && age <= stale_ms
-    }
-}
 
 /// One watched process as serve keeps it.
 #[derive(Clone, Debug)]
@@ -348,49 +293,10 @@ impl Sink for ServeSink {
     }
 }
 
-/// A process's cgroup: the unified (v2) hierarchy's path, else the v1 memory controller's.
-pub fn cgroup_of(pid: u32) -> Option<String> {
-    parse_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
-}
-
-fn parse_cgroup(text: &str) -> Option<String> {
-    let lines: Vec<(&str, &str)> =
-        text.lines().filter_map(|l| l.split_once(':').and_then(|(_, r)| r.split_once(':'))).collect();
-    let find = |want: &dyn Fn(&str) -> bool| lines.iter().find(|(c, _)| want(c)).map(|(_, p)| p.to_string());
-    find(&|c| c.is_empty()).or_else(|| find(&|c| c.split(',').any(|x| x == "memory")))
-}
-
 /// The agent's resident memory now (its own statm).
 fn own_resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cgroup_prefers_unified_then_memory() {
-        assert_eq!(parse_cgroup("12:memory:/a/b\n0::/user.slice/x.scope\n").as_deref(), Some("/user.slice/x.scope"));
-        assert_eq!(parse_cgroup("5:cpu,cpuacct:/c\n4:memory:/m\n").as_deref(), Some("/m"));
-        assert_eq!(parse_cgroup("5:cpu:/c\n"), None);
-    }
-
-    #[test]
-    fn group_by_parses_known_names_only() {
-        assert_eq!(GroupBy::parse("tree"), Ok(GroupBy::Tree));
-        assert!(GroupBy::parse("user").unwrap_err().contains("use comm, cgroup or tree"));
-    }
-
-    #[test]
-    fn healthz_needs_a_recent_view_and_no_stop() {
-        let h = Health::new();
-        h.beat();
-        assert!(h.healthy(1000));
-        h.stopping.store(true, Ordering::Release);
-        assert!(!h.healthy(1000));
-    }
 }
