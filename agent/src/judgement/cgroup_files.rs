@@ -7,8 +7,9 @@
 //! kernel does not say which cgroup a file's pages are charged to. A file any member maps (`/proc/PID/maps`) is
 //! explained already.
 //!
-//! Bounded: at most [`MAX_MEMBERS`] members looked at and [`MAX_ENTRIES`] directory entries
-//! walked per sweep, so a huge tmpfs cannot stall the pipeline.
+//! Bounded: at most [`MAX_MEMBERS`] members looked at and [`MAX_ENTRIES`] directory entries and
+//! open files looked at per sweep, so a huge tmpfs or a server's many sockets cannot stall the
+//! pipeline.
 use std::{
     collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
@@ -59,7 +60,7 @@ pub fn top_unmapped(members: &[u32]) -> Vec<UnmappedFile> {
         .map(|m| m.0)
         .collect();
     for &pid in members {
-        fds(pid, &mut found);
+        fds(pid, &mut budget, &mut found);
         if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == host_ns {
             continue;
         }
@@ -110,9 +111,13 @@ fn walk(dir: &Path, root: &Path, dev: u64, budget: &mut usize, found: &mut HashM
 }
 
 /// tmpfs files `pid` holds open (unlinked ones and memfds included).
-fn fds(pid: u32, found: &mut HashMap<(u64, u64), UnmappedFile>) {
+fn fds(pid: u32, budget: &mut usize, found: &mut HashMap<(u64, u64), UnmappedFile>) {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return };
     for e in rd.flatten() {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
         let Ok(md) = std::fs::metadata(e.path()) else { continue };
         if !md.is_file() || !on_tmpfs(&e.path()) {
             continue;

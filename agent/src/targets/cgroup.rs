@@ -340,6 +340,24 @@ mod tests {
     }
 
     #[test]
+    fn our_own_cgroups_hold_us_and_key_by_hierarchy() {
+        let me = std::process::id();
+        let own = parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").unwrap());
+        for m in mounts() {
+            let Some(id) = hierarchy_id(&m.hierarchy, &own) else { continue };
+            let rel = &own.iter().find(|l| l.0 == id).unwrap().2;
+            let dir = m.point.join(rel.trim_start_matches('/'));
+            let Ok(c) = Cgroup::resolve(&dir) else { continue };
+            assert_eq!(c.hierarchy_id, id);
+            assert!(c.holds(me), "{} holds us", dir.display());
+            assert!(c.members().contains(&me));
+            let ino = std::fs::metadata(&dir).unwrap().ino();
+            assert_eq!(c.kernel_keys()[0], agent_common::cgroup_key(id, ino));
+            assert_eq!(c.root_mask(), 1 << id);
+        }
+    }
+
+    #[test]
     fn resolve_reads_this_machines_root_cgroups() {
         for m in mounts() {
             let c = Cgroup::resolve(&m.point).expect("a cgroup mount's root is a cgroup");
