@@ -1,6 +1,7 @@
-//! `kmem:rss_stat`: turn the absolute counter into a delta per (mm, member) and join it with
-//! what the task was doing (fault at an address, a syscall, exit) so userspace gets
-//! "pid P added N pages at address A" instead of a fault count.
+//! `kmem:rss_stat`: join the counter change with what the task was doing (fault at an address,
+//! a syscall, exit) so userspace gets "pid P added N pages at address A" instead of a fault
+//! count. The record carries the counter's absolute size; userspace turns it into a delta per
+//! (mm, member), in ring order (`agent/src/kernel/deltas.rs`).
 use agent_common::{
     cause, counter, last_size_key, nr, rss_flags, EventHeader, EventKind, RssEvent, TaskSlot, STACK_LEAF_SKIPPED,
 };
@@ -198,7 +199,25 @@ fn stack_of_run(ctx: &TracePointContext, slot: &mut TaskSlot, addr: u64) -> i32 
     id
 }
 
-/// Turn the size into a delta against the last size of (mm, member) and send the record.
+/// `size` minus the last size of (mm, member) in LAST_SIZE, which it replaces (all of `size` the
+/// first time). Kept with --stacks only.
+#[inline(always)]
+fn kernel_delta(mm_id: u32, member: u32, size: i64) -> i64 {
+    let key = last_size_key(mm_id, member);
+    match LAST_SIZE.get_ptr_mut(key) {
+        Some(prev) => unsafe {
+            let d = size - *prev;
+            *prev = size;
+            d
+        },
+        None => {
+            let _ = LAST_SIZE.insert(key, size, 0);
+            size
+        }
+    }
+}
+
+/// Send the record (its delta is taken in userspace, see `kernel/deltas.rs`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit(
@@ -212,34 +231,24 @@ fn emit(
     why: u32,
     addr: u64,
     aux: u64,
-    mut flags: u32,
+    flags: u32,
 ) -> u32 {
     if member >= 4 {
         cold_unknown_member(member);
     }
-    let key = last_size_key(mm_id, member);
-    let delta = match LAST_SIZE.get_ptr_mut(key) {
-        Some(prev) => unsafe {
-            let d = size - *prev;
-            *prev = size;
-            d
-        },
-        None => {
-            flags |= rss_flags::UNSEEDED;
-            let _ = LAST_SIZE.insert(key, size, 0);
-            size
-        }
-    };
-    if delta == 0 {
-        return 0;
-    }
     // With --stacks, the user stack of a fault that added pages: where the memory came from.
-    let stack_id = if delta > 0 && matches!(why, cause::FAULT | cause::KERNEL_FAULT) && g(&STACKS_ON) != 0 {
-        match slot {
-            Some(slot) => stack_of_run(ctx, unsafe { &mut *slot }, addr),
-            None => stack_id(ctx),
+    // Only then is the delta taken here (to know it added pages); userspace takes every
+    // record's delta from its size (kernel/deltas.rs), so the default path keeps no per-mm map.
+    let stack_id = if g(&STACKS_ON) != 0 && matches!(why, cause::FAULT | cause::KERNEL_FAULT) {
+        match (kernel_delta(mm_id, member, size) > 0, slot) {
+            (false, _) => -1,
+            (true, Some(slot)) => stack_of_run(ctx, unsafe { &mut *slot }, addr),
+            (true, None) => stack_id(ctx),
         }
     } else {
+        if g(&STACKS_ON) != 0 {
+            kernel_delta(mm_id, member, size);
+        }
         -1
     };
 
@@ -252,7 +261,7 @@ fn emit(
         cause: why,
         flags,
         size,
-        delta,
+        delta: 0,
         addr,
         aux,
         stack_id,

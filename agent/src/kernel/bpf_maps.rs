@@ -2,7 +2,7 @@
 //! and the per-mm state to forget once a process is gone.
 use std::collections::HashMap as StdHashMap;
 
-use agent_common::{counter, last_size_key, names, TaskSlot};
+use agent_common::{counter, last_size_key, names, RssEvent, TaskSlot};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
@@ -13,7 +13,10 @@ pub struct BpfMaps {
     faults: PerCpuHashMap<MapData, u32, u64>,
     counters: PerCpuArray<MapData, u64>,
     mm_owner: HashMap<MapData, u32, u32>,
+    /// The kernel's last sizes, kept with --stacks only (to take stacks of page-adding faults).
     last_size: HashMap<MapData, u64, i64>,
+    /// Sizes -> deltas of the rss records, in ring order.
+    deltas: super::deltas::Deltas,
     tasks: HashMap<MapData, u32, TaskSlot>,
 }
 
@@ -30,8 +33,14 @@ impl BpfMaps {
             counters: take(ebpf, names::COUNTERS)?,
             mm_owner: take(ebpf, names::MM_OWNER)?,
             last_size: take(ebpf, names::LAST_SIZE)?,
+            deltas: Default::default(),
             tasks: take(ebpf, names::TASKS)?,
         })
+    }
+
+    /// An rss record's delta from its size (see `deltas.rs`); false: the counter did not move.
+    pub fn rss_delta(&mut self, e: &mut RssEvent) -> bool {
+        self.deltas.apply(e)
     }
 
     pub fn watch(&mut self, pid: u32) -> anyhow::Result<()> {
@@ -95,6 +104,7 @@ impl BpfMaps {
                 for m in 0..4 {
                     let _ = self.last_size.remove(&last_size_key(mm, m));
                 }
+                self.deltas.forget(mm);
             }
         }
     }

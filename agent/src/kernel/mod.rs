@@ -4,6 +4,7 @@
 //! (aya-log) forwarded into the agent's log (`ebpf_log`).
 pub mod bpf_maps;
 pub mod btf;
+pub mod deltas;
 pub mod ebpf_log;
 pub mod events;
 pub mod fault_source;

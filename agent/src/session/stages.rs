@@ -154,8 +154,10 @@ impl Pipeline {
         for ev in events(batch) {
             self.received += 1;
             let rec = match ev {
-                Ok(Event::Rss(e)) => {
-                    self.ledger.on_rss(&e);
+                Ok(Event::Rss(mut e)) => {
+                    if self.kernel.bpf.rss_delta(&mut e) {
+                        self.ledger.on_rss(&e);
+                    }
                     None
                 }
                 Ok(Event::Syscall(e)) => {
