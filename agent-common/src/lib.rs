@@ -184,8 +184,11 @@ pub struct SyscallEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskSlot {
-    /// Syscall in progress, or -1.
+    /// The syscall a kernel fault in progress came in (`orig_ax`, -1 outside one): that fault's
+    /// rss changes are the ones made while it still runs. The syscall a task is in is read from
+    /// its saved registers, not kept here.
     pub sys_nr: i64,
+    /// Unused by the agent's programs (syscall arguments are read from the task's registers).
     pub args: [u64; 6],
     /// Address of the fault in progress (valid while `fault_cause != 0`).
     pub fault_addr: u64,
