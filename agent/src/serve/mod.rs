@@ -160,7 +160,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let health = Arc::new(Health::new());
     let stale_ms = ((args.interval * 3.0).max(3.0) * 1000.0) as u64;
     let shared = Arc::new(http::Shared { registry, health: health.clone(), stale_ms });
-    let sink = ServeSink::new(by, roots, metrics, health.clone());
+    let sink = ServeSink::new(by, roots, metrics, health.clone()).with_interval(args.interval);
     // The metrics sink is the "stream": it never fails, so the session never stops on it.
     let mut all: Vec<Box<dyn Sink>> = vec![Box::new(sink)];
     all.extend(extra);

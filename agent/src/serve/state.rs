@@ -55,9 +55,19 @@ pub struct ServeSink {
     health: Arc<Health>,
     pub pids: HashMap<u32, PidState>,
     pub groups: HashMap<String, GroupState>,
+    /// Groups with counters and no live process: since which interval. Their counters go after
+    /// `FORGET_IDLE_S`, so that a host's series stay bounded when group names churn (tree roots,
+    /// cgroups of finished jobs).
+    idle_since: HashMap<String, u64>,
+    /// Seconds between views (`--interval`).
+    interval_s: f64,
     page: i64,
     views: u64,
 }
+
+/// A group with no live process for this long loses its counter series (a later process of the
+/// same group starts them again from 0, which Prometheus's rate() reads as a counter reset).
+pub const FORGET_IDLE_S: f64 = 3600.0;
 
 impl ServeSink {
     pub fn new(by: GroupBy, roots: impl IntoIterator<Item = u32>, metrics: Metrics, health: Arc<Health>) -> ServeSink {
@@ -68,14 +78,17 @@ impl ServeSink {
             health,
             pids: HashMap::new(),
             groups: HashMap::new(),
+            idle_since: HashMap::new(),
+            interval_s: 1.0,
             page: 4096,
             views: 0,
         }
     }
 
-    /// Roots found after the start (`--comm` discovery) start their own tree group.
-    pub fn add_root(&mut self, pid: u32) {
-        self.roots.insert(pid);
+    /// Seconds between intervals, for `FORGET_IDLE_S`.
+    pub fn with_interval(mut self, interval_s: f64) -> ServeSink {
+        self.interval_s = interval_s;
+        self
     }
 
     /// The group of a process first seen now.
@@ -162,6 +175,10 @@ impl ServeSink {
 
     fn on_faults(&mut self, pid: u32, comm: &str, pages: [i64; metrics::FAULT_KINDS.len()]) {
         let group = self.pids.get(&pid).map_or_else(|| comm.to_string(), |s| s.group.clone());
+        if !self.groups.contains_key(&group) {
+            // Counted, but no live process at the last view (a short-lived one).
+            self.idle_since.entry(group.clone()).or_insert(self.views);
+        }
         for (kind, n) in metrics::FAULT_KINDS.into_iter().zip(pages) {
             if n > 0 {
                 self.metrics
@@ -203,8 +220,31 @@ impl ServeSink {
             for kind in metrics::MEMORY_KINDS {
                 self.metrics.memory.remove(&GroupKind { group: name.clone(), kind });
             }
+            self.idle_since.insert(name.clone(), self.views);
         }
         self.groups = groups;
+        self.forget_idle();
+    }
+
+    /// Counters of groups idle for `FORGET_IDLE_S` go.
+    fn forget_idle(&mut self) {
+        let live = &self.groups;
+        self.idle_since.retain(|name, _| !live.contains_key(name));
+        let horizon = (FORGET_IDLE_S / self.interval_s).ceil() as u64;
+        let now = self.views;
+        let old: Vec<String> = self
+            .idle_since
+            .iter()
+            .filter(|(_, since)| now.saturating_sub(**since) >= horizon)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in old {
+            for kind in metrics::FAULT_KINDS {
+                self.metrics.faulted.remove(&GroupKind { group: name.clone(), kind });
+            }
+            self.metrics.leak_verdicts.remove(&Group { group: name.clone() });
+            self.idle_since.remove(&name);
+        }
     }
 
     /// The agent's own figures.
@@ -299,4 +339,28 @@ fn own_resident_bytes() -> u64 {
     let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_groups_counters_go_after_it_is_idle_for_an_hour() {
+        let (m, r) = Metrics::register(false);
+        let mut s = ServeSink::new(GroupBy::Comm, [], m, Arc::new(Health::new())).with_interval(10.0);
+        // A short-lived process: counted, never live at a view.
+        s.on_faults(7, "cronjob", [256, 0, 0, 0]);
+        let has = |r: &prometheus_client::registry::Registry| metrics::openmetrics(r).contains("group=\"cronjob\"");
+        assert!(has(&r));
+        for _ in 0..359 {
+            s.views += 1;
+            s.publish_groups();
+        }
+        assert!(has(&r), "kept for the hour");
+        s.views += 1;
+        s.publish_groups();
+        assert!(!has(&r), "gone after an hour idle");
+        assert!(s.idle_since.is_empty());
+    }
 }
