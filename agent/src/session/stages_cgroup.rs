@@ -52,6 +52,13 @@ impl Pipeline {
 
     /// The kernel's `Join` record: a process of a watched v2 cgroup forked or exec'd.
     pub(super) fn on_join(&mut self, e: &ProcEvent) -> Option<Record> {
+        // The agent itself, inside a watched cgroup, starting a thread: never watched (its own
+        // faults would feed its own ring).
+        if e.pid == std::process::id() {
+            self.kernel.bpf.forget(e.pid, &[]);
+            self.kernel.bpf.forget_tasks(e.pid);
+            return None;
+        }
         self.ledger.on_join(e)
     }
 

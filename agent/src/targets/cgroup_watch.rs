@@ -115,9 +115,12 @@ impl CgroupWatch {
         Ok(pids)
     }
 
+    /// Each cgroup's processes now, the agent itself left out (it may run inside one).
     fn read_members(&mut self) {
+        let me = std::process::id();
         for (i, c) in self.cgroups.iter().enumerate() {
             self.members[i] = c.members();
+            self.members[i].remove(&me);
         }
     }
 
