@@ -87,6 +87,9 @@ pub struct ServeArgs {
     /// Export agent_ebpf_run_seconds_total{program} (turns on the kernel's BPF statistics).
     #[arg(long)]
     pub bpf_stats: bool,
+    /// Where user page faults come from, as `agent watch --fault-source`.
+    #[arg(long, value_enum, env = "AGENT_FAULT_SOURCE")]
+    pub fault_source: Option<crate::kernel::fault_source::FaultSource>,
     /// Also write the records (JSON lines, as `watch --format json`) to FILE.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -137,7 +140,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         let _ctx = rt.enter();
         Signals::take()?
     };
-    let load = LoadOptions { cgroup_levels: cgroup_watch::level_mask(&cgroups), ..LoadOptions::default() };
+    let load = LoadOptions {
+        cgroup_levels: cgroup_watch::level_mask(&cgroups),
+        fault_source: args.fault_source,
+        ..LoadOptions::default()
+    };
     let mut loaded = loader::load(&load)?;
     let _ebpf_log = {
         let _ctx = rt.enter();
