@@ -93,3 +93,32 @@ fn a_missing_tracepoint_source_names_perf() {
     let missing = start["missing_hooks"].as_array().unwrap();
     assert!(!missing.iter().any(|m| m.as_str().unwrap().contains("page_fault_user")), "{start}");
 }
+
+/// What the perf source loses, and only that: a forked worker writing 32 MiB of its parent's
+/// heap (copy-on-write, no rss change) shows no `cow` pages under perf where the tracepoint
+/// shows 8192 (cow.rs), while the parent's 64 MiB written before the fork are exact under both.
+#[test]
+fn the_perf_source_loses_copy_on_write_only() {
+    if !ebpf_available("the_perf_source_loses_copy_on_write_only") {
+        return;
+    }
+    let args = "prefork --heap-mib 64 --workers 1 --rate-mib-s 0 --once-mib 32 --duration 1";
+    let args: Vec<&str> = args.split(' ').collect();
+    let heap = |p: &serde_json::Value| -> (i64, i64) {
+        let m = p["mappings"].as_array().unwrap().iter().find(|m| m["mapping"].as_str().unwrap().starts_with("anon@"));
+        m.map_or((0, 0), |m| (m["pages"].as_i64().unwrap(), m["cow"].as_i64().unwrap()))
+    };
+    for source in ["perf", "tracepoint"] {
+        let (recs, code) = watch_workload(&["--fault-source", source], &args);
+        assert_eq!(code, 0, "{source}");
+        let (parent_pages, parent_cow) = heap(proc_by_comm(&recs, "wl-prefork"));
+        assert_eq!((parent_pages, parent_cow), (64 * MIB_PAGES as i64, 0), "{source}: the parent's heap");
+        let w = proc_by_comm(&recs, "wl-worker-0");
+        let (pages, cow) = heap(w);
+        assert_eq!(pages, 0, "{source}: an anon->anon copy adds no page to RSS: {w}");
+        match source {
+            "perf" => assert_eq!((cow, w["pages"]["cow"].as_i64().unwrap()), (0, 0), "{source}: {w}"),
+            _ => assert_within("tracepoint: cow pages in the heap", cow, 32 * MIB_PAGES as i64, 1.0),
+        }
+    }
+}
