@@ -365,3 +365,43 @@ fn comm_target_counts_a_process_that_execs_under_the_name_and_exits_within_an_in
     assert!((8.0..10.0).contains(&mib), "{mib:.2} MiB faulted for 8 MiB written: {line}");
     assert_eq!(serve.stop(Duration::from_secs(10)), 0);
 }
+
+#[test]
+fn the_units_capabilities_are_enough_to_serve() {
+    if !common::ebpf_available("the_units_capabilities_are_enough_to_serve") {
+        return;
+    }
+    // The capabilities packaging/agent.service keeps, and nothing else (no CAP_SYS_ADMIN), with
+    // no_new_privs: what the unit runs the agent with.
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agent.service")).unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds its capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect();
+    assert_eq!(caps.len(), 4, "{caps:?}");
+    let bounding = format!("-all,{}", caps.join(","));
+    let mut w = Command::new(common::workloads())
+        .args(["anon", "--mib", "16", "--hold", "30", "--wait-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("workload");
+    let pid = w.id().to_string();
+    let mut serve = Serving::start_under(
+        &["setpriv", "--bounding-set", &bounding, "--no-new-privs"],
+        &["-p", &pid, "--interval", "0.5", "--smaps-interval", "0.5"],
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", serve.child.id())).unwrap();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_string();
+    let eff = u64::from_str_radix(&eff, 16).unwrap();
+    assert_eq!(eff & (1 << 21), 0, "CAP_SYS_ADMIN is not among the agent's capabilities: {eff:x}");
+    std::io::Write::write_all(w.stdin.as_mut().unwrap(), b"g").unwrap();
+    let anon = "agent_faulted_bytes_total{group=\"wl-anon\",kind=\"anon\"}";
+    scrape_until(serve.port, anon, |v| v >= 16.0 * 1048576.0);
+    scrape_until(serve.port, "agent_memory_bytes{group=\"wl-anon\",kind=\"uss\"}", |v| v >= 16.0 * 1048576.0);
+    assert_eq!(serve.stop(Duration::from_secs(10)), 0);
+    let _ = w.kill();
+    let _ = w.wait();
+}

@@ -68,8 +68,21 @@ pub struct Serving {
 
 impl Serving {
     pub fn start(args: &[&str]) -> Serving {
+        Serving::start_under(&[], args)
+    }
+
+    /// `PREFIX... agent serve ARGS`: under a wrapper such as `setpriv`.
+    pub fn start_under(prefix: &[&str], args: &[&str]) -> Serving {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_agent"))
+        let mut c = match prefix {
+            [] => Command::new(env!("CARGO_BIN_EXE_agent")),
+            [wrapper, rest @ ..] => {
+                let mut c = Command::new(wrapper);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_agent"));
+                c
+            }
+        };
+        let child = c
             .arg("serve")
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
