@@ -135,8 +135,9 @@ pub fn run() -> Result<()> {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     if std::env::var("BENCH_SYSCALL_ONLY").is_ok() {
         // The syscall paths alone (their figures printed, BENCHMARKS.md left as it is).
-        let (sys, redis) = (bench_syscall::syscall_storm(rounds)?, bench_syscall::redis(rounds)?);
-        println!("{}\n{}", sys.ranges("s"), redis.ranges("req/s"));
+        let ((sys, cpu), redis) = (bench_syscall::syscall_storm(rounds)?, bench_syscall::redis(rounds)?);
+        println!("wall {}\ncpu {}\n{}", sys.ranges("s"), cpu.ranges("s"), redis.ranges("req/s"));
+        println!("syscall-storm agent/bare cpu: {:.2}", cpu.median("agent") / cpu.median("bare"));
         println!("syscall-storm agent/bare: {:.2}", sys.median("agent") / sys.median("bare"));
         println!("syscall-storm agent/floor: {:.2}", sys.median("agent") / sys.median("floor"));
         println!("redis agent/bare rps: {:.2}", redis.median("agent") / redis.median("bare"));
@@ -241,13 +242,16 @@ pub fn run() -> Result<()> {
     }
     rest += &crate::bench_perf::run()?;
     rest += &format!("\nfault-storm agent --stacks/agent: {:.2}\n", med("agent --stacks") / med("agent"));
-    let (sys, redis) = (bench_syscall::syscall_storm(rounds)?, bench_syscall::redis(rounds)?);
+    let ((sys, cpu), redis) = (bench_syscall::syscall_storm(rounds)?, bench_syscall::redis(rounds)?);
     rest += &format!(
         "\n## Syscall paths\n\n5M getppid() (`workloads syscalls`), wall time, median (range) of {rounds} alternated \
-         runs: {}. syscall-storm agent/floor: {:.2}.\n\nredis-server on a private port, `redis-benchmark -q -t get,set \
-         -n 200000` (mean of GET and SET requests/s), bare vs `agent watch -p`: {}.\n",
+         runs: {}. syscall-storm agent/floor: {:.2}. The same runs' CPU time (user + sys): {}; agent/bare {:.2}.\n\n\
+         redis-server on a private port, `redis-benchmark -q -t get,set -n 200000` (mean of GET and SET \
+         requests/s), bare vs `agent watch -p`: {}.\n",
         sys.ranges("s"),
         sys.median("agent") / sys.median("floor"),
+        cpu.ranges("s"),
+        cpu.median("agent") / cpu.median("bare"),
         redis.ranges("req/s"),
     );
     if std::env::var("BENCH_STORM_ONLY").is_err() {

@@ -56,20 +56,30 @@ fn syscalls_cmd() -> (Vec<std::ffi::OsString>, std::path::PathBuf) {
     (vec![workloads().into(), "syscalls".into(), "--report".into(), path.clone().into()], path)
 }
 
-fn read_wall(path: &std::path::Path) -> Result<f64> {
+/// The loop's wall time; its CPU time (user + sys) goes to `CPU` under the variant's name.
+fn read_wall(path: &std::path::Path, variant: &'static str) -> Result<f64> {
     let text = std::fs::read_to_string(path).with_context(|| format!("no report {}", path.display()))?;
     let _ = std::fs::remove_file(path);
     let v: serde_json::Value = serde_json::from_str(&text)?;
+    let cpu = v["cpu_s"].as_f64().context("report without cpu_s")?;
+    CPU.lock().unwrap().push((variant, cpu));
     v["wall_s"].as_f64().context("report without wall_s")
 }
 
+/// CPU seconds of each syscall-storm run, by variant (the steadier figure on a busy machine).
+static CPU: std::sync::Mutex<Vec<(&'static str, f64)>> = std::sync::Mutex::new(Vec::new());
+
 fn storm_bare() -> Result<f64> {
+    storm_plain("bare")
+}
+
+fn storm_plain(variant: &'static str) -> Result<f64> {
     let (argv, path) = syscalls_cmd();
     let st = Command::new(&argv[0]).args(&argv[1..]).status()?;
     if !st.success() {
         bail!("workloads syscalls failed ({st})");
     }
-    read_wall(&path)
+    read_wall(&path, variant)
 }
 
 fn storm_floor() -> Result<f64> {
@@ -79,7 +89,7 @@ fn storm_floor() -> Result<f64> {
         let _ = floor.kill();
         bail!("the floor programs did not attach: {line}");
     }
-    let t = storm_bare();
+    let t = storm_plain("floor");
     drop(floor.stdin.take());
     floor.wait()?;
     t
@@ -91,16 +101,20 @@ fn storm_agent() -> Result<f64> {
     if !out.status.success() {
         bail!("agent watch -- workloads syscalls failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     }
-    read_wall(&path)
+    read_wall(&path, "agent")
 }
 
-/// The syscall storm: bare, floor, agent.
-pub fn syscall_storm(rounds: usize) -> Result<Figures> {
-    alternate(
+/// The syscall storm: bare, floor, agent; wall times, then the same runs' CPU times.
+pub fn syscall_storm(rounds: usize) -> Result<(Figures, Figures)> {
+    CPU.lock().unwrap().clear();
+    let wall = alternate(
         rounds,
         "syscall-storm",
         &mut [("bare", &mut storm_bare), ("floor", &mut storm_floor), ("agent", &mut storm_agent)],
-    )
+    )?;
+    let cpu = CPU.lock().unwrap().clone();
+    let by = |n: &'static str| (n, cpu.iter().filter(|(v, _)| *v == n).map(|&(_, c)| c).collect());
+    Ok((wall, Figures(vec![by("bare"), by("floor"), by("agent")])))
 }
 
 /// A redis-server on a free private port, killed when dropped.
