@@ -9,9 +9,15 @@ use huge_pages::{HugetlbFs, Setting};
 
 /// `workloads hugetlb` under the agent: the summary entry and mem records of `wl-hugetlb`.
 fn run(args: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>) {
+    run_with(&[], args)
+}
+
+fn run_with(agent_args: &[&str], args: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>) {
     let mut w = vec!["hugetlb"];
     w.extend_from_slice(args);
-    let (recs, code) = watch_workload(&["--smaps-interval", "1"], &w);
+    let mut a = vec!["--smaps-interval", "1"];
+    a.extend_from_slice(agent_args);
+    let (recs, code) = watch_workload(&a, &w);
     assert_eq!(code, 0, "{recs:?}");
     let p = proc_by_comm(&recs, "wl-hugetlb").clone();
     let mems = of_type(&recs, "mem").into_iter().filter(|m| m["comm"] == "wl-hugetlb").cloned().collect();
@@ -87,4 +93,17 @@ fn sysv_and_hugetlbfs_segments_are_named_and_counted() {
     let (p, _) = run(&["--pages", "3", "--backing", "file", "--path", file.to_str().unwrap(), "--hold", "1.5"]);
     assert_eq!(p["pages"]["hugetlb"], 3 * 512, "{p}");
     assert_eq!(mapping_pages(&p, file.to_str().unwrap()), (3 * 512, true), "{p}");
+}
+
+#[test]
+fn the_perf_fault_source_counts_them_too() {
+    if !ebpf_available("hugetlb_perf_source") {
+        return;
+    }
+    let (_guard, got) = Setting::huge_pages(2048, 8);
+    assert!(got >= 6, "the kernel reserved {got} of 8 2 MiB huge pages: free memory first");
+    // No error code there: every fault that changed no rss counter is looked at.
+    let (p, _) = run_with(&["--fault-source", "perf"], &["--pages", "6", "--hold", "1.5"]);
+    assert_eq!(p["pages"]["hugetlb"], 6 * 512, "{p}");
+    assert_eq!(mapping_pages(&p, "/memfd:wl-huge"), (6 * 512, true), "{p}");
 }
