@@ -224,3 +224,25 @@ fn a_helper_that_stops_answering_is_killed_at_the_timeout_and_replaced() {
     assert_eq!(h.stats.restarts, 1, "{:?}", h.stats);
     assert_ne!(h.pid(), Some(first));
 }
+
+#[test]
+fn a_binary_only_root_may_read_is_still_read_by_the_unprivileged_helper() {
+    use std::os::{fd::AsFd as _, unix::fs::PermissionsExt as _};
+
+    use agent::stacks::helper::Helper;
+    if !ebpf_available("symbolizer and a root-only binary") {
+        return;
+    }
+    // Mode 0700, owned by root: `nobody` may not open it, even as /proc/self/fd/N. The helper
+    // reads it through the descriptor the agent (root) opened.
+    let copy = std::env::temp_dir().join(format!("agent-rootonly-{}", std::process::id()));
+    std::fs::copy(workloads(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = std::fs::File::open(&copy).unwrap();
+    let _ = std::fs::remove_file(&copy);
+    let mut h = Helper::new(agent().into(), Duration::from_secs(20), false);
+    h.start().expect("the helper starts");
+    let id = h.build_id(1, file.as_fd());
+    assert!(id.as_ref().is_some_and(|b| b.len() >= 16), "build id of a root-only binary: {id:?} {:?}", h.stats);
+    assert_eq!((h.stats.crashes, h.stats.unanswered), (0, 0), "{:?}", h.stats);
+}

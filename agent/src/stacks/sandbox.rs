@@ -87,10 +87,13 @@ pub(super) fn serve(files: &mut HashMap<u64, Handed>, req: Request, fd: Option<O
         Request::Symbolize { file, .. } | Request::BuildId { file } | Request::Close { file } => *file,
     };
     if let Some(fd) = fd {
-        // Our own descriptor: /proc/self/fd/N opens the same file (the agent's open file,
-        // checked against our credentials).
-        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        files.insert(id, Handed { _fd: fd, path, symbolizer: Symbolizer::new() });
+        match readable(fd) {
+            Ok(fd) => {
+                let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                files.insert(id, Handed { _fd: fd, path, symbolizer: Symbolizer::new() });
+            }
+            Err(e) => return Response::Error(format!("file {id}: {e}")),
+        }
     }
     if let Request::Close { file } = req {
         files.remove(&file);
@@ -110,6 +113,44 @@ pub(super) fn serve(files: &mut HashMap<u64, Handed>, req: Request, fd: Option<O
         },
         Request::Close { .. } => unreachable!("handled above"),
     }
+}
+
+/// Largest file copied for us when we may not open it ourselves.
+const MAX_COPY: u64 = 1 << 30;
+
+/// A descriptor whose `/proc/self/fd/N` we can open (blazesym reads by path): the one sent,
+/// when our credentials may read its file (a reopen checks them), else a copy of its bytes in
+/// a memfd of ours (a root-only binary: the agent, root, opened it; we read it through its
+/// descriptor).
+fn readable(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match std::fs::File::open(&path) {
+        Ok(_) => return Ok(fd),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e),
+    }
+    let src = std::fs::File::from(fd);
+    let len = src.metadata()?.len();
+    if len > MAX_COPY {
+        return Err(io::Error::other(format!("unreadable to us and {len} bytes, over the copy limit")));
+    }
+    // SAFETY: a constant name; the descriptor returned is new and ours.
+    let m = unsafe { libc::memfd_create(c"elf".as_ptr(), libc::MFD_CLOEXEC) };
+    if m < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned by nobody else.
+    let mut copy = std::fs::File::from(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(m) });
+    let (mut buf, mut at) = (vec![0u8; 1 << 20], 0u64);
+    loop {
+        let n = std::os::unix::fs::FileExt::read_at(&src, &mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut copy, &buf[..n])?;
+        at += n as u64;
+    }
+    Ok(copy.into())
 }
 
 fn symbolize(h: &Handed, offsets: &[u64]) -> Result<Vec<Option<Resolved>>, String> {

@@ -15,8 +15,9 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
-/// Syscalls the helper makes: memory, files by descriptor (and /proc/self/fd reopens), its
-/// socket, its watchdog alarm, signals for panics and aborts, exit.
+/// Syscalls the helper makes: memory, files by descriptor (and /proc/self/fd reopens, or a
+/// memfd copy of a file it may not reopen), its socket, its watchdog alarm, signals for panics
+/// and aborts, exit.
 #[cfg(target_arch = "x86_64")]
 const ALLOWED: &[libc::c_long] = &[
     libc::SYS_read,
@@ -34,6 +35,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_lseek,
     libc::SYS_readlink,
     libc::SYS_readlinkat,
+    libc::SYS_memfd_create,
     libc::SYS_mmap,
     libc::SYS_munmap,
     libc::SYS_mremap,
