@@ -1,5 +1,6 @@
 //! `workloads`: the known-answer workloads of the tests and the benchmark's cost floor. Built
 //! beside the agent (`cargo build -p workloads`), never part of it.
+mod afterfault;
 mod backings;
 mod cgmember;
 mod floor;
@@ -33,7 +34,7 @@ enum Cmd {
     /// unmapped tmpfs file, its growth) and may leave (the `--cgroup` tests).
     Cgmember(cgmember::CgMember),
     #[command(flatten)]
-    Backings(backings::Backings),
+    Backings(backings::BackingWorkload),
     /// The seed at this machine's size: mappers over one big shared segment, leakers (private,
     /// shmem, hugetlb) and a churner (the smaps budget's tests and `cargo xtask bench seed-scale`).
     Seed(seed::Seed),
@@ -45,6 +46,9 @@ enum Cmd {
     /// --n getppid() calls in a loop: what a syscall costs a watched process (the bench's
     /// syscall storm).
     Syscalls(syscalls::Syscalls),
+    /// Syscalls that drop pages right after faults that are over (a kernel fault, a zero-page
+    /// fault): their pages must stay the syscall's (tests/syscall_cause.rs).
+    Afterfault(afterfault::AfterFault),
 }
 
 fn main() {
@@ -57,6 +61,7 @@ fn main() {
         Cmd::Slowleak(a) => slowleak::run(a),
         Cmd::Procstorm(a) => procstorm::run(a),
         Cmd::Syscalls(a) => syscalls::run(a),
+        Cmd::Afterfault(a) => afterfault::run(a),
     };
     std::process::exit(code);
 }
