@@ -161,7 +161,7 @@ pub fn elf() -> Vec<u8> {
     u64le(&mut headers, shstr_off);
     u64le(&mut headers, shstr.len() as u64);
     headers.extend_from_slice(&[0; 24]);
-    while out.len() % 8 != 0 {
+    while !out.len().is_multiple_of(8) {
         out.push(0);
     }
     let shoff = out.len() as u64;
