@@ -10,7 +10,7 @@ use agent::demo::procs::{fork_child, page_size, set_name, wait_all, MIB};
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
-pub enum Backings {
+pub enum BackingWorkload {
     /// `wl-hugetlb`: map --pages huge pages of --size-mib (2 or 1024) from --backing, write
     /// every huge page twice (the second pass maps nothing new), hold --hold seconds. Backings:
     /// `memfd` (`wl-huge`), `anon` (MAP_PRIVATE|MAP_HUGETLB), `sysv` (shmget SHM_HUGETLB, key
@@ -58,9 +58,9 @@ pub enum Backings {
     },
 }
 
-pub fn run(b: Backings) -> i32 {
+pub fn run(b: BackingWorkload) -> i32 {
     match b {
-        Backings::Hugetlb { pages, size_mib, backing, path, tail, hold } => {
+        BackingWorkload::Hugetlb { pages, size_mib, backing, path, tail, hold } => {
             set_name("wl-hugetlb");
             let huge = size_mib * MIB;
             let len = pages * huge;
@@ -91,7 +91,7 @@ pub fn run(b: Backings) -> i32 {
             }
             std::thread::sleep(Duration::from_secs_f64(hold));
         }
-        Backings::Zeroread { mib, passes } => {
+        BackingWorkload::Zeroread { mib, passes } => {
             set_name("wl-zeroread");
             let t = Instant::now();
             let mut sum = 0u64;
@@ -107,7 +107,7 @@ pub fn run(b: Backings) -> i32 {
             }
             eprintln!("wl-zeroread: {:.3} s ({sum})", t.elapsed().as_secs_f64());
         }
-        Backings::Backings { duration, kib_s, dir, only } => {
+        BackingWorkload::Backings { duration, kib_s, dir, only } => {
             leakers(Duration::from_secs_f64(duration), kib_s, &dir, &only)
         }
     }

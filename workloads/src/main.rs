@@ -34,7 +34,7 @@ enum Cmd {
     /// unmapped tmpfs file, its growth) and may leave (the `--cgroup` tests).
     Cgmember(cgmember::CgMember),
     #[command(flatten)]
-    Backings(backings::Backings),
+    Backings(backings::BackingWorkload),
     /// The seed at this machine's size: mappers over one big shared segment, leakers (private,
     /// shmem, hugetlb) and a churner (the smaps budget's tests and `cargo xtask bench seed-scale`).
     Seed(seed::Seed),
