@@ -34,6 +34,8 @@ struct Judged {
     /// when that reading was taken.
     shmem_base: Option<i64>,
     read_t: f64,
+    /// The ledger's anon RSS and hugetlb KiB at its last reading (or first sight).
+    ledger_base: Option<(i64, i64)>,
 }
 
 impl Judged {
@@ -132,6 +134,7 @@ impl Judge {
         j.peak_uss_kib = j.peak_uss_kib.max(mem.uss_kib);
         j.shmem_base = self.shmem_pages.as_ref().map(|m| m.get(&r.pid).copied().unwrap_or(0));
         j.read_t = r.t;
+        j.ledger_base = Some(anon_huge_kib(p, ledger.page_size()));
         let explain = j.last.replace((mem.clone(), own)).map(|(prev, prev_own)| explain(&prev, prev_own, &mem, own));
         let cow_kib = p.own_cow_kib(ledger.page_size());
         let explain = explain.map(|e| Explain { cow_kib: cow_kib - j.last_cow_kib, ..e });
@@ -170,6 +173,12 @@ impl Judge {
         // are added to that reading's USS and PSS: a new page is in its page tables alone. So a
         // shared-segment leak does not wait for smaps; the next reading audits the estimate.
         let created_kib = shmem_now.map_or(0, |n| (n - *j.shmem_base.get_or_insert(n)) * ledger.page_size() / 1024);
+        // Likewise the private anon and hugetlb pages its mm gained (the ledger's counters: a
+        // new anon page is private; a churner's come and go): a private or hugetlb leak is
+        // flagged when readings are rare, and each reading resets the estimate.
+        let (anon, huge) = anon_huge_kib(p, ledger.page_size());
+        let (anon0, huge0) = *j.ledger_base.get_or_insert((anon, huge));
+        let faulted_kib = (anon - anon0) + (huge - huge0);
         let (uss_kib, pss_kib) = match &j.last {
             // hugetlb pages are in no smaps figure but their own: its private ones are its USS.
             Some((m, _)) => ((m.uss_kib + m.private_hugetlb_kib) as f64, (m.pss_kib + m.private_hugetlb_kib) as f64),
@@ -186,8 +195,8 @@ impl Judge {
         }
         let sample = Sample {
             t,
-            uss_kib: uss_kib + created_kib as f64,
-            pss_kib: pss_kib + created_kib as f64,
+            uss_kib: uss_kib + (created_kib + faulted_kib) as f64,
+            pss_kib: pss_kib + (created_kib + faulted_kib) as f64,
             own_kib: (fault_kib + cow_kib) as f64,
         };
         let (trend, state, withdrawn) = match j.step(sample, &self.params)? {
@@ -202,12 +211,12 @@ impl Judge {
         };
         let (mapping, shared) = j.leak_mapping.clone().unwrap_or_else(|| ("?".into(), false));
         let mut rec = leak_record(pid, p.comm.clone(), &trend, (mapping, shared), state, withdrawn);
-        // No smaps reading within the flagged span: all of its growth is the kernel's count.
+        // No smaps reading within the flagged span: all of its growth is the kernel's counts.
         let kernel_only = j.last.is_none() || j.read_t < t - trend.span_s;
         if let Record::Leak { cause, metric, .. } = &mut rec {
             *cause = j.leak_cause;
-            if kernel_only && created_kib > 0 {
-                *metric = "shmem_created";
+            if kernel_only && created_kib.max(faulted_kib) > 0 {
+                *metric = if created_kib >= faulted_kib { "shmem_created" } else { "faulted" };
             }
         }
         Some(rec)
@@ -227,6 +236,12 @@ impl Judge {
             self.retired_standing += u64::from(j.flagged().is_some());
         }
     }
+}
+
+/// The ledger's anon RSS of the mm `p` runs on, and the hugetlb it maps, KiB.
+fn anon_huge_kib(p: &crate::attribution::Proc, page: i64) -> (i64, i64) {
+    let anon = p.mms.last().map_or(0, |c| c.rss[agent_common::member::ANON as usize] / 1024);
+    (anon, p.hugetlb_kib(page).unwrap_or(0))
 }
 
 /// A `leak` record: a verdict flagged, or withdrawn (`reason`, flagged at).
