@@ -48,7 +48,8 @@ impl Deltas {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.last.len()
     }
 }
