@@ -28,7 +28,7 @@ const MAX_SPAWN_FAILURES: u32 = 3;
 /// What became of the helper over the run: the summary's `stacks.symbolizer`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HelperStats {
-    /// Requests sent.
+    /// Requests made (those to a file that had killed a helper are not sent, and unanswered).
     pub requests: u64,
     /// Helpers that died while answering (a signal or an exit).
     pub crashes: u64,
