@@ -207,8 +207,15 @@ pub fn drop_privileges() -> io::Result<()> {
     let was_root = unsafe { libc::geteuid() } == 0;
     // SAFETY: as above.
     unsafe {
-        // No descriptor but stdio and the socket (3) survives from the agent.
-        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+        // No descriptor but stdio and the socket (3) survives from the agent (one by one on a
+        // kernel before close_range, 5.9).
+        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+            for fd in 4..libc::sysconf(libc::_SC_OPEN_MAX).clamp(4, 1 << 20) as i32 {
+                libc::close(fd);
+            }
+        }
+        // Nothing of the agent's working directory.
+        check(libc::chdir(c"/".as_ptr()), "chdir(/)")?;
         let core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         check(libc::setrlimit(libc::RLIMIT_CORE, &core), "no core dumps")?;
         let mem = libc::rlimit { rlim_cur: MAX_ADDRESS_SPACE, rlim_max: MAX_ADDRESS_SPACE };
