@@ -72,6 +72,8 @@ fn the_symbolizer_helper_has_no_privileges_and_still_names_the_workload_frames()
         assert!(v.split_whitespace().all(|id| id == "65534"), "{ids} of the helper: {v}");
     }
     assert_eq!(status_field(&status, "Groups"), "", "no supplementary groups");
+    let cwd = std::fs::read_link(format!("/proc/{helper}/cwd")).unwrap();
+    assert_eq!(cwd, std::path::Path::new("/"), "the helper's working directory");
     // Only stdio and its socket are open in the helper, whatever the agent had open.
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{helper}/fd"))
         .unwrap()
