@@ -98,6 +98,9 @@ pub struct ServeArgs {
     pub duration: Option<f64>,
 }
 
+/// Seconds between the /proc scans for processes renamed to a `--comm` name.
+const RENAME_SCAN_S: f64 = 2.0;
+
 fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
@@ -195,8 +198,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     if let Some(w) = cgroup_watch {
         pipeline.0.set_cgroups(w, params(&args));
     }
-    let discover: Option<Box<dyn FnMut() -> Vec<u32> + Send>> =
-        (!targets.comms.is_empty()).then(|| Box::new(move || targets.named()) as Box<dyn FnMut() -> Vec<u32> + Send>);
+    // Renames to a watched name (prctl: no event) are found by a scan of /proc every
+    // `RENAME_SCAN_S` (execs under one join in the kernel at once).
+    let every = (RENAME_SCAN_S / args.interval).round().max(1.0) as u64;
+    let mut ticks = 0u64;
+    let discover: Option<Box<dyn FnMut() -> Vec<u32> + Send>> = (!targets.comms.is_empty()).then(|| {
+        Box::new(move || {
+            ticks += 1;
+            if ticks % every == 0 {
+                targets.named()
+            } else {
+                Vec::new()
+            }
+        }) as Box<dyn FnMut() -> Vec<u32> + Send>
+    });
     let settings = Settings {
         interval: Duration::from_secs_f64(args.interval),
         duration: args.duration.map(Duration::from_secs_f64),

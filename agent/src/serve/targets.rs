@@ -4,7 +4,7 @@
 //! The kernel follows forks of watched processes itself. A process that execs under a watched
 //! name joins in the kernel at its exec (agent-ebpf `comm_join.rs`: the names are in its
 //! `WATCHED_COMMS` map), so it is watched from its first fault after exec. One renamed by
-//! `prctl(PR_SET_NAME)` makes no event: a scan of /proc/PID/stat at each interval's end finds
+//! `prctl(PR_SET_NAME)` makes no event: a scan of /proc/PID/stat every 2 s finds
 //! it (its faults before that scan are not attributed; its RSS is, seeded from /proc).
 use std::collections::HashSet;
 
