@@ -40,23 +40,29 @@ pub fn serve(procs: usize) -> Result<()> {
 
 struct Figures {
     storm_s: f64,
-    /// (processes so far, agent VmRSS KiB, its VmHWM KiB)
-    rss: Vec<(usize, u64, u64)>,
+    /// (processes so far, agent VmRSS KiB, its VmHWM KiB, where it is)
+    rss: Vec<(usize, u64, u64, Parts)>,
     scrape_bytes: usize,
     scrape_ms: Vec<f64>,
-    /// agent_faulted_bytes_total of the storm's group (`wl-short`), pages, and its exits.
+    /// agent_faulted_bytes_total{kind="anon"} of the storm's group, pages: each of its
+    /// processes writes one page (they keep their parent's name, `wl-procstorm`).
     faulted_pages: f64,
 }
 
 impl Figures {
     fn print(&self, procs: usize) {
         println!("soak serve: {procs} short-lived processes through `agent serve --all` in {:.0} s", self.storm_s);
-        for (n, rss, hwm) in &self.rss {
+        let mib = |k: u64| k as f64 / 1024.0;
+        for (n, rss, hwm, p) in &self.rss {
             println!(
-                "soak serve agent rss at {}k: {:.1} MiB (peak {:.1} MiB)",
+                "soak serve agent rss at {}k: {:.1} MiB (peak {:.1}; ring map {:.1}, heap and arenas {:.1}, largest other anon {:.1}, rest {:.1})",
                 n / 1000,
-                *rss as f64 / 1024.0,
-                *hwm as f64 / 1024.0
+                mib(*rss),
+                mib(*hwm),
+                mib(p.ring),
+                mib(p.heap),
+                mib(p.largest_anon),
+                mib(rss.saturating_sub(p.ring + p.heap + p.largest_anon)),
             );
         }
         let (first, last) = (self.rss[0].1 as f64, self.rss[self.rss.len() - 1].1 as f64);
@@ -71,7 +77,7 @@ impl Figures {
             ms[0],
             ms[ms.len() - 1]
         );
-        println!("soak serve wl-short faulted pages: {:.0} (at least one per process)", self.faulted_pages);
+        println!("soak serve wl-procstorm anon pages faulted: {:.0} (one per process)", self.faulted_pages);
     }
 }
 
@@ -94,8 +100,12 @@ fn storm(agent: &Child, procs: usize, marks: &[usize]) -> Result<Figures> {
         // Two intervals for the last exits to be seen and folded, while the storm holds still.
         std::thread::sleep(Duration::from_secs(4));
         let (now, peak) = rss_kib(agent.id())?;
+        // Which of its mappings hold it (to tell a heap that grows from a ring that filled).
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", agent.id())).unwrap_or_default();
+        let _ = std::fs::write(crate::workspace_root().join(format!("target/soak-serve-smaps-{n}.txt")), &smaps);
+        let parts = Parts::of(&smaps);
         eprintln!("soak: {n} processes, agent rss {now} KiB (peak {peak} KiB)");
-        rss.push((n, now, peak));
+        rss.push((n, now, peak, parts));
     }
     let st = wl.wait()?;
     if !st.success() {
@@ -110,9 +120,11 @@ fn storm(agent: &Child, procs: usize, marks: &[usize]) -> Result<Figures> {
         body = get("/metrics")?;
         scrape_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let saved = crate::workspace_root().join("target/soak-serve-metrics.txt");
+    std::fs::write(&saved, &body).with_context(|| format!("write {}", saved.display()))?;
     let faulted_pages = body
         .lines()
-        .filter(|l| l.starts_with("agent_faulted_bytes_total{") && l.contains("group=\"wl-short\""))
+        .filter(|l| l.starts_with("agent_faulted_bytes_total{group=\"wl-procstorm\",kind=\"anon\"}"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>()
         / 4096.0;
@@ -120,6 +132,40 @@ fn storm(agent: &Child, procs: usize, marks: &[usize]) -> Result<Figures> {
         bail!("the storm reached {} of its {} marks", rss.len(), marks.len());
     }
     Ok(Figures { storm_s, rss, scrape_bytes: body.len(), scrape_ms, faulted_pages })
+}
+
+/// Where the agent's resident memory is, KiB: the ring buffer's mapping (bpf-map), the heap
+/// and malloc's 64 MiB-aligned arenas, and the largest other anonymous mapping (one big
+/// allocation of its own).
+#[derive(Default)]
+struct Parts {
+    ring: u64,
+    heap: u64,
+    largest_anon: u64,
+}
+
+impl Parts {
+    fn of(smaps: &str) -> Parts {
+        let mut p = Parts::default();
+        let mut cur: Option<(u64, String)> = None;
+        for l in smaps.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.first().is_some_and(|a| a.contains('-') && !a.ends_with(':')) {
+                let start = u64::from_str_radix(f[0].split('-').next().unwrap_or("0"), 16).unwrap_or(1);
+                cur = Some((start, f.get(5).copied().unwrap_or("").to_string()));
+            } else if let (Some((start, name)), ["Rss:", kib, ..]) = (&cur, f.as_slice()) {
+                let kib: u64 = kib.parse().unwrap_or(0);
+                match name.as_str() {
+                    "anon_inode:bpf-map" => p.ring += kib,
+                    "[heap]" => p.heap += kib,
+                    "" if start % (64 << 20) == 0 => p.heap += kib,
+                    "" => p.largest_anon = p.largest_anon.max(kib),
+                    _ => {}
+                }
+            }
+        }
+        p
+    }
 }
 
 /// VmRSS and VmHWM of a process, KiB.

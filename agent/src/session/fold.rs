@@ -11,6 +11,16 @@ use crate::records::{Pages, ProcSummary};
 pub const MAX_GROUPS: usize = 4096;
 pub const OTHER: &str = "(other)";
 
+/// A daemon hands its freed heap back to the system every this many intervals.
+pub const TRIM_EVERY_TICKS: u64 = 30;
+
+/// Give the heap's free pages back to the system (glibc keeps them after a burst: a ring
+/// backlog while the host storms), so the agent's RSS is what it holds, not its highest burst.
+pub fn release_freed_heap() {
+    // SAFETY: malloc_trim has no preconditions; 0 keeps no extra pad at the top.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// What the exited processes of one name added up to.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct ExitedGroup {

@@ -82,6 +82,10 @@ pub async fn run(
     child: Option<u32>,
 ) -> anyhow::Result<i32> {
     let start = p.start();
+    // A daemon runs for weeks: its dead are folded into their name's totals, not kept.
+    if settings.forever {
+        p.fold_exited();
+    }
     let (tx, mut rx) = mpsc::channel::<ring::Batch>(1024);
     let shared = Arc::new(ring::Shared { stop: AtomicBool::new(false), polled_ns: AtomicU64::new(0), epoch: start });
     let reader = ring::spawn(ring, tx, shared.clone());
@@ -120,6 +124,9 @@ pub async fn run(
                     }
                 }
                 p.close_interval(ticks, dt);
+                if settings.forever && ticks % fold::TRIM_EVERY_TICKS == 0 {
+                    fold::release_freed_heap();
+                }
                 if (p.nothing_alive() && !settings.forever) || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
