@@ -131,6 +131,11 @@ impl MappingMap {
         self.regions.is_empty()
     }
 
+    /// It maps something MAP_SHARED.
+    pub fn any_shared(&self) -> bool {
+        self.regions.values().any(|r| r.id.shared)
+    }
+
     /// Remove [start, end), splitting regions that straddle the edges.
     pub fn unmap(&mut self, start: u64, end: u64) {
         if start >= end {

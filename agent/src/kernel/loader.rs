@@ -287,6 +287,12 @@ fn load_object(
             prog.load().map_err(|e| AgentError::Load(format!("{prog_name}: {e:#}")))?;
         }
         match prog.attach(h.category, h.name) {
+            // Attached on demand, while a watched process maps a shared segment (see
+            // kernel/shmem_count.rs): checked here, then detached until then.
+            Ok(link) if h.program == shmem_count::PROGRAM => {
+                let _ = prog.detach(link);
+                hooks.push(h.name.to_string())
+            }
             Ok(_) => hooks.push(h.name.to_string()),
             Err(e) if h.essential => {
                 return Err(AgentError::Load(format!("attaching {}:{} failed: {e}", h.category, h.name)));

@@ -325,7 +325,9 @@ impl Pipeline {
     /// their last reading forward to the verdict.
     pub fn start_sweep(&mut self) {
         self.cgroup_sweep();
-        if let Some(s) = &self.shmem {
+        if let Some(s) = self.shmem.as_mut() {
+            let shared = self.ledger.procs().any(|p| p.alive && p.maps().any_shared());
+            s.attach_while(shared, self.kernel.programs.as_mut());
             self.judge.set_shmem_pages(s.pages());
         }
         let sweep = self.sampler.start_sweep(sampling::candidates(&mut self.ledger, &self.judge));
