@@ -33,7 +33,7 @@ fn command_not_found_is_127() {
 fn nothing_to_watch() {
     let (code, _, stderr) = run(&["watch"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("give `-p PID` or `-- CMD ARGS`"), "{stderr}");
+    assert!(stderr.contains("give `-p PID`, `--cgroup PATH` or `-- CMD ARGS`"), "{stderr}");
 }
 
 #[test]
