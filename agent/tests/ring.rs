@@ -27,8 +27,11 @@ fn overflow_is_counted_and_reported() {
     // With its exit record lost, the storm may keep the name it had before exec: it is the
     // only process.
     let p = &s["procs"][0];
+    // rss_stat carries absolute sizes and the deltas are taken in userspace (kernel/deltas.rs),
+    // so a lost record folds into the next delta of its counter: the storm's total is still
+    // whole (its 65536 pages plus its start-up), only the lost records' attribution is lost.
     let seen = p["pages"]["anon"].as_u64().unwrap();
-    assert!(seen < 65536 && seen + lost >= 65536, "seen {seen} + lost {lost} cover 65536 faulted pages");
+    assert!((65536..65536 + 4096).contains(&seen), "seen {seen} (lost {lost}) covers the 65536 faulted pages");
 }
 
 #[test]
