@@ -84,6 +84,9 @@ enum Soak {
     Serve {
         #[arg(long, default_value_t = 200_000)]
         procs: usize,
+        /// What the agent watches (`--comm wl-procstorm`: the storm alone).
+        #[arg(long, default_value = "--all", allow_hyphen_values = true)]
+        targets: String,
     },
 }
 
@@ -154,7 +157,7 @@ fn run(cmd: Cmd) -> Result<()> {
             status(c, "agent watch -- agent demo")
         }
         Cmd::Fuzz { iterations, seed } => fuzz::run(iterations, seed),
-        Cmd::Soak { what: Soak::Serve { procs } } => {
+        Cmd::Soak { what: Soak::Serve { procs, targets } } => {
             if !is_root() {
                 bail!("the soak attaches eBPF programs: run it as root (sudo -E cargo xtask soak serve)");
             }
@@ -162,7 +165,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let mut c = cargo();
             c.args(["build", "--release", "-p", "workloads"]);
             status(c, "cargo build --release -p workloads")?;
-            soak::serve(procs)
+            soak::serve(procs, &targets)
         }
     }
 }

@@ -19,10 +19,14 @@ use crate::bench_run::{agent, workloads};
 /// does not answer instead).
 const LISTEN: &str = "127.0.0.1:19464";
 
-pub fn serve(procs: usize) -> Result<()> {
+/// `targets`: what `agent serve` watches (`--all`; `--comm wl-procstorm` leaves the host's
+/// other processes out, to tell the storm's cost from theirs).
+pub fn serve(procs: usize, targets: &str) -> Result<()> {
     let marks: Vec<usize> = [10_000, 100_000, procs].into_iter().filter(|&m| m <= procs).collect();
     let mut agent = Command::new(agent())
-        .args(["serve", "--all", "--listen", LISTEN])
+        .arg("serve")
+        .args(targets.split_whitespace())
+        .args(["--listen", LISTEN])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -34,7 +38,7 @@ pub fn serve(procs: usize) -> Result<()> {
     if !code.success() {
         bail!("agent serve exited with {code} at SIGTERM");
     }
-    figures.print(procs);
+    figures.print(procs, targets);
     Ok(())
 }
 
@@ -50,8 +54,8 @@ struct Figures {
 }
 
 impl Figures {
-    fn print(&self, procs: usize) {
-        println!("soak serve: {procs} short-lived processes through `agent serve --all` in {:.0} s", self.storm_s);
+    fn print(&self, procs: usize, targets: &str) {
+        println!("soak serve: {procs} short-lived processes through `agent serve {targets}` in {:.0} s", self.storm_s);
         let mib = |k: u64| k as f64 / 1024.0;
         for (n, rss, hwm, p) in &self.rss {
             println!(
@@ -97,8 +101,9 @@ fn storm(agent: &Child, procs: usize, marks: &[usize]) -> Result<Figures> {
             eprintln!("{line}");
             continue;
         };
-        // Two intervals for the last exits to be seen and folded, while the storm holds still.
-        std::thread::sleep(Duration::from_secs(4));
+        // While the storm holds still: the last exits seen and folded, the backlog drained
+        // and a heap trim past (every 5 intervals).
+        std::thread::sleep(Duration::from_secs(6));
         let (now, peak) = rss_kib(agent.id())?;
         // Which of its mappings hold it (to tell a heap that grows from a ring that filled).
         let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", agent.id())).unwrap_or_default();

@@ -12,7 +12,7 @@ pub const MAX_GROUPS: usize = 4096;
 pub const OTHER: &str = "(other)";
 
 /// A daemon hands its freed heap back to the system every this many intervals.
-pub const TRIM_EVERY_TICKS: u64 = 30;
+pub const TRIM_EVERY_TICKS: u64 = 5;
 
 /// Give the heap's free pages back to the system (glibc keeps them after a burst: a ring
 /// backlog while the host storms), so the agent's RSS is what it holds, not its highest burst.
