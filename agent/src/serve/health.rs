@@ -8,7 +8,7 @@ use std::{
 #[derive(Debug)]
 pub struct Health {
     epoch: Instant,
-    /// Milliseconds since `epoch` of the last interval's view.
+    /// Milliseconds since `epoch` of the last interval's view; `NEVER` until the first.
     last_view_ms: AtomicU64,
     /// Set when a stop begins (signal) or the session ended.
     pub stopping: AtomicBool,
@@ -20,9 +20,12 @@ impl Default for Health {
     }
 }
 
+/// No view yet: unhealthy until the ring has been read once.
+const NEVER: u64 = u64::MAX;
+
 impl Health {
     pub fn new() -> Health {
-        Health { epoch: Instant::now(), last_view_ms: AtomicU64::new(0), stopping: AtomicBool::new(false) }
+        Health { epoch: Instant::now(), last_view_ms: AtomicU64::new(NEVER), stopping: AtomicBool::new(false) }
     }
 
     pub fn beat(&self) {
@@ -32,8 +35,9 @@ impl Health {
     /// Healthy: not stopping, and an interval closed within `stale_ms` (the pipeline task runs
     /// and the ring is read).
     pub fn healthy(&self, stale_ms: u64) -> bool {
-        let age = (self.epoch.elapsed().as_millis() as u64).saturating_sub(self.last_view_ms.load(Ordering::Acquire));
-        !self.stopping.load(Ordering::Acquire) && age <= stale_ms
+        let last = self.last_view_ms.load(Ordering::Acquire);
+        let age = (self.epoch.elapsed().as_millis() as u64).saturating_sub(last);
+        !self.stopping.load(Ordering::Acquire) && last != NEVER && age <= stale_ms
     }
 }
 
@@ -44,9 +48,21 @@ mod tests {
     #[test]
     fn healthz_needs_a_recent_view_and_no_stop() {
         let h = Health::new();
+        // Just started, nothing read yet: not healthy, however generous the staleness bound.
+        assert!(!h.healthy(1000));
+        assert!(!h.healthy(u64::MAX));
         h.beat();
         assert!(h.healthy(1000));
         h.stopping.store(true, Ordering::Release);
         assert!(!h.healthy(1000));
+    }
+
+    #[test]
+    fn healthz_goes_stale_without_views() {
+        let h = Health::new();
+        h.beat();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(!h.healthy(5));
+        assert!(h.healthy(10_000));
     }
 }
