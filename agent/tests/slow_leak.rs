@@ -1,19 +1,59 @@
 //! The long-window leak verdict on real processes (`--leak-window` beyond 300 s): a page-a-time
-//! leaker is flagged, a steady churner beside it is not. Time scaled down to fit a test: the
-//! shortest span judged is 90 s instead of 12 min, and the leak 96 KiB/s instead of the 8 KiB/s
+//! leaker is flagged, a steady churner beside it is not, by `watch` (records) and by `serve`
+//! (its metrics), both watching the same run. Time scaled down to fit a test: the shortest
+//! span judged is 90 s instead of 12 min, and the leak 96 KiB/s instead of the 8 KiB/s
 //! contract, which the unit tests (judgement::slow_leak) hold in simulated time.
 mod common;
+mod serve_util;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
 use common::*;
+use serve_util::{get, Serving};
 
 #[test]
-fn a_slow_leak_is_flagged_by_the_long_window_and_a_steady_churner_is_not() {
+fn a_slow_leak_is_flagged_by_the_long_window_and_a_steady_churner_is_not_by_watch_and_serve() {
     if !ebpf_available("slow_leak") {
         return;
     }
+    // serve, by name (found by its /proc scan within 2 s), scraped every second meanwhile.
+    let long = ["--interval", "1", "--smaps-interval", "1", "--leak-window", "1800", "--leak-min-span", "90"];
+    let mut serve = Serving::start(&[&["--comm", "slow-leaker", "--comm", "steady"][..], &long[..]].concat());
+    let (port, done) = (serve.port, Arc::new(AtomicBool::new(false)));
+    let scraper = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Acquire) {
+                if let Ok(r) = get(port, "/metrics", &[]) {
+                    let leaks = r.body.lines().filter(|l| l.starts_with("agent_leak_bytes_per_second{"));
+                    seen.extend(leaks.map(|l| (t0.elapsed().as_secs_f64(), l.to_string())));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            seen
+        })
+    };
     let (recs, code) = watch_workload(
         &["--smaps-interval", "1", "--leak-window", "1800", "--leak-min-span", "90", "--fail-on-leak"],
         &["slowleak", "--kib-s", "96", "--duration", "150"],
     );
+    done.store(true, Ordering::Release);
+    let seen = scraper.join().unwrap();
+    assert_eq!(serve.stop(Duration::from_secs(10)), 0, "serve stops cleanly");
+    assert!(seen.iter().all(|(_, l)| l.contains("comm=\"slow-leaker\"")), "only the leaker: {seen:?}");
+    let (at, line) = seen.first().unwrap_or_else(|| panic!("serve never exported the slow leak"));
+    assert!((80.0..=140.0).contains(at), "serve flagged it {at} s into the run: {line}");
+    let bytes_s: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_within("serve's leak rate B/s", bytes_s as i64, 96 * 1024, 20.0);
+    eprintln!("slow_leak: serve exported {line} {at:.0} s into the run");
+
     assert_eq!(code, 3, "--fail-on-leak exits 3 when a leak verdict stands at the end");
     let leaks = of_type(&recs, "leak");
     let comms: std::collections::BTreeSet<&str> = leaks.iter().map(|l| l["comm"].as_str().unwrap()).collect();
