@@ -127,7 +127,9 @@ impl History {
             .find(|l| l.width * PER_LEVEL as f64 >= span)
             .unwrap_or(&self.levels[self.levels.len() - 1]);
         let closed = level.buckets.len().saturating_sub(1);
-        let Some(now) = level.buckets.iter().take(closed).last().map(|b| b.t) else { return Vec::new() };
+        let Some(now) = closed.checked_sub(1).and_then(|i| level.buckets.get(i)).map(|b| b.t) else {
+            return Vec::new();
+        };
         level.buckets.iter().take(closed).filter(|b| b.t >= now - span).map(Bucket::sample).collect()
     }
 
