@@ -188,14 +188,17 @@ pub struct TaskSlot {
     /// rss changes are the ones made while it still runs. The syscall a task is in is read from
     /// its saved registers, not kept here.
     pub sys_nr: i64,
-    /// Unused by the agent's programs (syscall arguments are read from the task's registers).
-    pub args: [u64; 6],
+    /// Which invocation of `sys_nr` that kernel fault came in (`state::syscall_invocation`: a
+    /// mix of its user return address, stack pointer and first four arguments). A later change
+    /// made in another invocation of the same syscall is not the fault's.
+    pub sys_key: u64,
     /// Address of the fault in progress (valid while `fault_cause != 0`).
     pub fault_addr: u64,
     pub fault_err: u64,
     /// `cause::FAULT`, `cause::KERNEL_FAULT` or 0.
     pub fault_cause: u32,
-    /// Set at fault entry, cleared by the first rss change that fault makes.
+    /// Set at fault entry, cleared by the first rss change that fault makes. A kernel fault
+    /// owns that first change only (see `rss.rs`).
     pub fault_fresh: u32,
     /// The mm whose owner this task already registered in MM_OWNER (saves a lookup per event).
     pub owner_mm: u32,
@@ -219,7 +222,7 @@ pub struct TaskSlot {
 impl TaskSlot {
     pub const IDLE: TaskSlot = TaskSlot {
         sys_nr: -1,
-        args: [0; 6],
+        sys_key: 0,
         fault_addr: 0,
         fault_err: 0,
         fault_cause: 0,
@@ -529,10 +532,14 @@ mod tests {
 
     #[test]
     fn task_slot_layout() {
-        assert_eq!(size_of::<TaskSlot>(), 152);
-        assert_eq!(offset_of!(TaskSlot, faults), 136);
-        assert_eq!(offset_of!(TaskSlot, tgid), 144);
-        assert_eq!(offset_of!(TaskSlot, quiet), 148);
+        assert_eq!(size_of::<TaskSlot>(), 112);
+        assert_eq!(offset_of!(TaskSlot, sys_key), 8);
+        assert_eq!(offset_of!(TaskSlot, fault_addr), 16);
+        assert_eq!(offset_of!(TaskSlot, fault_fresh), 36);
+        assert_eq!(offset_of!(TaskSlot, last_top), 56);
+        assert_eq!(offset_of!(TaskSlot, faults), 96);
+        assert_eq!(offset_of!(TaskSlot, tgid), 104);
+        assert_eq!(offset_of!(TaskSlot, quiet), 108);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use agent_common::cause;
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::state::{current_syscall, is_watched, pid_tgid, task_slot, Raw, PF_ADDR, PF_ERR, TASKS};
+use crate::state::{current_syscall, is_watched, pid_tgid, syscall_invocation, task_slot, Raw, PF_ADDR, PF_ERR, TASKS};
 
 /// Top of the x86_64 user address space.
 const USER_TOP: u64 = 0x0000_8000_0000_0000;
@@ -32,8 +32,9 @@ pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
     slot.fault_err = raw.u64_at(&PF_ERR);
     slot.fault_cause = cause::KERNEL_FAULT;
     slot.fault_fresh = 1;
-    // The syscall this fault came in (-1: signal delivery after an interrupt): the fault's
-    // rss changes are the ones made while it still runs (rss.rs).
+    // The syscall this fault came in (-1: signal delivery after an interrupt) and which call of
+    // it: the fault's rss change is the first one made in that call (rss.rs).
     slot.sys_nr = current_syscall();
+    slot.sys_key = syscall_invocation();
     0
 }

@@ -15,8 +15,9 @@ use aya_ebpf::{
 use aya_log_ebpf::{info, warn};
 
 use crate::state::{
-    count, count_first, current_syscall, first_on_cpu, g, is_watched, once, pid_tgid, reserve, submit_flags, Raw,
-    LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER, RSS_MM_ID, RSS_SIZE, STACKS, STACKS_ON, TASKS,
+    count, count_first, current_syscall, first_on_cpu, g, in_ia32_syscall, is_watched, once, pid_tgid, reserve,
+    submit_flags, syscall_invocation, Raw, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER, RSS_MM_ID, RSS_SIZE, STACKS,
+    STACKS_ON, TASKS,
 };
 
 #[tracepoint]
@@ -51,12 +52,18 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                     slot.owner_mm = mm_id;
                 }
                 // The fault in the slot is still in progress: a user fault while no syscall
-                // is (the task's registers say so), a kernel fault while the syscall it came in
-                // still runs. Otherwise the fault is over and this change is the syscall's.
+                // is (the task's registers say so); a kernel fault until its first change (one
+                // page, or a THP's 512 in one change), made in the call of the syscall it came
+                // in. No hook sees a fault end: unbounded, a kernel fault that mapped nothing
+                // (the zero page) would own its syscall's later changes, such as pages pinned
+                // without an exception (O_DIRECT, process_vm_writev). Otherwise the fault is
+                // over and this change is the syscall's.
                 let sys = current_syscall();
                 let in_fault = match slot.fault_cause {
                     cause::FAULT => sys < 0,
-                    cause::KERNEL_FAULT => sys == slot.sys_nr,
+                    cause::KERNEL_FAULT => {
+                        slot.fault_fresh != 0 && sys == slot.sys_nr && syscall_invocation() == slot.sys_key
+                    }
                     _ => false,
                 };
                 if in_fault {
@@ -66,7 +73,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
                     slot.quiet = 0;
                     (cur_tgid, slot.fault_cause, slot.fault_addr, slot.fault_err, first)
                 } else if sys >= 0 {
-                    (cur_tgid, cause::SYSCALL, 0, sys as u64, 0)
+                    (cur_tgid, cause::SYSCALL, 0, syscall_nr(sys), 0)
                 } else {
                     (cur_tgid, cause::OTHER, 0, 0, 0)
                 }
@@ -74,7 +81,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
             None => {
                 register_owner();
                 match current_syscall() {
-                    sys if sys >= 0 => (cur_tgid, cause::SYSCALL, 0, sys as u64, 0),
+                    sys if sys >= 0 => (cur_tgid, cause::SYSCALL, 0, syscall_nr(sys), 0),
                     _ => (cur_tgid, cause::OTHER, 0, 0, 0),
                 }
             }
@@ -86,8 +93,15 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         if let Some(slot) = TASKS.get_ptr_mut(tid) {
             let slot = unsafe { &mut *slot };
             let nr = current_syscall() as u64;
-            let forking = matches!(nr, nr::CLONE | nr::CLONE3 | nr::FORK | nr::VFORK);
-            let execing = matches!(nr, nr::EXECVE | nr::EXECVEAT) && slot.owner_mm != mm_id;
+            let (forking, execing) = if in_ia32_syscall() {
+                (
+                    matches!(nr, ia32::CLONE | ia32::CLONE3 | ia32::FORK | ia32::VFORK),
+                    matches!(nr, ia32::EXECVE | ia32::EXECVEAT),
+                )
+            } else {
+                (matches!(nr, nr::CLONE | nr::CLONE3 | nr::FORK | nr::VFORK), matches!(nr, nr::EXECVE | nr::EXECVEAT))
+            };
+            let execing = execing && slot.owner_mm != mm_id;
             if forking || execing {
                 if slot.new_mm != mm_id {
                     slot.new_mm = mm_id;
@@ -129,6 +143,27 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
 }
 
 const PAGE: u64 = 4096;
+
+/// ia32 syscall numbers (`syscall_32.tbl`) of the calls that build a new mm.
+mod ia32 {
+    pub const FORK: u64 = 2;
+    pub const EXECVE: u64 = 11;
+    pub const CLONE: u64 = 120;
+    pub const VFORK: u64 = 190;
+    pub const EXECVEAT: u64 = 358;
+    pub const CLONE3: u64 = 435;
+}
+
+/// A syscall cause's number: none (`u64::MAX`) for an ia32 syscall, whose number names another
+/// call in the x86_64 table.
+#[inline(always)]
+fn syscall_nr(sys: i64) -> u64 {
+    if in_ia32_syscall() {
+        u64::MAX
+    } else {
+        sys as u64
+    }
+}
 
 /// The full user stack's id in STACKS, or the helper's error (counted). When the stack's bucket
 /// holds another stack (-EEXIST, a hash collision), the stack without its leaf frame is taken

@@ -283,6 +283,32 @@ pub fn current_syscall() -> i64 {
     unsafe { (*user_regs()).orig_rax as i64 }
 }
 
+/// Which invocation of its syscall the current task is in, as far as its saved registers tell:
+/// its user return address, stack pointer and first four arguments, mixed (a syscall leaves
+/// them as they were). Two calls from the same site with the same arguments look the same.
+#[inline(always)]
+pub fn syscall_invocation() -> u64 {
+    let r = user_regs();
+    unsafe {
+        (*r).rip
+            ^ (*r).rsp.rotate_left(13)
+            ^ (*r).rdi.rotate_left(23)
+            ^ (*r).rsi.rotate_left(37)
+            ^ (*r).rdx.rotate_left(47)
+            ^ (*r).r10.rotate_left(53)
+    }
+}
+
+/// `__USER32_CS`: the code segment of a 32-bit (ia32) task's user registers.
+const USER32_CS: u64 = 0x23;
+
+/// The current task entered the kernel from 32-bit code (an ia32 syscall): its `orig_ax` is an
+/// ia32 syscall number, not an x86_64 one.
+#[inline(always)]
+pub fn in_ia32_syscall() -> bool {
+    unsafe { (*user_regs()).cs == USER32_CS }
+}
+
 #[inline(always)]
 pub fn now() -> u64 {
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }

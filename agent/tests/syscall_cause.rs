@@ -1,6 +1,8 @@
 //! `rss.rs` takes the syscall an rss change happens in from the task's saved registers, not from
 //! a syscall hook: a munmap right after a kernel fault (`read()` into a fresh page) or after a
-//! user fault that changed no counter (a zero-page read) is the syscall's, never the fault's.
+//! user fault that changed no counter (a zero-page read) is the syscall's, never the fault's; so
+//! are the pages a later call of the kernel fault's syscall pins without an exception
+//! (`process_vm_writev` into a fresh region after one whose copy took a kernel fault).
 mod common;
 use common::*;
 
@@ -16,6 +18,8 @@ fn munmap_after_a_finished_fault_is_the_syscalls() {
     let want = 2 * mib * MIB_PAGES as i64;
     // Both regions were filled inside mmap and emptied inside munmap: the syscalls net to zero.
     // Charged to the faults instead, they would show +{want} here and -{want}/2 per mapping.
+    // The pinned region (another {mib} MiB) too: charged to the kernel fault of the call before,
+    // it would show -{want}/2 here and +{want}/2 anon fault pages.
     let syscall = p["causes"]["syscall"].as_i64().unwrap();
     assert!(syscall.abs() <= 32, "the munmaps' pages went elsewhere than the syscall: syscall {syscall}: {p}");
     for m in p["mappings"].as_array().unwrap() {
