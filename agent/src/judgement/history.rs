@@ -90,15 +90,18 @@ impl History {
                 Some(b) if b.idx >= idx => b.add(&s),
                 open => {
                     closed0 |= i == 0 && open.is_some();
-                    if l.buckets.is_empty() {
-                        l.buckets.reserve_exact(PER_LEVEL + 1);
+                    if l.buckets.len() > PER_LEVEL {
+                        l.buckets.pop_front();
+                    }
+                    // Grown by doubling up to its bound, no further: a pid seen once holds
+                    // a few buckets, a long-lived one exactly its rings.
+                    if l.buckets.len() == l.buckets.capacity() {
+                        let want = (l.buckets.len() * 2).clamp(4, PER_LEVEL + 1);
+                        l.buckets.reserve_exact(want - l.buckets.len());
                     }
                     let mut b = Bucket { idx, ..Bucket::default() };
                     b.add(&s);
                     l.buckets.push_back(b);
-                    if l.buckets.len() > PER_LEVEL + 1 {
-                        l.buckets.pop_front();
-                    }
                 }
             }
         }
@@ -170,7 +173,15 @@ mod tests {
         // 4 levels cover 6 h (30 s, 2 min, 8 min, 32 min buckets: 17 h).
         assert_eq!(h.levels.len(), 4);
         assert_eq!(h.buckets(), 4 * (PER_LEVEL + 1));
-        assert!(h.levels.iter().all(|l| l.buckets.capacity() <= 2 * (PER_LEVEL + 1)));
+        assert!(
+            h.levels.iter().all(|l| l.buckets.capacity() <= PER_LEVEL + 8),
+            "{:?}",
+            h.levels.iter().map(|l| l.buckets.capacity()).collect::<Vec<_>>()
+        );
+        // A pid read once holds a few buckets per level.
+        let mut once = History::new(30.0, 6.0 * 3600.0);
+        once.push(reading(0.0, 1.0));
+        assert!(once.levels.iter().all(|l| l.buckets.capacity() <= 8));
     }
 
     #[test]
