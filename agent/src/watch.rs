@@ -160,7 +160,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
         targets: started.pids,
         hooks: loaded.hooks,
         missing_hooks: loaded.missing,
-        cgroups: cgroups.iter().map(|c| c.describe_with(moves)).collect(),
+        cgroups: cgroup_watch.as_ref().map_or_else(Vec::new, |w| crate::judgement::cgroup::describe(w, moves)),
     });
     sinks.flush();
     let stream = sinks.failure();

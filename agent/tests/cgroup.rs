@@ -140,3 +140,55 @@ fn v2_member_that_execs_after_joining_is_watched_from_its_exec() {
     assert_within("exec'd member anon pages", p["pages"]["anon"].as_i64().unwrap(), 8192, 5.0);
     drop(sub);
 }
+
+/// A v2 cgroup whose member sits in the v1 root memory cgroup (most processes on this machine,
+/// PID 1 not being systemd): the memory hierarchy's root is the host's totals, never the
+/// cgroup's. The start line says it once, each cgroup record has no memory source and says
+/// why, and 64 MiB of tmpfs nobody maps (the host's unmapped shmem grows) flags no cgroup leak.
+#[test]
+fn v2_member_in_the_v1_root_memory_cgroup_reports_no_host_totals() {
+    if !ebpf_available("cgroup_v2_root_memcg") {
+        return;
+    }
+    let v2 = TestCgroup::v2("rootmem");
+    let shm = format!("/dev/shm/agent-test-rootmem-{}", std::process::id());
+    let args = ["cgmember", "--join", v2.path(), "--join", cgroup_util::MEMORY, "--delay-s", "2"];
+    let mut member =
+        start_workload(&[&args[..], &["--tmpfs-file", &shm, "--tmpfs-mib", "64", "--hold-s", "5"]].concat());
+    let t = std::time::Instant::now();
+    while v2.procs().is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut agent = Running::start(&[
+        "watch",
+        "--format",
+        "json",
+        "--cgroup",
+        v2.path(),
+        "--interval",
+        "0.5",
+        "--smaps-interval",
+        "1",
+        "--duration",
+        "8",
+    ]);
+    let start = agent.wait_for("start", Duration::from_secs(30));
+    assert!(start["cgroups"][0].as_str().unwrap().contains("memory: none of its own"), "{start}");
+    assert!(member.wait().unwrap().success());
+    let (recs, code) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0);
+
+    let cgs = of_type(&recs, "cgroup");
+    assert!(cgs.iter().filter(|c| c["members"] == 2).count() >= 2, "cgroup records with both members: {cgs:?}");
+    for c in &cgs {
+        assert!(c["memory_source"].is_null() && c.get("usage_in_bytes").is_none(), "host totals read: {c}");
+        // Once both exited: no member to find a memory cgroup of.
+        let why = if c["members"] == 0 { "no member's" } else { "memory hierarchy's root" };
+        assert!(c["no_memory_cgroup"].as_str().unwrap().contains(why), "{c}");
+        assert_eq!(c["unmapped"]["shmem_bytes"], 0, "{c}");
+    }
+    // The file the child holds open is still named (found through its fds, not memory.stat).
+    assert!(cgs.iter().any(|c| c["files"][0]["path"] == shm.as_str()), "{cgs:?}");
+    let leaks = of_type(&recs, "leak");
+    assert!(leaks.iter().all(|l| l["scope"] != "cgroup"), "{leaks:?}");
+}

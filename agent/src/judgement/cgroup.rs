@@ -8,7 +8,10 @@
 //!
 //! On a hybrid machine (v1 memory controller, v2 membership) the memory side of a v2 cgroup is
 //! its members' v1 memory cgroup (from `/proc/PID/cgroup`): the record says which directory
-//! was read.
+//! was read. Never the memory hierarchy's root: members in the root memory cgroup (or in ones
+//! that share only the root) leave the cgroup without memory counters of its own, which the
+//! `start` line says once and each record says in `no_memory_cgroup` (no cgroup-level verdict:
+//! the host's totals would blame the cgroup for unrelated processes).
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -19,7 +22,10 @@ use serde::Serialize;
 use super::Judge;
 use crate::{
     attribution::Ledger,
-    targets::cgroup::{self, Cgroup, Hierarchy},
+    targets::{
+        cgroup::{self, Cgroup, Hierarchy},
+        cgroup_watch::CgroupWatch,
+    },
 };
 
 /// Bytes of what the members map, by kind.
@@ -57,8 +63,11 @@ pub struct CgroupRecord {
     /// Live watched processes in it (descendant cgroups included).
     pub members: usize,
     /// The memory cgroup directory its counters were read from (itself, or on a hybrid machine
-    /// its members' v1 memory cgroup); absent when none could be found.
+    /// its members' v1 memory cgroup); null when none could be found.
     pub memory_source: Option<String>,
+    /// Why `memory_source` is null: no memory counters, no unmapped lines, no cgroup verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_memory_cgroup: Option<&'static str>,
     /// v2: `memory.current`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_current_bytes: Option<u64>,
@@ -137,24 +146,75 @@ pub fn kinds(m: &MemoryFiles) -> (u64, u64, u64, u64) {
     }
 }
 
+/// Why a watched cgroup has no memory cgroup to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoMemory {
+    /// No member's memory cgroup could be found (no live member): the last one read stands.
+    NoMember,
+    /// Its members share only the memory hierarchy's root: the host's totals, never read.
+    HierarchyRoot,
+}
+
+impl NoMemory {
+    pub fn reason(self) -> &'static str {
+        match self {
+            NoMemory::NoMember => "no member's memory cgroup found",
+            NoMemory::HierarchyRoot => {
+                "its members share no memory cgroup below the memory hierarchy's root (that would be the host's totals)"
+            }
+        }
+    }
+}
+
 /// Where to read `c`'s memory: its own directory when its hierarchy has the memory controller,
 /// else the memory cgroup its members share (the deepest directory above all of theirs).
-pub fn memory_dir(c: &Cgroup, members: impl IntoIterator<Item = u32>) -> Option<PathBuf> {
-    let own = match &c.hierarchy {
-        Hierarchy::V2 { memory } => *memory,
-        Hierarchy::V1 { controllers } => controllers.iter().any(|x| x == "memory"),
-    };
-    if own {
-        return Some(c.dir.clone());
+pub fn memory_dir(c: &Cgroup, members: impl IntoIterator<Item = u32>) -> Result<PathBuf, NoMemory> {
+    if has_memory(c) {
+        return Ok(c.dir.clone());
     }
     let dirs: Vec<PathBuf> = members.into_iter().take(64).filter_map(cgroup::memory_dir_of).collect();
-    let first = dirs.first()?;
+    let roots: Vec<PathBuf> = cgroup::mounts().into_iter().map(|m| m.point).collect();
+    shared_memory_dir(&dirs, &roots)
+}
+
+fn has_memory(c: &Cgroup) -> bool {
+    match &c.hierarchy {
+        Hierarchy::V2 { memory } => *memory,
+        Hierarchy::V1 { controllers } => controllers.iter().any(|x| x == "memory"),
+    }
+}
+
+/// The deepest directory above all of `dirs`, unless that is a cgroup mount point (`roots`) or
+/// above one.
+pub fn shared_memory_dir(dirs: &[PathBuf], roots: &[PathBuf]) -> Result<PathBuf, NoMemory> {
+    let first = dirs.first().ok_or(NoMemory::NoMember)?;
     let mut common: Vec<_> = first.components().collect();
     for d in &dirs[1..] {
         let n = common.iter().zip(d.components()).take_while(|(a, b)| **a == *b).count();
         common.truncate(n);
     }
-    Some(common.iter().collect())
+    let common: PathBuf = common.iter().collect();
+    match roots.iter().any(|r| common.starts_with(r) && common != *r) {
+        true => Ok(common),
+        false => Err(NoMemory::HierarchyRoot),
+    }
+}
+
+/// The watched cgroups for `start`, each with a note when its members share no memory cgroup
+/// of their own (said once here; each `cgroup` record says it again in `no_memory_cgroup`).
+pub fn describe(w: &CgroupWatch, moves: bool) -> Vec<String> {
+    w.cgroups
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match memory_dir(c, w.members(i).iter().copied()) {
+            Err(NoMemory::HierarchyRoot) => format!(
+                "{}; memory: none of its own, {}: no memory counters and no cgroup-level leak verdict",
+                c.describe_with(moves),
+                NoMemory::HierarchyRoot.reason()
+            ),
+            _ => c.describe_with(moves),
+        })
+        .collect()
 }
 
 /// What the members map, by kind: their last smaps reading (PSS, so a page two members share
@@ -190,6 +250,7 @@ pub fn record(
         path: c.dir.display().to_string(),
         members,
         memory_source: mem.map(|m| m.dir.display().to_string()),
+        no_memory_cgroup: None,
         memory_current_bytes: mem.filter(|m| m.v2).map(|m| m.usage),
         usage_in_bytes: mem.filter(|m| !m.v2).map(|m| m.usage),
         stat: mem.map(|m| m.stat.clone()).unwrap_or_default(),
@@ -231,6 +292,46 @@ mod tests {
         assert_eq!(kinds(&m), (100, 300, 500, 100));
         let m = files(false, "cache 800\nrss 100\nshmem 300\n", 1000, Some(40));
         assert_eq!(kinds(&m), (100, 300, 500, 40));
+    }
+
+    #[test]
+    fn members_memory_is_never_the_hierarchy_root() {
+        let roots = [PathBuf::from("/sys/fs/cgroup/memory"), PathBuf::from("/sys/fs/cgroup/unified")];
+        let p = |s: &str| PathBuf::from(s);
+        // Members in one memory cgroup, or in two under a shared one: that directory.
+        assert_eq!(shared_memory_dir(&[p("/sys/fs/cgroup/memory/app")], &roots), Ok(p("/sys/fs/cgroup/memory/app")));
+        let two = [p("/sys/fs/cgroup/memory/app/a"), p("/sys/fs/cgroup/memory/app/b")];
+        assert_eq!(shared_memory_dir(&two, &roots), Ok(p("/sys/fs/cgroup/memory/app")));
+        // In the root memory cgroup, or in two whose only common ancestor is the root: none.
+        let root = Err(NoMemory::HierarchyRoot);
+        assert_eq!(shared_memory_dir(&[p("/sys/fs/cgroup/memory")], &roots), root);
+        assert_eq!(shared_memory_dir(&[p("/sys/fs/cgroup/memory/a"), p("/sys/fs/cgroup/memory")], &roots), root);
+        assert_eq!(shared_memory_dir(&[p("/sys/fs/cgroup/memory/a"), p("/sys/fs/cgroup/memory/b")], &roots), root);
+        // Nothing under a cgroup mount at all (never expected): none either.
+        assert_eq!(shared_memory_dir(&[p("/elsewhere/x")], &roots), root);
+        assert_eq!(shared_memory_dir(&[], &roots), Err(NoMemory::NoMember));
+    }
+
+    #[test]
+    fn a_record_without_memory_says_why_and_has_no_counters() {
+        let c = Cgroup {
+            dir: "/sys/fs/cgroup/unified/t".into(),
+            rel: "/t".into(),
+            mount: "/sys/fs/cgroup/unified".into(),
+            hierarchy: Hierarchy::V2 { memory: false },
+            hierarchy_id: 0,
+        };
+        let e = Explained { anon_bytes: 30, shmem_bytes: 20, file_bytes: 15 };
+        let mut r = record(&c, 1, None, e, Vec::new());
+        r.no_memory_cgroup = Some(NoMemory::HierarchyRoot.reason());
+        assert_eq!((r.usage(), &r.unmapped), (None, &Unmapped::default()));
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["memory_source"].is_null(), "{v}");
+        assert!(v["no_memory_cgroup"].as_str().unwrap().contains("hierarchy's root"), "{v}");
+        // The verdict needs a counter: none is ever flagged.
+        let (mut d, p) =
+            (crate::judgement::cgroup_verdict::CgroupDetector::default(), crate::judgement::Params::default());
+        assert!((0..200).all(|t| d.observe(t as f64 * 10.0, &r, &p).is_none()));
     }
 
     #[test]

@@ -165,6 +165,7 @@ mod tests {
             path: "/sys/fs/cgroup/memory/t".into(),
             members: 1,
             memory_source: None,
+            no_memory_cgroup: None,
             memory_current_bytes: None,
             usage_in_bytes: Some(usage_kib * 1024),
             stat,

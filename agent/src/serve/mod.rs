@@ -179,7 +179,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         targets: pids,
         hooks: loaded.hooks,
         missing_hooks: loaded.missing,
-        cgroups: cgroups.iter().map(Cgroup::describe).collect(),
+        cgroups: cgroup_watch.as_ref().map_or_else(Vec::new, |w| crate::judgement::cgroup::describe(w, true)),
     });
     sinks.flush();
     let stream = sinks.failure();

@@ -115,12 +115,19 @@ impl Pipeline {
         for (i, cgroup) in c.watch.cgroups.iter().enumerate() {
             let members: Vec<u32> =
                 c.watch.members(i).iter().copied().filter(|&p| self.ledger.get(p).is_some_and(|p| p.alive)).collect();
-            let dir = cg::memory_dir(cgroup, members.iter().copied()).or_else(|| c.memory_dirs[i].take());
-            let mem = dir.as_deref().and_then(cg::read_memory);
-            c.memory_dirs[i] = dir;
+            let dir = match cg::memory_dir(cgroup, members.iter().copied()) {
+                Err(cg::NoMemory::NoMember) => c.memory_dirs[i].take().ok_or(cg::NoMemory::NoMember),
+                dir => dir,
+            };
+            let mem = dir.as_deref().ok().and_then(cg::read_memory);
             let explained = cg::explained(&members, &self.ledger, &self.judge);
             let files = cgroup_files::top_unmapped(&members);
-            let rec: CgroupRecord = cg::record(cgroup, members.len(), mem.as_ref(), explained, files);
+            let mut rec: CgroupRecord = cg::record(cgroup, members.len(), mem.as_ref(), explained, files);
+            if mem.is_none() {
+                rec.no_memory_cgroup =
+                    Some(dir.as_ref().err().map_or("its memory files could not be read", |e| e.reason()));
+            }
+            c.memory_dirs[i] = dir.ok();
             let verdict = c.detectors[i].observe(t, &rec, &c.params);
             self.sinks.emit(&Record::Cgroup(rec));
             if let Some(l) = verdict {

@@ -21,7 +21,7 @@ pub fn table(t: &str, c: &CgroupRecord) -> String {
     let usage = match (c.memory_current_bytes, c.usage_in_bytes, &c.memory_source) {
         (Some(b), _, Some(src)) => format!("{} (memory.current of {src})", size(b)),
         (_, Some(b), Some(src)) => format!("{} (memory.usage_in_bytes of {src})", size(b)),
-        _ => "memory unknown (no memory cgroup found for its members)".to_string(),
+        _ => format!("memory unknown ({})", c.no_memory_cgroup.unwrap_or("no memory cgroup found for its members")),
     };
     let mut s = format!("{t} cgroup {}: {} members, {usage}", c.path, c.members);
     let (e, u) = (&c.explained, &c.unmapped);

@@ -119,7 +119,8 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(u32, Vec<String>, String)> {
         .collect()
 }
 
-fn mounts() -> Vec<CgroupMount> {
+/// The cgroup mounts this process sees.
+pub fn mounts() -> Vec<CgroupMount> {
     parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
 }
 
