@@ -30,6 +30,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let group_dead = field::<u8>(&ctx, &EXIT_GROUP_DEAD).unwrap_or(0) != 0;
     if group_dead {
         let _ = WATCHED.remove(tgid);
+        // A reused pid must not find this process's hugetlb counter.
+        let _ = crate::hugetlb::HUGETLB_SEEN.remove(&tgid);
         proc_event::emit(EventKind::Exit, tgid, tid, tgid, 0);
     }
     0

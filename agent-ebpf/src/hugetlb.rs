@@ -26,9 +26,19 @@ use crate::{
 #[unsafe(no_mangle)]
 pub static MM_HUGETLB_USAGE: u32 = 0;
 
-/// tgid -> the last `hugetlb_usage` seen in one of its faults (LRU: no cleanup at exit).
+/// The last `hugetlb_usage` seen in one of a process's faults, and the mm it was read from.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Seen {
+    mm: usize,
+    pages: i64,
+}
+
+/// tgid -> the last counter seen in its faults. Keyed by tgid, held with its mm: after an
+/// exec (a new mm) the old value does not count; `exit.rs` drops the entry when the group
+/// dies, so a reused pid starts afresh (LRU: a bound, should an exit be missed).
 #[map]
-static HUGETLB_SEEN: LruHashMap<u32, i64> = LruHashMap::with_max_entries(65536, 0);
+pub static HUGETLB_SEEN: LruHashMap<u32, Seen> = LruHashMap::with_max_entries(65536, 0);
 
 /// The previous fault of `tid` (at `addr`) changed no rss counter: did it map hugetlb pages?
 #[inline(never)]
@@ -45,21 +55,21 @@ pub extern "C" fn hugetlb_after_quiet_fault(tgid: u32, tid: u32, addr: u64) -> u
     }
     let Ok(pages) = (unsafe { bpf_probe_read_kernel((mm + off) as *const i64) }) else { return 0 };
     let delta = match HUGETLB_SEEN.get_ptr_mut(&tgid) {
-        Some(seen) => unsafe {
-            if *seen == pages {
+        Some(seen) if unsafe { (*seen).mm } == mm => unsafe {
+            if (*seen).pages == pages {
                 return 0;
             }
-            let d = pages - *seen;
-            *seen = pages;
+            let d = pages - (*seen).pages;
+            (*seen).pages = pages;
             d
         },
-        None => {
+        // First look at this mm (a new process, or a new image after exec).
+        _ => {
+            let _ = HUGETLB_SEEN.insert(&tgid, &Seen { mm, pages }, 0);
             if pages == 0 {
                 // Nothing mapped yet: remember that, send nothing.
-                let _ = HUGETLB_SEEN.insert(&tgid, &0, 0);
                 return 0;
             }
-            let _ = HUGETLB_SEEN.insert(&tgid, &pages, 0);
             pages
         }
     };
