@@ -60,6 +60,26 @@ fn hugetlb_pages_are_counted_exactly_in_their_mapping() {
 }
 
 #[test]
+fn pages_mapped_without_a_user_fault_are_counted() {
+    if !ebpf_available("hugetlb_populate") {
+        return;
+    }
+    let (_guard, got) = Setting::huge_pages(2048, 8);
+    assert!(got >= 4, "the kernel reserved {got} of 8 2 MiB huge pages: free memory first");
+    // mmap(MAP_HUGETLB|MAP_POPULATE), as DPDK does: the kernel maps them in the mmap, no user
+    // fault follows. The MAP_HUGETLB mmap makes the process audited; its region takes them.
+    let (p, _) = run(&["--pages", "4", "--backing", "anon", "--populate", "--hold", "2"]);
+    assert_eq!(p["pages"]["hugetlb"], 4 * 512, "{p}");
+    let m = p["mappings"].as_array().unwrap().iter().find(|m| m["pages"] == 4 * 512).unwrap_or_else(|| panic!("{p}"));
+    assert!(m["mapping"].as_str().unwrap().starts_with("anon@"), "{m}");
+    // A hugetlb memfd populated (MAP_SHARED|MAP_POPULATE): only its smaps reading tells it
+    // maps hugetlb pages, and not in which mapping.
+    let (p, _) = run(&["--pages", "3", "--populate", "--hold", "3"]);
+    assert_eq!(p["pages"]["hugetlb"], 3 * 512, "{p}");
+    assert_eq!(mapping_pages(&p, "[hugetlb]"), (3 * 512, false), "{p}");
+}
+
+#[test]
 fn one_gib_pages_count_as_262144() {
     if !ebpf_available("hugetlb_1g") {
         return;

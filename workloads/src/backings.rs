@@ -16,7 +16,8 @@ pub enum BackingWorkload {
     /// `memfd` (`wl-huge`), `anon` (MAP_PRIVATE|MAP_HUGETLB), `sysv` (shmget SHM_HUGETLB, key
     /// 0x5a5b0000 + pid low bits), `file` (--path, a file on a hugetlbfs mount). With --tail, a
     /// fault on an ordinary page follows the last huge page (else the agent's interval audit
-    /// finds it).
+    /// finds it). With --populate (memfd, anon) the mmap maps them all (MAP_POPULATE, as DPDK
+    /// does) and nothing is written: no user fault.
     Hugetlb {
         #[arg(long, default_value_t = 8)]
         pages: usize,
@@ -28,6 +29,8 @@ pub enum BackingWorkload {
         path: Option<std::path::PathBuf>,
         #[arg(long)]
         tail: bool,
+        #[arg(long)]
+        populate: bool,
         #[arg(long, default_value_t = 1.5)]
         hold: f64,
     },
@@ -60,12 +63,13 @@ pub enum BackingWorkload {
 
 pub fn run(b: BackingWorkload) -> i32 {
     match b {
-        BackingWorkload::Hugetlb { pages, size_mib, backing, path, tail, hold } => {
+        BackingWorkload::Hugetlb { pages, size_mib, backing, path, tail, populate, hold } => {
             set_name("wl-hugetlb");
             let huge = size_mib * MIB;
             let len = pages * huge;
+            let populate = if populate { libc::MAP_POPULATE } else { 0 };
             let p = match backing.as_str() {
-                "anon" => map_huge_anon(len, size_mib),
+                "anon" => map_huge_anon(len, size_mib, populate),
                 "sysv" => sysv(0x5a5b_0000, len, libc::SHM_HUGETLB),
                 "file" => {
                     use std::os::fd::IntoRawFd;
@@ -73,11 +77,11 @@ pub fn run(b: BackingWorkload) -> i32 {
                     let mut f = std::fs::OpenOptions::new();
                     f.read(true).write(true).create(true).truncate(true);
                     let fd = f.open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_raw_fd();
-                    map_fd(fd, len)
+                    map_fd(fd, len, 0)
                 }
-                _ => map_fd(memfd("wl-huge", size_mib), len),
+                _ => map_fd(memfd("wl-huge", size_mib), len, populate),
             };
-            for _ in 0..2 {
+            for _ in 0..if populate != 0 { 0 } else { 2 } {
                 for i in 0..pages {
                     // SAFETY: inside the mapping.
                     unsafe { std::ptr::write_volatile(p.add(i * huge), 1) };
@@ -141,7 +145,7 @@ fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String]
         let per = Duration::from_secs_f64(2048.0 / kib_s as f64);
         // 20 pages (40 MiB): a shared hugetlb mapping reserves all its pages at mmap.
         kids.push(fork_child("huge-leaker", move || {
-            grow(map_fd(memfd("wl-leak-huge", 2), 40 * MIB), 40 * MIB, 2 * MIB, per)
+            grow(map_fd(memfd("wl-leak-huge", 2), 40 * MIB, 0), 40 * MIB, 2 * MIB, per)
         }));
     }
     if want("sysv-leaker") {
@@ -171,18 +175,20 @@ fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String]
                 .open(&path2)
                 .expect("create the file");
             f.set_len(max as u64).expect("size the file");
-            grow(map_fd(f.into_raw_fd(), max), max, step, every)
+            grow(map_fd(f.into_raw_fd(), max, 0), max, step, every)
         }));
         eprintln!("file-leaker: {}", path.display());
         kids_cleanup_later(path);
     }
     if want("memfd-leaker") {
-        kids.push(fork_child("memfd-leaker", move || grow(map_fd(memfd("wl-leak-memfd", 0), max), max, step, every)));
+        kids.push(fork_child("memfd-leaker", move || {
+            grow(map_fd(memfd("wl-leak-memfd", 0), max, 0), max, step, every)
+        }));
     }
     if want("steady") {
         kids.push(fork_child("steady", move || {
             let n = 32 * MIB;
-            grow(map_fd(memfd("wl-steady", 0), n), n, n, total)
+            grow(map_fd(memfd("wl-steady", 0), n, 0), n, n, total)
         }));
     }
     wait_all(&kids);
@@ -211,20 +217,21 @@ fn memfd(name: &str, huge_mib: usize) -> i32 {
     fd
 }
 
-/// MAP_SHARED of `len` bytes of `fd` (sized to `len` first).
-fn map_fd(fd: i32, len: usize) -> *mut u8 {
+/// MAP_SHARED (| `flags`) of `len` bytes of `fd` (sized to `len` first).
+fn map_fd(fd: i32, len: usize, flags: i32) -> *mut u8 {
     // SAFETY: plain syscalls on our own fd, checked.
     unsafe {
         assert!(libc::ftruncate(fd, len as i64) == 0, "ftruncate: {}", std::io::Error::last_os_error());
-        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+        let p =
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | flags, fd, 0);
         assert!(p != libc::MAP_FAILED, "mmap {len}: {}", std::io::Error::last_os_error());
         p.cast()
     }
 }
 
-fn map_huge_anon(len: usize, size_mib: usize) -> *mut u8 {
+fn map_huge_anon(len: usize, size_mib: usize, populate: i32) -> *mut u8 {
     let size = if size_mib == 1024 { libc::MAP_HUGE_1GB } else { libc::MAP_HUGE_2MB };
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | size;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | size | populate;
     // SAFETY: anonymous mapping, checked.
     let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
     assert!(p != libc::MAP_FAILED, "mmap MAP_HUGETLB {len}: {}", std::io::Error::last_os_error());

@@ -5,10 +5,15 @@
 //! accounted it goes to the mapping holding that address; a page mapped twice moves nothing.
 //!
 //! The record comes at the task's next fault; a process that faults a huge page and then only
-//! sleeps would keep it unseen, so once a process has shown hugetlb pages, each interval's end
-//! reads its `/proc/PID/status` HugetlbPages (the same counter, ~0.1 ms) and gives what is not
-//! yet accounted to the mapping of its last hugetlb fault (`audit`). The fault's own record,
-//! when it comes, then finds nothing left to add.
+//! sleeps would keep it unseen, and pages mapped without a user fault (MAP_POPULATE,
+//! MADV_POPULATE_WRITE, a read() into a fresh buffer: kernel faults) make no record at all. So
+//! each interval's end reads `/proc/PID/status` HugetlbPages (the same counter, ~0.1 ms) of the
+//! processes that may map hugetlb pages: that showed some (a record, the seed), that mapped a
+//! MAP_HUGETLB region, or whose smaps reading showed hugetlb KiB (`audit`). What is not yet
+//! accounted goes to the mapping of its last hugetlb fault, else to the MAP_HUGETLB region it
+//! mapped last, else to an `/anon_hugepage` region of its maps, else to `[hugetlb]` (a hugetlbfs
+//! file, memfd or SysV segment populated without a fault: /proc/PID/maps does not tell which
+//! of its mappings is hugetlb). The fault's own record, when it comes, finds nothing left.
 use agent_common::HugetlbEvent;
 
 use super::{proc_entry, Ledger};
@@ -27,6 +32,17 @@ pub struct HugetlbState {
     pub(in crate::attribution) own: i64,
     /// Audits in a row that found nothing new since its counter last moved.
     pub(in crate::attribution) still: u32,
+    /// The MAP_HUGETLB region it mapped last (the audit's target when no fault named one).
+    pub(in crate::attribution) vma: Option<MappingId>,
+    /// An smaps reading showed hugetlb pages in its mm.
+    pub(in crate::attribution) shown: bool,
+}
+
+impl HugetlbState {
+    /// It may map hugetlb pages: the interval audit reads its counter.
+    fn audited(&self) -> bool {
+        self.last.is_some() || self.vma.is_some() || self.shown || self.accounted != 0
+    }
 }
 
 /// Audits while a process's hugetlb counter moved within this many intervals; after that, one
@@ -39,23 +55,41 @@ impl Ledger {
     pub fn on_hugetlb(&mut self, e: &HugetlbEvent) {
         let facts = self.facts.as_ref();
         let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
+        p.hugetlb.still = 0;
+        if e.pages < p.hugetlb.accounted {
+            // Either a record older than the audit's /proc reading (that already counted its
+            // pages: taking it would count them down and up again) or pages released since.
+            // The next audit (now due: `still` 0) settles it from /proc.
+            return;
+        }
         let pages = e.pages - p.hugetlb.accounted;
         p.hugetlb.accounted = e.pages;
-        p.hugetlb.still = 0;
         if pages > 0 {
             let id = p.mapping_of(e.addr, facts);
             credit(p, id, pages);
-        } else if pages < 0 {
-            released(p, pages);
         }
     }
 
-    /// Each interval's end: the hugetlb counter of the live processes that have shown hugetlb
+    /// A MAP_HUGETLB region mapped at `start` (its id in the maps): audited from now on.
+    pub(super) fn hugetlb_mapped(p: &mut Proc, id: MappingId) {
+        p.hugetlb.vma = Some(id);
+        p.hugetlb.still = 0;
+    }
+
+    /// An smaps reading of `pid` with `kib` of hugetlb pages: a mapper, audited from now on.
+    pub fn on_hugetlb_reading(&mut self, pid: u32, kib: u64) {
+        if let Some(p) = self.procs.get_mut(&pid).filter(|p| kib > 0 && !p.hugetlb.shown) {
+            p.hugetlb.shown = true;
+            p.hugetlb.still = 0;
+        }
+    }
+
+    /// Each interval's end: the hugetlb counter of the live processes that may map hugetlb
     /// pages (each interval while it moves, then now and then), from /proc, for the pages of a
-    /// fault whose record has not come yet.
+    /// fault whose record has not come yet or that no user fault mapped.
     pub(super) fn audit_hugetlb(&mut self) {
         let facts = self.facts.as_ref();
-        for p in self.procs.values_mut().filter(|p| p.alive && p.hugetlb.last.is_some()) {
+        for p in self.procs.values_mut().filter(|p| p.alive && p.hugetlb.audited()) {
             let h = &mut p.hugetlb;
             h.still = h.still.saturating_add(1);
             if h.still > AUDIT_RECENT && h.still % AUDIT_EVERY != 0 {
@@ -68,14 +102,24 @@ impl Ledger {
                 p.hugetlb.still = 0;
             }
             if pages > 0 {
-                let id = p.hugetlb.last.clone().expect("filtered");
-                // At least one fault mapped them: its own record will find nothing left.
+                // A fault whose record has not come (it will find nothing left), or none.
+                let id = audit_target(p);
                 credit(p, id, pages);
             } else if pages < 0 {
                 released(p, pages);
             }
         }
     }
+}
+
+/// Where the audit's gain goes (see the module's doc).
+fn audit_target(p: &Proc) -> MappingId {
+    let h = &p.hugetlb;
+    h.last
+        .clone()
+        .or_else(|| h.vma.clone())
+        .or_else(|| p.maps().hugetlb_region())
+        .unwrap_or_else(|| MappingId { name: "[hugetlb]".into(), shared: false })
 }
 
 fn credit(p: &mut Proc, id: MappingId, pages: i64) {
@@ -139,10 +183,10 @@ mod tests {
         let s = p.interval.by_mapping[&MappingId { name: "/memfd:wl-huge (deleted)".into(), shared: true }];
         assert_eq!((s.pages, s.faults), (1536, 3));
         assert_eq!(p.own_fault_kib(4096), 1536 * 4);
+        // A lower count is left to the audit (a release, or a record older than its reading).
         l.on_hugetlb(&ev(SEG, 1024));
         let p = l.get(PID).unwrap();
-        assert_eq!((p.interval.hugetlb, p.hugetlb.own), (1024, 1024));
-        assert_eq!(p.interval.pages().hugetlb, 1024);
+        assert_eq!((p.interval.hugetlb, p.hugetlb.own, p.hugetlb.accounted), (1536, 1536, 1536));
     }
 
     /// FakeProc with a /proc/PID/status HugetlbPages to give.
@@ -178,12 +222,71 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_audit_takes_a_last_fault_once() {
+    fn audited_ledger() -> (Ledger, std::sync::Arc<std::sync::Mutex<Option<i64>>>) {
         let (_, fake) = ledger();
         let status = std::sync::Arc::new(std::sync::Mutex::new(None));
         let mut l = Ledger::new(Box::new(Status(fake, status.clone())));
         l.on_fork(&agent_common::ProcEvent { pid: PID, ppid: 1, ..Default::default() });
+        (l, status)
+    }
+
+    const MEMFD: &str = "/memfd:wl-huge (deleted)";
+
+    #[test]
+    fn a_record_older_than_the_audit_counts_nothing_twice() {
+        let (mut l, status) = audited_ledger();
+        l.on_hugetlb(&ev(SEG, 512));
+        // Two more pages mapped; the audit reads 1536 before their records are read.
+        *status.lock().unwrap() = Some(1536);
+        l.close_interval(&Default::default(), 1.0);
+        // Then the older record (1024) in one interval, the newest (1536) in the next: no
+        // -512 then +512 (the serve metric counts each interval's gain: 512 twice).
+        l.on_hugetlb(&ev(SEG + (2 << 20), 1024));
+        assert!(l.close_interval(&Default::default(), 1.0).is_empty());
+        l.on_hugetlb(&ev(SEG + (4 << 20), 1536));
+        assert!(l.close_interval(&Default::default(), 1.0).is_empty());
+        let p = l.get(PID).unwrap();
+        assert_eq!((p.total.hugetlb, p.hugetlb.own), (1536, 1536));
+        let s = &p.total.by_mapping[&MappingId { name: MEMFD.into(), shared: true }];
+        assert_eq!((s.pages, s.faults), (1536, 2));
+        // A real release seen first in a record: the next audit counts it down, once.
+        l.on_hugetlb(&ev(SEG, 512));
+        *status.lock().unwrap() = Some(512);
+        l.close_interval(&Default::default(), 1.0);
+        l.close_interval(&Default::default(), 1.0);
+        assert_eq!((l.get(PID).unwrap().total.hugetlb, l.get(PID).unwrap().hugetlb.own), (512, 512));
+    }
+
+    #[test]
+    fn pages_no_user_fault_mapped_are_audited_into_their_mapping() {
+        use agent_common::{nr, SyscallEvent};
+        let (mut l, status) = audited_ledger();
+        // mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB|MAP_POPULATE) of 3 huge pages: no fault.
+        let hdr = EventHeader { kind: EventKind::Syscall as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 };
+        let args = [0, 6 << 20, 3, 0x02 | 0x20 | 0x40000 | 0x8000, u64::MAX, 0];
+        l.on_syscall(&SyscallEvent { hdr, nr: nr::MMAP, args, ret: 0x3000_0000 });
+        *status.lock().unwrap() = Some(3 * 512);
+        l.close_interval(&Default::default(), 1.0);
+        let p = l.get(PID).unwrap();
+        assert_eq!(p.total.hugetlb, 3 * 512);
+        assert_eq!(p.total.by_mapping[&MappingId { name: "anon@0x30000000".into(), shared: false }].pages, 3 * 512);
+        // Another process: a hugetlb memfd populated (no record, no MAP_HUGETLB), seen by
+        // smaps only: audited from then on, into `[hugetlb]`; a reading without any, not.
+        let (mut l, status) = audited_ledger();
+        *status.lock().unwrap() = Some(1024);
+        l.on_hugetlb_reading(PID, 0);
+        l.close_interval(&Default::default(), 1.0);
+        assert_eq!(l.get(PID).unwrap().total.hugetlb, 0, "not a hugetlb mapper yet");
+        l.on_hugetlb_reading(PID, 2048);
+        l.close_interval(&Default::default(), 1.0);
+        let p = l.get(PID).unwrap();
+        assert_eq!(p.total.hugetlb, 1024);
+        assert_eq!(p.total.by_mapping[&MappingId { name: "[hugetlb]".into(), shared: false }].pages, 1024);
+    }
+
+    #[test]
+    fn the_audit_takes_a_last_fault_once() {
+        let (mut l, status) = audited_ledger();
         // Never showed hugetlb pages: not audited, whatever /proc says.
         *status.lock().unwrap() = Some(512);
         l.close_interval(&Default::default(), 1.0);

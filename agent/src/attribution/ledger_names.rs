@@ -14,6 +14,7 @@ use crate::attribution::{
 
 const MAP_SHARED_TYPE: u64 = 0x03;
 const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_HUGETLB: u64 = 0x40000;
 const PROT_MASK: u64 = 0x7;
 const PROT_READ_EXEC: u8 = 0x5;
 /// Distinct opened paths remembered (their resolved names), a bound on a long watch.
@@ -32,7 +33,12 @@ impl Ledger {
                 let end = start + round(a[1]);
                 let shared = matches!(flags & MAP_SHARED_TYPE, 0x01 | 0x03);
                 if flags & MAP_ANONYMOUS != 0 {
-                    p.maps.map_prot(start, end, MappingId { name: anon_name(start, shared), shared }, true, prot);
+                    let id = MappingId { name: anon_name(start, shared), shared };
+                    if flags & MAP_HUGETLB != 0 {
+                        // Its pages may come without a user fault (MAP_POPULATE): audited.
+                        Ledger::hugetlb_mapped(p, id.clone());
+                    }
+                    p.maps.map_prot(start, end, id, true, prot);
                 } else if !p.reload_maps(facts) || p.maps.lookup(start).is_none() {
                     // A file mapping: /proc/PID/maps has its name, if the process is still there
                     // and has not unmapped it since; else the path it opened the fd under.

@@ -136,6 +136,12 @@ impl MappingMap {
         self.regions.values().any(|r| r.id.shared)
     }
 
+    /// The largest region /proc/PID/maps named as anonymous hugetlb memory (MAP_HUGETLB).
+    pub fn hugetlb_region(&self) -> Option<MappingId> {
+        let huge = self.regions.iter().filter(|(_, r)| r.id.name.starts_with("/anon_hugepage"));
+        huge.max_by_key(|(&s, r)| r.end - s).map(|(_, r)| r.id.clone())
+    }
+
     /// Remove [start, end), splitting regions that straddle the edges.
     pub fn unmap(&mut self, start: u64, end: u64) {
         if start >= end {

@@ -351,6 +351,8 @@ impl Pipeline {
     /// Readings whose window the ledger has been fed past (`done_ns`): compare and judge.
     pub fn settle(&mut self, done_ns: u64) {
         for reading in self.sampler.settled(done_ns) {
+            // hugetlb pages mapped without a user fault: the ledger audits such a process.
+            self.ledger.on_hugetlb_reading(reading.pid, reading.mem.hugetlb_kib);
             for r in self.judge.on_reading(&self.ledger, reading) {
                 self.emit_verdict(r);
             }
