@@ -72,8 +72,17 @@ impl BatchBuilder {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// The records pushed so far. A buffer that grew past `KEEP` for a backlog burst is not
+    /// kept for the next batch: it is freed with the batch it carries, so a one-off burst does
+    /// not pin up to a ring's size of heap for the agent's whole life.
     pub fn take(&mut self) -> Bytes {
-        self.0.split().freeze()
+        const KEEP: usize = 1 << 20;
+        let large = self.0.capacity() > KEEP;
+        let batch = self.0.split().freeze();
+        if large {
+            self.0 = BytesMut::new();
+        }
+        batch
     }
 }
 
@@ -190,6 +199,24 @@ mod tests {
         // Kind 0 and huge values too.
         unknown[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(u32::MAX)));
+    }
+
+    #[test]
+    fn a_burst_does_not_pin_its_buffer() {
+        let mut b = BatchBuilder::default();
+        let rec = vec![7u8; 4096];
+        for _ in 0..1024 {
+            b.push(&rec);
+        }
+        let big = b.take();
+        assert_eq!(big.len(), 1024 * (4 + 4096));
+        assert_eq!(b.0.capacity(), 0, "the 4 MiB buffer goes with its batch");
+        b.push(&rec);
+        let small = b.take();
+        drop(big);
+        b.push(&rec);
+        assert!(b.0.capacity() < 1 << 20);
+        assert_eq!(events(small).count(), 1);
     }
 
     #[test]
