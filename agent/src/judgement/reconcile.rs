@@ -36,6 +36,9 @@ struct Judged {
     read_t: f64,
     /// The ledger's anon RSS and hugetlb KiB at its last reading (or first sight).
     ledger_base: Option<(i64, i64)>,
+    /// Judged from counts before its first reading: what that reading adds to every later
+    /// sample, taken off (its USS is not growth), so the samples stay continuous.
+    offset_kib: (f64, f64),
 }
 
 impl Judged {
@@ -132,9 +135,17 @@ impl Judge {
         let own = p.own_split_near_kib(ledger.page_size(), mem.rss_kib as i64, from, to);
         let j = self.procs.entry(r.pid).or_insert_with(|| Judged::new(&self.params));
         j.peak_uss_kib = j.peak_uss_kib.max(mem.uss_kib);
-        j.shmem_base = self.shmem_pages.as_ref().map(|m| m.get(&r.pid).copied().unwrap_or(0));
+        let shmem_now = self.shmem_pages.as_ref().map(|m| m.get(&r.pid).copied().unwrap_or(0));
+        let (anon, huge) = anon_huge_kib(p, ledger.page_size());
+        if let (None, Some(s0), Some((a0, h0))) = (&j.last, j.shmem_base, j.ledger_base) {
+            // The estimate so far began at 0: this reading continues it.
+            let counted = (shmem_now.unwrap_or(s0) - s0) * ledger.page_size() / 1024 + (anon - a0) + (huge - h0);
+            let total = |kib: u64| (kib + mem.private_hugetlb_kib) as f64 - counted as f64;
+            j.offset_kib = (total(mem.uss_kib), total(mem.pss_kib));
+        }
+        j.shmem_base = shmem_now;
         j.read_t = r.t;
-        j.ledger_base = Some(anon_huge_kib(p, ledger.page_size()));
+        j.ledger_base = Some((anon, huge));
         let explain = j.last.replace((mem.clone(), own)).map(|(prev, prev_own)| explain(&prev, prev_own, &mem, own));
         let cow_kib = p.own_cow_kib(ledger.page_size());
         let explain = explain.map(|e| Explain { cow_kib: cow_kib - j.last_cow_kib, ..e });
@@ -195,8 +206,8 @@ impl Judge {
         }
         let sample = Sample {
             t,
-            uss_kib: uss_kib + (created_kib + faulted_kib) as f64,
-            pss_kib: pss_kib + (created_kib + faulted_kib) as f64,
+            uss_kib: uss_kib + (created_kib + faulted_kib) as f64 - j.offset_kib.0,
+            pss_kib: pss_kib + (created_kib + faulted_kib) as f64 - j.offset_kib.1,
             own_kib: (fault_kib + cow_kib) as f64,
         };
         let (trend, state, withdrawn) = match j.step(sample, &self.params)? {
