@@ -203,23 +203,24 @@ fn run_seed(hugetlb: bool) -> Result<String> {
     let read_s = s_per_gib * 100.0;
     let per_min = BUDGET_PCT / 100.0 * 60.0;
     let cycle_min = 600.0 * read_s / per_min;
+    let after =
+        |l: &str| flagged.get(l).zip(starts.get(l)).map_or("not flagged".into(), |(a, b)| format!("{:.0} s", a - b));
     t += &format!(
         "\nsmaps_rollup cost measured here: {:.1} ms CPU per GiB in page tables (median of {} reads of filled \
          mappers; 5-7 ms on a quiet VM of this kind). At 600 x 100 GiB and the default 1%: a read costs {read_s:.1} s, \
-         the budget allows {per_min:.2} s a minute, so one read every {:.1} min; a quiet pid's reading gets up to \
-         {:.0} h old ({:.0} days). Growth of a shared segment is flagged from the kernel's count without waiting for a \
-         reading (here: {}); a private leak needs 5 readings over 20 s of its pid, which the schedule gives it first \
-         (weighed, moved): about {:.0} min at that size.\n",
+         the budget allows {per_min:.2} s a minute, so one read every {:.1} min, and a pid's reading gets up to {:.0} h \
+         old ({:.1} days) when all are equal; a pid that grows or that a verdict weighs is read first. A leak does not wait for readings: between them the verdict adds \
+         the shmem pages a pid created (the kernel's count) and the anon and hugetlb pages its mm gained (the \
+         ledger's) to its last reading, so it is flagged as soon as 20 s of growth are seen (here: shmem {}, private \
+         {}, hugetlb {}), whatever the size; smaps stays the audit (drift, PSS/USS, the leak's evidence).\n",
         s_per_gib * 1000.0,
         per_gib.len(),
         read_s / per_min,
         cycle_min / 60.0,
         cycle_min / 60.0 / 24.0,
-        flagged
-            .get("shm-leaker")
-            .zip(starts.get("shm-leaker"))
-            .map_or("not flagged".into(), |(a, b)| format!("{:.0} s", a - b)),
-        (5.0 * read_s / per_min).max(20.0 / 60.0),
+        after("shm-leaker"),
+        after("priv-leaker"),
+        after("huge-leaker"),
     );
     t += &format!(
         "\nseed-scale smaps budget used: {:.2}\nseed-scale leaks flagged: {hits}/3, false: {}\n",
