@@ -8,6 +8,7 @@ mod procstorm;
 mod seed;
 mod slowleak;
 mod syscalls;
+mod threadmaps;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,9 @@ enum Cmd {
     /// Syscalls that drop pages right after faults that are over (a kernel fault, a zero-page
     /// fault): their pages must stay the syscall's (tests/syscall_cause.rs).
     Afterfault(afterfault::AfterFault),
+    /// --threads threads of one process each write their own private mapping of --mib, all at
+    /// once: per-mapping pages under concurrent faults of one mm (tests/thread_deltas.rs).
+    Threadmaps(threadmaps::ThreadMaps),
 }
 
 fn main() {
@@ -62,6 +66,7 @@ fn main() {
         Cmd::Procstorm(a) => procstorm::run(a),
         Cmd::Syscalls(a) => syscalls::run(a),
         Cmd::Afterfault(a) => afterfault::run(a),
+        Cmd::Threadmaps(a) => threadmaps::run(a),
     };
     std::process::exit(code);
 }
