@@ -6,6 +6,11 @@
 //! other threads' slots are dropped by userspace on the `Leave` record). Userspace checks each
 //! departure against `/proc/PID/cgroup` (a cgroup created under a watched one since the last
 //! interval is not in the map yet) and takes back a process that is still inside.
+//!
+//! It also fires for a thread moved alone (v1 `tasks`, v2 `cgroup.threads`), with the thread's
+//! tid, and its format has no threadgroup field (nor is the moved task the current one). A
+//! thread of a watched process (a slot in TASKS under another tgid) is skipped here; any other
+//! is found out in userspace (`/proc/TID/status` Tgid) and its `Join` undone.
 use agent_common::{counter, EventKind};
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
@@ -41,6 +46,9 @@ pub fn cgroup_attach(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let pid = pid as u32;
+    if TASKS.get_ptr(pid).is_some_and(|s| unsafe { (*s).tgid } != pid) {
+        return 0;
+    }
     let into_watched = WATCHED_CGROUPS.get_ptr(key(root as u32, id)).is_some();
     match (into_watched, is_watched(pid)) {
         (true, false) => {

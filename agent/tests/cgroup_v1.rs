@@ -171,3 +171,62 @@ fn a_closed_file_on_a_members_private_tmpfs_is_named() {
     );
     assert_within("unmapped shmem pages", c["unmapped"]["shmem_bytes"].as_i64().unwrap() / 4096, 8192, 5.0);
 }
+
+/// Moves a thread back to this process's memory cgroup when dropped (before its test cgroup,
+/// whose removal kills whatever is left in it: here, this test process).
+struct ThreadBack(u32);
+
+impl Drop for ThreadBack {
+    fn drop(&mut self) {
+        let back = format!("{MEMORY}{}/tasks", own_memory_cgroup());
+        let _ = std::fs::write(back, self.0.to_string());
+    }
+}
+
+/// A thread moved alone (a write of 0 to v1 `tasks` by that thread) is no process: the move
+/// tracepoint reports its tid, which is never joined (no record names it); its process joins
+/// when cgroup.procs lists it, at the next poll.
+#[test]
+fn a_thread_moved_alone_is_not_joined_as_a_process() {
+    if !ebpf_available("cgroup_v1_thread") {
+        return;
+    }
+    let cg = TestCgroup::v1_memory("thread");
+    let mut agent = Running::start(&[
+        "watch",
+        "--format",
+        "json",
+        "--cgroup",
+        cg.path(),
+        "--interval",
+        "0.5",
+        "--smaps-interval",
+        "1",
+        "--duration",
+        "4",
+    ]);
+    agent.wait_for("start", Duration::from_secs(30));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let tasks = cg.dir.join("tasks");
+    let t = std::thread::spawn(move || {
+        let tid: u32 =
+            std::fs::read_link("/proc/thread-self").unwrap().file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let _back = ThreadBack(tid);
+        std::fs::write(&tasks, "0").unwrap();
+        tid_tx.send(tid).unwrap();
+        let _ = done_rx.recv();
+    });
+    let tid = tid_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(done_tx);
+    t.join().unwrap();
+    let (recs, code) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    let me = std::process::id();
+    assert_ne!(tid, me);
+    let procs = of_type(&recs, "proc");
+    assert!(procs.iter().all(|p| p["pid"] != tid), "thread {tid} taken for a process: {procs:?}");
+    assert!(of_type(&recs, "faults").iter().all(|f| f["pid"] != tid), "{recs:?}");
+    assert!(procs.iter().any(|p| p["event"] == "join" && p["pid"] == me), "its process joined: {procs:?}");
+}

@@ -2,7 +2,9 @@
 //! - at each interval's end, membership: processes that joined a watched cgroup without a fork
 //!   or exec the kernel saw are watched, processes that left are no longer (a `proc` record with
 //!   `event: "left"`), their kernel state dropped;
-//! - a `Join` record from the kernel (a member forked or exec'd) puts the process in the ledger;
+//! - a `Join` record from the kernel (a member forked or exec'd, or moved in) puts the process
+//!   in the ledger; a thread moved alone (v1 `tasks`, v2 `cgroup.threads`) is no process: the
+//!   move tracepoint has no threadgroup field, so its tid is checked against its Tgid here;
 //! - at each smaps sweep, a `cgroup` record per watched cgroup, and its cgroup-level verdict.
 use agent_common::ProcEvent;
 
@@ -17,6 +19,12 @@ use crate::{
     records::Record,
     targets::cgroup_watch::CgroupWatch,
 };
+
+/// The thread group of task `tid` (`Tgid:` of `/proc/TID/status`); None when it is gone.
+fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:"))?.trim().parse().ok()
+}
 
 /// The watched cgroups and their verdict state.
 pub struct CgroupStage {
@@ -57,6 +65,12 @@ impl Pipeline {
         if e.pid == std::process::id() {
             self.kernel.bpf.forget(e.pid, &[]);
             self.kernel.bpf.forget_tasks(e.pid);
+            return None;
+        }
+        // A thread moved alone: the kernel took its tid for a process. Not one (its process
+        // joins when cgroup.procs lists it, at the next poll).
+        if tgid_of(e.pid).is_some_and(|tgid| tgid != e.pid) {
+            self.kernel.bpf.forget(e.pid, &[]);
             return None;
         }
         self.ledger.on_join(e)
@@ -134,5 +148,28 @@ impl Pipeline {
                 self.sinks.emit(&Record::CgroupLeak(l));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tgid_of;
+
+    #[test]
+    fn a_threads_tgid_is_its_process() {
+        let me = std::process::id();
+        assert_eq!(tgid_of(me), Some(me));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let link = std::fs::read_link("/proc/thread-self").unwrap();
+            tid_tx.send(link.file_name().unwrap().to_str().unwrap().parse::<u32>().unwrap()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        assert_ne!(tid, me);
+        assert_eq!(tgid_of(tid), Some(me), "thread {tid} taken for a process");
+        drop(done_tx);
+        t.join().unwrap();
     }
 }
