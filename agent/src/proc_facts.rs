@@ -25,6 +25,13 @@ impl ProcSource for Procfs {
         let kib = Process::new(pid as i32).ok()?.status().ok()?.hugetlbpages?;
         Some(kib as i64 * 1024 / crate::demo::procs::page_size() as i64)
     }
+    fn hugetlb_vmas(&self, pid: u32) -> Option<Vec<(u64, i64)>> {
+        use crate::sampling::smaps::kib;
+        let page = crate::demo::procs::page_size() as i64;
+        let smaps = Process::new(pid as i32).ok()?.smaps().ok()?;
+        let huge = smaps.iter().map(|m| (m.address.0, (kib(m, "Shared_Hugetlb") + kib(m, "Private_Hugetlb")) as i64));
+        Some(huge.filter(|&(_, k)| k > 0).map(|(s, k)| (s, k * 1024 / page)).collect())
+    }
     fn zombie_comm(&self, pid: u32) -> Option<String> {
         zombie_comm(pid)
     }

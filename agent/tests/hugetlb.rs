@@ -73,10 +73,10 @@ fn pages_mapped_without_a_user_fault_are_counted() {
     let m = p["mappings"].as_array().unwrap().iter().find(|m| m["pages"] == 4 * 512).unwrap_or_else(|| panic!("{p}"));
     assert!(m["mapping"].as_str().unwrap().starts_with("anon@"), "{m}");
     // A hugetlb memfd populated (MAP_SHARED|MAP_POPULATE): only its smaps reading tells it
-    // maps hugetlb pages, and not in which mapping.
+    // maps hugetlb pages; its full smaps, in which mapping.
     let (p, _) = run(&["--pages", "3", "--populate", "--hold", "3"]);
     assert_eq!(p["pages"]["hugetlb"], 3 * 512, "{p}");
-    assert_eq!(mapping_pages(&p, "[hugetlb]"), (3 * 512, false), "{p}");
+    assert_eq!(mapping_pages(&p, "/memfd:wl-huge"), (3 * 512, true), "{p}");
 }
 
 #[test]

@@ -10,14 +10,15 @@
 //! each interval's end reads `/proc/PID/status` HugetlbPages (the same counter, ~0.1 ms) of the
 //! processes that may map hugetlb pages: that showed some (a record, the seed), that mapped a
 //! MAP_HUGETLB region, or whose smaps reading showed hugetlb KiB (`audit`). What is not yet
-//! accounted goes to the mapping of its last hugetlb fault, else to the MAP_HUGETLB region it
-//! mapped last, else to an `/anon_hugepage` region of its maps, else to `[hugetlb]` (a hugetlbfs
-//! file, memfd or SysV segment populated without a fault: /proc/PID/maps does not tell which
-//! of its mappings is hugetlb). The fault's own record, when it comes, finds nothing left.
+//! accounted goes to the VMA whose hugetlb pages grew most per a full `/proc/PID/smaps` read
+//! (/proc/PID/maps does not tell which mapping of a hugetlbfs file, memfd or SysV segment is
+//! hugetlb), else to the mapping of its last hugetlb fault, else to the MAP_HUGETLB region it
+//! mapped last, else to an `/anon_hugepage` region of its maps, else to `[hugetlb]`. The
+//! fault's own record, when it comes, finds nothing left.
 use agent_common::HugetlbEvent;
 
 use super::{proc_entry, Ledger};
-use crate::attribution::{mappings::MappingId, process::Proc};
+use crate::attribution::{mappings::MappingId, process::Proc, ProcSource};
 
 /// What the ledger knows of one process's hugetlb pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct HugetlbState {
     pub(in crate::attribution) vma: Option<MappingId>,
     /// An smaps reading showed hugetlb pages in its mm.
     pub(in crate::attribution) shown: bool,
+    /// Its hugetlb VMAs (start, base pages) at the audit's last full smaps read.
+    pub(in crate::attribution) vmas: Vec<(u64, i64)>,
 }
 
 impl HugetlbState {
@@ -103,7 +106,7 @@ impl Ledger {
             }
             if pages > 0 {
                 // A fault whose record has not come (it will find nothing left), or none.
-                let id = audit_target(p);
+                let id = audit_target(p, facts);
                 credit(p, id, pages);
             } else if pages < 0 {
                 released(p, pages);
@@ -113,7 +116,17 @@ impl Ledger {
 }
 
 /// Where the audit's gain goes (see the module's doc).
-fn audit_target(p: &Proc) -> MappingId {
+fn audit_target(p: &mut Proc, facts: &dyn ProcSource) -> MappingId {
+    // The VMA whose hugetlb pages grew most since the last full smaps read (the largest at the
+    // first), from /proc/PID/smaps (~1 ms; read only when the audit finds a gain).
+    if let Some(now) = facts.hugetlb_vmas(p.pid) {
+        let before = |s: u64| p.hugetlb.vmas.iter().find(|v| v.0 == s).map_or(0, |v| v.1);
+        let grown = now.iter().map(|&(s, n)| (n - before(s), s)).filter(|g| g.0 > 0).max();
+        p.hugetlb.vmas = now;
+        if let Some((_, start)) = grown {
+            return p.mapping_of(start, facts);
+        }
+    }
     let h = &p.hugetlb;
     h.last
         .clone()
@@ -190,7 +203,12 @@ mod tests {
     }
 
     /// FakeProc with a /proc/PID/status HugetlbPages to give.
+    /// (and its hugetlb VMAs, when `VMAS` holds some for the test's thread).
     struct Status(FakeProc, std::sync::Arc<std::sync::Mutex<Option<i64>>>);
+
+    thread_local! {
+        static VMAS: std::cell::RefCell<Option<Vec<(u64, i64)>>> = const { std::cell::RefCell::new(None) };
+    }
 
     impl crate::attribution::ProcSource for Status {
         fn facts(&self, pid: u32) -> Option<(u32, String)> {
@@ -219,6 +237,9 @@ mod tests {
         }
         fn hugetlb_pages(&self, _: u32) -> Option<i64> {
             *self.1.lock().unwrap()
+        }
+        fn hugetlb_vmas(&self, _: u32) -> Option<Vec<(u64, i64)>> {
+            VMAS.with(|v| v.borrow().clone())
         }
     }
 
@@ -282,6 +303,18 @@ mod tests {
         let p = l.get(PID).unwrap();
         assert_eq!(p.total.hugetlb, 1024);
         assert_eq!(p.total.by_mapping[&MappingId { name: "[hugetlb]".into(), shared: false }].pages, 1024);
+        // With smaps per VMA: the one whose hugetlb pages grew (the largest at the first read),
+        // before the last audit's mapping.
+        VMAS.with(|v| *v.borrow_mut() = Some(vec![(SEG, 1024)]));
+        *status.lock().unwrap() = Some(2048);
+        l.close_interval(&Default::default(), 1.0);
+        VMAS.with(|v| *v.borrow_mut() = Some(vec![(SEG, 1024), (0x1000_0000, 512)]));
+        *status.lock().unwrap() = Some(2560);
+        l.close_interval(&Default::default(), 1.0);
+        let p = l.get(PID).unwrap();
+        assert_eq!(p.total.hugetlb, 2560);
+        assert_eq!(p.total.by_mapping[&MappingId { name: MEMFD.into(), shared: true }].pages, 1024);
+        assert_eq!(p.total.by_mapping[&MappingId { name: "anon@0x10000000".into(), shared: false }].pages, 512);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub trait ProcSource: Send {
     fn hugetlb_pages(&self, _pid: u32) -> Option<i64> {
         None
     }
+    /// Its VMAs that hold hugetlb pages: (start, base pages), from `/proc/PID/smaps`.
+    fn hugetlb_vmas(&self, _pid: u32) -> Option<Vec<(u64, i64)>> {
+        None
+    }
 }
 
 /// A /proc for unit tests: the maps a test put there for a pid, nothing else; and how often the
