@@ -102,3 +102,27 @@ fn shared_and_private_growth_are_flagged_from_kernel_counts_while_smaps_is_starv
     let shmem_pages = p["pages"]["shmem"].as_i64().unwrap();
     assert_within("shm-leaker shmem pages", shmem_pages, 45 * MIB_PAGES as i64 + 64 * MIB_PAGES as i64, 10.0);
 }
+
+#[test]
+fn without_the_memcg_tracepoint_shared_growth_falls_back_to_readings_and_start_says_so() {
+    if !ebpf_available("shmem_count_missing") {
+        return;
+    }
+    let load = agent::kernel::loader::LoadOptions {
+        simulate_missing: vec!["memcg:mod_memcg_lruvec_state".into()],
+        ..Default::default()
+    };
+    let args = ["--format", "json", "--smaps-interval", "0.5", "--", "sleep", "1.2"];
+    let (code, recs) = watch_in_process(&args, load);
+    assert_eq!(code, Ok(0));
+    let start = &of_type(&recs, "start")[0];
+    assert!(!start["hooks"].as_array().unwrap().iter().any(|h| h == "mod_memcg_lruvec_state"), "{start}");
+    let missing: Vec<&str> = start["missing_hooks"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert!(
+        missing.iter().any(|m| m.starts_with("memcg:mod_memcg_lruvec_state")
+            && m.ends_with("shared-segment growth is seen in smaps readings only")),
+        "{missing:?}"
+    );
+    // The readings still come.
+    assert!(!of_type(&recs, "mem").is_empty(), "smaps readings without the kernel count");
+}
