@@ -119,9 +119,22 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stack depth histogram buckets: 1, 2-4, 5-8, 9-16, 17+ frames.
 pub const DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-8", "9-16", "17+"];
 
+/// A frame placed in its process's maps, not yet named: naming (the helper's symbols and
+/// build ids) waits until the stack is wanted, so that it never runs beside a fault storm.
+struct Placed {
+    addr: u64,
+    /// The mapping's name and file offset of `addr` (none: no mapping, or no file offset).
+    at: Option<(Arc<str>, Option<u64>)>,
+    /// The mapping's (start, end).
+    bounds: Option<(u64, u64)>,
+    elf: Option<ElfId>,
+}
+
 pub struct Stacks {
     map: StackTraceMap<MapData>,
     resolved: HashMap<(u32, i32), Frames>,
+    /// Stacks read and placed in their maps at the interval, named when first wanted.
+    placed: HashMap<(u32, i32), Vec<Placed>>,
     /// Names by (the ELF file, file offset).
     symbols: HashMap<(ElfId, u64), Arc<Resolved>>,
     /// Regions by (pid, start), shared by the frames that fell in them.
@@ -143,6 +156,7 @@ impl Stacks {
         Ok(Stacks {
             map: StackTraceMap::try_from(map)?,
             resolved: HashMap::new(),
+            placed: HashMap::new(),
             symbols: HashMap::new(),
             modules: HashMap::new(),
             helper,
@@ -155,6 +169,7 @@ impl Stacks {
     /// Forget what was resolved for `pid` (its process is gone; the number may come back).
     pub fn forget_pid(&mut self, pid: u32) {
         self.resolved.retain(|&(p, _), _| p != pid);
+        self.placed.retain(|&(p, _), _| p != pid);
         self.elfs.forget_pid(pid);
         self.modules.retain(|&(p, _), _| p != pid);
     }
@@ -163,6 +178,21 @@ impl Stacks {
     pub fn resolve(&mut self, pid: u32, id: i32, maps: &MappingMap) -> Frames {
         if let Some(f) = self.resolved.get(&(pid, id)) {
             return f.clone();
+        }
+        if !self.placed.contains_key(&(pid, id)) {
+            self.place(pid, id, maps);
+        }
+        let placed = self.placed.remove(&(pid, id)).unwrap_or_default();
+        let frames: Frames = placed.into_iter().map(|p| self.frame(pid, p)).collect();
+        self.resolved.insert((pid, id), frames.clone());
+        frames
+    }
+
+    /// Read stack `id` of `pid` from the map and place its addresses in `maps` (current now),
+    /// opening their files; no helper request (see `Placed`). Once per (pid, id).
+    fn place(&mut self, pid: u32, id: i32, maps: &MappingMap) {
+        if self.resolved.contains_key(&(pid, id)) || self.placed.contains_key(&(pid, id)) {
+            return;
         }
         // A stack taken without its leaf frame (a collision in the map) is stored under the id
         // without the flag.
@@ -173,8 +203,17 @@ impl Stacks {
                 Vec::new()
             }
         };
-        let frames: Frames = ips.iter().map(|&ip| self.frame(pid, ip, maps)).collect();
-        let bucket = match frames.len() {
+        let placed: Vec<Placed> = ips
+            .iter()
+            .map(|&ip| {
+                let at = maps.resolve(ip).map(|(m, off)| (m.name.clone(), off));
+                let elf = at
+                    .as_ref()
+                    .and_then(|(name, off)| off.and_then(|_| self.elfs.file_of(pid, name, ip, &mut self.helper)));
+                Placed { addr: ip, bounds: at.as_ref().and_then(|_| maps.bounds(ip)), at, elf }
+            })
+            .collect();
+        let bucket = match placed.len() {
             0 | 1 => 0,
             2..=4 => 1,
             5..=8 => 2,
@@ -182,17 +221,17 @@ impl Stacks {
             _ => 4,
         };
         self.depths[bucket] += 1;
-        self.resolved.insert((pid, id), frames.clone());
-        frames
+        self.placed.insert((pid, id), placed);
     }
 
-    fn frame(&mut self, pid: u32, ip: u64, maps: &MappingMap) -> Frame {
-        let Some((id, off)) = maps.resolve(ip) else {
+    /// Name a placed frame (the helper's symbols and build id, cached).
+    fn frame(&mut self, pid: u32, p: Placed) -> Frame {
+        let ip = p.addr;
+        let Some((name, off)) = p.at else {
             return Frame { addr: ip, module: None, sym: unnamed(format!("[no mapping]+{ip:#x}")) };
         };
-        let name = id.name.clone();
-        let elf = off.and_then(|_| self.elfs.file_of(pid, &name, ip, &mut self.helper));
-        let module = self.module(pid, ip, &name, off, elf, maps);
+        let elf = p.elf;
+        let module = self.module(pid, ip, &name, off, elf, p.bounds);
         let Some(off) = off else {
             return Frame { addr: ip, module, sym: unnamed(format!("{name}+{ip:#x}")) };
         };
@@ -218,9 +257,9 @@ impl Stacks {
         name: &Arc<str>,
         off: Option<u64>,
         elf: Option<ElfId>,
-        maps: &MappingMap,
+        bounds: Option<(u64, u64)>,
     ) -> Option<Arc<Module>> {
-        let (start, end) = maps.bounds(ip)?;
+        let (start, end) = bounds?;
         let file_offset = off.map_or(0, |o| o - (ip - start));
         if let Some(m) = self.modules.get(&(pid, start)) {
             if m.name == *name && m.end == end && m.file_offset == file_offset {
@@ -283,12 +322,13 @@ pub fn flamegraph(lines: &[String], title: &str, out: impl std::io::Write) -> an
 
 /// Glue between the ledger and the stack resolver.
 impl Stacks {
-    /// Resolve the stacks seen since the last call, while each pid's mappings are current.
+    /// Place the stacks seen since the last call, while each pid's mappings are current; they
+    /// are named when first wanted (a verdict, the end).
     pub fn resolve_new(&mut self, ledger: &mut Ledger) {
         for (pid, ids) in ledger.take_new_stacks() {
             let Some(p) = ledger.get(pid) else { continue };
             for id in ids {
-                self.resolve(pid, id, p.maps());
+                self.place(pid, id, p.maps());
             }
         }
     }
