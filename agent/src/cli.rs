@@ -133,7 +133,7 @@ impl WatchArgs {
     }
 }
 
-fn percent(s: &str) -> Result<f64, String> {
+pub(crate) fn percent(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 100.0 => Ok(v),
         _ => Err(format!("{s}: expected a percentage of one CPU, above 0 and at most 100")),

@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// Seconds between smaps_rollup readings of each process whose memory moved.
     #[arg(long, default_value_t = 5.0, value_parser = positive)]
     pub smaps_interval: f64,
+    /// smaps reads may take PERCENT of one CPU over any 60 s, as `agent watch --smaps-budget`.
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, value_parser = crate::cli::percent)]
+    pub smaps_budget: f64,
     /// Longest span of readings the leak verdict looks at, seconds (6 h). Beyond 300 s the
     /// long-window verdict judges down-sampled history (README: "Slow leaks: the long window").
     #[arg(long, default_value_t = 21600.0, value_parser = positive)]
@@ -155,6 +158,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     };
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
     let mut bpf = BpfMaps::take(&mut loaded.ebpf)?;
+    let shmem = crate::kernel::shmem_count::ShmemCount::take(&mut loaded.ebpf, &loaded.hooks);
     let mut ledger = Ledger::new(Box::new(Procfs));
     let (pids, roots, cgroup_watch) = if cgroups.is_empty() {
         targets.watch_names(&mut loaded.ebpf)?;
@@ -195,6 +199,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         folded: false,
         profile: false,
     });
+    pipeline.0.set_smaps_budget(args.smaps_budget, shmem);
     if let Some(w) = cgroup_watch {
         pipeline.0.set_cgroups(w, params(&args));
     }
