@@ -28,10 +28,11 @@ fn overflow_is_counted_and_reported() {
     // only process.
     let p = &s["procs"][0];
     // rss_stat carries absolute sizes and the deltas are taken in userspace (kernel/deltas.rs),
-    // so a lost record folds into the next delta of its counter: the storm's total is still
-    // whole (its 65536 pages plus its start-up), only the lost records' attribution is lost.
+    // so a lost record folds into the next delta of its counter when one comes (then the
+    // total is whole, start-up included); records lost at the end fold into the teardown.
+    // Either way what was seen plus what was lost covers the storm, and nothing is invented.
     let seen = p["pages"]["anon"].as_u64().unwrap();
-    assert!((65536..65536 + 4096).contains(&seen), "seen {seen} (lost {lost}) covers the 65536 faulted pages");
+    assert!(seen + lost >= 65536 && seen < 65536 + 4096, "seen {seen} + lost {lost} cover the 65536 faulted pages");
 }
 
 #[test]
