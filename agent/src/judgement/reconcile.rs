@@ -105,7 +105,8 @@ impl Judge {
         let Some(j) = self.procs.get(&pid) else { return false };
         let Some(&(now, f1, c1)) = j.own_hist.back() else { return false };
         let from = j.own_hist.iter().find(|h| h.0 >= now - 2.0 * self.params.min_span_s);
-        j.flagged().is_some() || from.is_some_and(|&(_, f0, c0)| (f1 + c1 - f0 - c0) as f64 >= self.params.min_growth_kib)
+        j.flagged().is_some()
+            || from.is_some_and(|&(_, f0, c0)| (f1 + c1 - f0 - c0) as f64 >= self.params.min_growth_kib)
     }
 
     /// Verdicts standing now: of live pids, and of pids that exited while theirs stood.

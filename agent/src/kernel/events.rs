@@ -3,8 +3,7 @@
 use std::mem::size_of;
 
 use agent_common::{
-    CowEvent, EventHeader, EventKind, ExecMmEvent, HugetlbEvent, OomEvent, OpenEvent, ProcEvent, RssEvent,
-    SyscallEvent,
+    CowEvent, EventHeader, EventKind, ExecMmEvent, HugetlbEvent, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 

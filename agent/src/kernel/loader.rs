@@ -8,11 +8,12 @@ use aya::{programs::TracePoint, Ebpf, EbpfLoader};
 use crate::{
     error::AgentError,
     kernel::{
-        btf, shmem_count,
+        btf,
+        fault_source::{self, FaultSource},
+        shmem_count,
         tracefs::{self, Format},
     },
 };
-use crate::kernel::fault_source::{self, FaultSource};
 
 pub struct Hook {
     pub program: &'static str,

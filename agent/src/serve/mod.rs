@@ -210,7 +210,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let discover: Option<Box<dyn FnMut() -> Vec<u32> + Send>> = (!targets.comms.is_empty()).then(|| {
         Box::new(move || {
             ticks += 1;
-            if ticks % every == 0 {
+            if ticks.is_multiple_of(every) {
                 targets.named()
             } else {
                 Vec::new()
