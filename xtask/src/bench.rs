@@ -58,7 +58,7 @@ fn under_floor(stats: bool) -> Result<(StormReport, Option<serde_json::Value>)> 
 
 /// One storm under `agent watch --format json EXTRA`: the agent's output (JSON lines on
 /// stdout) and the storm's report.
-fn under_agent(extra: &[&str]) -> Result<(Output, StormReport)> {
+pub(crate) fn under_agent(extra: &[&str]) -> Result<(Output, StormReport)> {
     let report = Report::new();
     let out = Command::new(agent())
         .args(["watch", "--format", "json"])
@@ -125,7 +125,7 @@ fn run_agent_with(extra: &[&str]) -> Result<f64> {
     Ok(storm.wall_s)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -4,44 +4,24 @@
 //! perf source's wall and CPU time also hold the perf core's own work per event (software-event
 //! lookup, sample setup), which the BPF statistics do not count; the storm's CPU time (user +
 //! sys) is the steadier of the two on a shared machine.
-use std::process::Command;
-
 use anyhow::{bail, Context as _, Result};
 
-use crate::bench_run::{agent, Report, StormReport};
+use crate::{bench::median, bench_run::StormReport};
 
 const SOURCES: [&str; 2] = ["tracepoint", "perf"];
 
 /// One storm under `agent watch --format json --fault-source SOURCE EXTRA`: its report and the
 /// agent's summary.
 fn storm_under(source: &str, extra: &[&str]) -> Result<(StormReport, serde_json::Value)> {
-    let report = Report::new();
-    let out = Command::new(agent())
-        .args(["watch", "--format", "json", "--fault-source", source])
-        .args(extra)
-        .arg("--")
-        .args(report.storm(&[]))
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "agent watch --fault-source {source} -- workloads storm failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let args: Vec<&str> = ["--fault-source", source].iter().chain(extra).copied().collect();
+    let (out, report) = crate::bench::under_agent(&args)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary = serde_json::from_str(stdout.lines().last().context("no summary")?).context("summary JSON")?;
-    Ok((report.read()?, summary))
+    Ok((report, summary))
 }
 
 fn range(v: &[f64]) -> (f64, f64) {
     v.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The section for BENCHMARKS.md, ending with the `fault-source perf/tracepoint` lines.
