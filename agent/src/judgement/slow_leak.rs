@@ -6,11 +6,9 @@
 //! span (a cache that filled and plateaus does not). The same flag / withdraw life as the
 //! short verdict (`Change`, `Episode`, `Reason`), judged once per finest bucket (30 s).
 //! Confidence grows with the span the trend holds over.
-use std::collections::VecDeque;
-
 use super::{
     history::History,
-    verdict::{assess, theil_sen, Change, Episode, Metric, Params, Reason, Sample, Trend},
+    verdict::{assess, theil_sen, Change, Episode, Episodes, Metric, Params, Reason, Sample, Trend},
 };
 
 /// The longest span the short verdict looks at (its longest suffix span, 15 x 20 s): a
@@ -62,9 +60,8 @@ pub struct SlowDetector {
     reported: Option<Trend>,
     /// The standing verdict's metric, its level at the start of its flagged span, its peak.
     levels: Option<(Metric, f64, f64)>,
-    /// After a withdrawal: the level a new verdict must pass.
-    ceiling: Option<(Metric, f64)>,
-    episodes: VecDeque<Episode>,
+    /// The verdicts so far and, after a withdrawal, the level a new one must pass.
+    episodes: Episodes,
 }
 
 impl SlowDetector {
@@ -74,13 +71,12 @@ impl SlowDetector {
             flagged: None,
             reported: None,
             levels: None,
-            ceiling: None,
-            episodes: VecDeque::new(),
+            episodes: Episodes::default(),
         }
     }
 
     pub fn episodes(&self) -> impl Iterator<Item = &Episode> {
-        self.episodes.iter()
+        self.episodes.list.iter()
     }
 
     /// Buckets of history held (bounded by the window, not the uptime).
@@ -99,24 +95,15 @@ impl SlowDetector {
         }
         let best = best?;
         let last = self.history.last()?;
-        if self.flagged.is_none() {
-            if let Some((m, level)) = self.ceiling {
-                if m == best.metric && m.of(&last) <= level {
-                    return None;
-                }
-            }
-            self.ceiling = None;
-            if self.episodes.len() == MAX_EPISODES {
-                self.episodes.pop_front();
-            }
-            self.episodes.push_back(Episode { flagged_at: s.t, withdrawn: None, trend: best });
+        if self.flagged.is_none() && !self.episodes.open(best, &Sample { t: s.t, ..last }, MAX_EPISODES) {
+            return None;
         }
         let base = self.history.points(best.span_s).first().map_or(0.0, |f| best.metric.of(f));
         self.levels = match self.levels {
             Some((m, b, peak)) if m == best.metric => Some((m, b.min(base), peak.max(best.metric.of(&last)))),
             _ => Some((best.metric, base, best.metric.of(&last))),
         };
-        if let Some(e) = self.episodes.back_mut() {
+        if let Some(e) = self.episodes.list.back_mut() {
             e.trend = best;
         }
         self.flagged = Some(best);
@@ -181,9 +168,9 @@ impl SlowDetector {
             return None;
         };
         let (m, base, peak) = self.levels.take()?;
-        self.ceiling = Some((m, peak + (0.25 * (peak - base)).max(p.min_growth_kib)));
+        self.episodes.ceiling = Some((m, peak + (0.25 * (peak - base)).max(p.min_growth_kib)));
         (self.flagged, self.reported) = (None, None);
-        let e = self.episodes.back_mut()?;
+        let e = self.episodes.list.back_mut()?;
         e.withdrawn = Some((last.t, reason));
         Some(*e)
     }

@@ -187,6 +187,36 @@ struct Levels {
 /// Episodes kept per pid (the most recent).
 const MAX_EPISODES: usize = 32;
 
+/// A pid's verdicts so far, and what a withdrawal left: kept alike by the short verdict and the
+/// long window's (`slow_leak.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Episodes {
+    /// After a withdrawal: the level of that metric a new verdict must pass (the withdrawn
+    /// verdict's peak and a margin), so a sawtooth back to its floor is not flagged anew on
+    /// every ramp.
+    pub(crate) ceiling: Option<(Metric, f64)>,
+    /// The most recent ones (as many as `open` is told to keep), oldest first.
+    pub(crate) list: VecDeque<Episode>,
+}
+
+impl Episodes {
+    /// Open an episode for a new verdict on `best`, whose metric stands at `now`; false (and
+    /// nothing opened) while it has not passed the ceiling a withdrawal left. Keeps `keep`.
+    pub(crate) fn open(&mut self, best: Trend, now: &Sample, keep: usize) -> bool {
+        if let Some((m, level)) = self.ceiling {
+            if m == best.metric && m.of(now) <= level {
+                return false;
+            }
+        }
+        self.ceiling = None;
+        if self.list.len() >= keep {
+            self.list.pop_front();
+        }
+        self.list.push_back(Episode { flagged_at: now.t, withdrawn: None, trend: best });
+        true
+    }
+}
+
 /// The verdict state of one pid: its recent readings and what was last reported.
 #[derive(Debug, Default)]
 pub struct Detector {
@@ -195,11 +225,7 @@ pub struct Detector {
     /// The standing verdict (its latest trend); `None` before a flag and after a withdrawal.
     pub flagged: Option<Trend>,
     levels: Option<Levels>,
-    /// After a withdrawal: the level of that metric a new verdict must pass (the withdrawn
-    /// verdict's peak and a margin), so a sawtooth back to its floor is not flagged anew on
-    /// every ramp.
-    ceiling: Option<(Metric, f64)>,
-    episodes: VecDeque<Episode>,
+    episodes: Episodes,
 }
 
 /// Suffix spans tried (multiples of the minimum span), shortest first.
@@ -217,7 +243,7 @@ impl Detector {
 
     /// The verdicts so far, oldest first (the last may stand).
     pub fn episodes(&self) -> impl Iterator<Item = &Episode> {
-        self.episodes.iter()
+        self.episodes.list.iter()
     }
 
     /// Add a reading; returns what it changed in the verdict, if anything worth a record.
@@ -231,20 +257,11 @@ impl Detector {
             return Some(Change::Withdrawn(e));
         }
         let best = best?;
-        if self.flagged.is_none() {
-            if let Some((m, level)) = self.ceiling {
-                if m == best.metric && m.of(&s) <= level {
-                    return None;
-                }
-            }
-            self.ceiling = None;
-            if self.episodes.len() == MAX_EPISODES {
-                self.episodes.pop_front();
-            }
-            self.episodes.push_back(Episode { flagged_at: s.t, withdrawn: None, trend: best });
+        if self.flagged.is_none() && !self.episodes.open(best, &s, MAX_EPISODES) {
+            return None;
         }
         self.note_levels(&best);
-        if let Some(e) = self.episodes.back_mut() {
+        if let Some(e) = self.episodes.list.back_mut() {
             e.trend = best;
         }
         self.flagged = Some(best);
@@ -285,9 +302,9 @@ impl Detector {
             return None;
         };
         let l = self.levels.take()?;
-        self.ceiling = Some((l.metric, l.peak + (0.25 * (l.peak - l.base)).max(p.min_growth_kib)));
+        self.episodes.ceiling = Some((l.metric, l.peak + (0.25 * (l.peak - l.base)).max(p.min_growth_kib)));
         (self.flagged, self.reported) = (None, None);
-        let e = self.episodes.back_mut()?;
+        let e = self.episodes.list.back_mut()?;
         e.withdrawn = Some((last.t, reason));
         Some(*e)
     }
