@@ -36,6 +36,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Give back the table space a burst of processes left (hash tables keep their capacity
+    /// when emptied): a daemon's memory follows what it holds, not its highest burst.
+    pub fn shrink(&mut self) {
+        self.procs.shrink_to(self.procs.len() * 2);
+        self.new_mms.shrink_to(self.new_mms.len() * 2);
+        self.sharing.shrink_to(self.sharing.len() * 2);
+    }
+
     pub fn new(facts: Box<dyn ProcSource>) -> Ledger {
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as i64;

@@ -90,6 +90,11 @@ pub struct Judge {
 }
 
 impl Judge {
+    /// As `Ledger::shrink`.
+    pub fn shrink(&mut self) {
+        self.procs.shrink_to(self.procs.len() * 2);
+    }
+
     pub fn new(params: Params) -> Judge {
         Judge { params, procs: HashMap::new(), retired_standing: 0, shmem_pages: None }
     }

@@ -26,6 +26,11 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf
 }
 
 impl BpfMaps {
+    /// As `Ledger::shrink`.
+    pub fn shrink(&mut self) {
+        self.deltas.shrink();
+    }
+
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<BpfMaps> {
         Ok(BpfMaps {
             watched: take(ebpf, names::WATCHED)?,

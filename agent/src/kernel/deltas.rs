@@ -21,6 +21,11 @@ pub struct Deltas {
 }
 
 impl Deltas {
+    /// As `Ledger::shrink`.
+    pub fn shrink(&mut self) {
+        self.last.shrink_to(self.last.len() * 2);
+    }
+
     /// Fill `e.delta` (and `UNSEEDED` when no earlier size is known); false when the counter did
     /// not move, and the record carries nothing.
     pub fn apply(&mut self, e: &mut RssEvent) -> bool {

@@ -28,6 +28,11 @@ pub struct CostModel {
 }
 
 impl CostModel {
+    /// As `Ledger::shrink`.
+    pub fn shrink(&mut self) {
+        self.per_pid.shrink_to(self.per_pid.len() * 2);
+    }
+
     /// A read of `pid` took `secs` and found `rss_kib`.
     pub fn observe(&mut self, pid: u32, secs: f64, rss_kib: u64) {
         let e = self.per_pid.entry(pid).or_insert((secs, rss_kib as f64));

@@ -76,6 +76,12 @@ pub struct Sweep {
 }
 
 impl Sampler {
+    /// As `Ledger::shrink`.
+    pub fn shrink(&mut self) {
+        self.pids.shrink_to(self.pids.len() * 2);
+        self.cost.shrink();
+    }
+
     /// The sampler, and the channel its sweeps' chunks come back on (for `on_swept`).
     pub fn new(interval: Duration, epoch: Instant) -> (Sampler, mpsc::Receiver<smaps::Swept>) {
         let (tx, rx) = mpsc::channel(8);

@@ -27,6 +27,11 @@ pub struct Departures {
 }
 
 impl Departures {
+    /// As `Ledger::shrink`.
+    pub fn shrink(&mut self) {
+        self.exits.shrink_to(self.exits.len() * 2);
+    }
+
     /// `pid` exited at `tick`, running on `mm_ids`. A number whose previous process is not
     /// forgotten yet keeps that one's mms too.
     pub fn exited(&mut self, pid: u32, tick: u64, mut mm_ids: Vec<u32>) {

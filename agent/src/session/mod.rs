@@ -125,6 +125,7 @@ pub async fn run(
                 }
                 p.close_interval(ticks, dt);
                 if settings.forever && ticks.is_multiple_of(fold::TRIM_EVERY_TICKS) {
+                    p.shrink();
                     fold::release_freed_heap();
                 }
                 if (p.nothing_alive() && !settings.forever) || deadline.is_some_and(|d| Instant::now() >= d) {

@@ -246,6 +246,15 @@ impl Pipeline {
         self.departures.fold.get_or_insert_with(Default::default);
     }
 
+    /// A daemon's periodic give-back: the tables a burst of processes grew, then the heap.
+    pub fn shrink(&mut self) {
+        self.ledger.shrink();
+        self.judge.shrink();
+        self.sampler.shrink();
+        self.departures.shrink();
+        self.kernel.bpf.shrink();
+    }
+
     /// Take a dead process out of the ledger, keeping its summary entry (bounded).
     fn retire(&mut self, pid: u32) {
         let Some(mut s) = self.ledger.retire(pid) else { return };
