@@ -246,7 +246,8 @@ impl Pipeline {
         self.departures.fold.get_or_insert_with(Default::default);
     }
 
-    /// A daemon's periodic give-back: the tables a burst of processes grew, then the heap.
+    /// A daemon's periodic give-back of the tables a burst of processes grew (the session then
+    /// trims the heap: `fold::release_freed_heap`).
     pub fn shrink(&mut self) {
         self.ledger.shrink();
         self.judge.shrink();
