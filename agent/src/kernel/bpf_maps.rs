@@ -44,8 +44,9 @@ impl BpfMaps {
     }
 
     /// An rss record's delta from its size (see `deltas.rs`); false: the counter did not move.
-    pub fn rss_delta(&mut self, e: &mut RssEvent) -> bool {
-        self.deltas.apply(e)
+    /// `fix`: a correction record to apply too, when this one repaired a race.
+    pub fn rss_delta(&mut self, e: &mut RssEvent, fix: &mut Option<RssEvent>) -> bool {
+        self.deltas.apply(e, fix)
     }
 
     pub fn watch(&mut self, pid: u32) -> anyhow::Result<()> {

@@ -5,30 +5,70 @@
 //! map would have seen, and a record lost to a full ring folds into the next delta instead of
 //! vanishing.
 //!
-//! Ring order is not counter order across CPUs: two threads of one mm faulting on two CPUs each
-//! read the summed counter and then reserve a slot, and can do so crosswise (sizes 101, 102
-//! arrive as 102, 101: deltas +2 and -1 instead of +1 and +1, and the counter's next record
-//! makes the total whole again). Totals stay exact; a page can move between the mappings the
-//! two threads fault. Measured (tests/thread_deltas.rs, two
-//! threads writing 64 MiB each on 2 CPUs): 0 to 36 pages of 16384 moved, the sum exact.
+//! Two threads of one mm faulting on two CPUs race: each adds to the per-CPU counter, then the
+//! tracepoint sums it (under the counter's lock), then the program reserves a ring slot.
+//! - **Both added before either summed** (most races; ~700 per 128 MiB written by two threads
+//!   on this 2-CPU VM): both records say 102 where the sizes were 100 before, so the first gets
+//!   +2 and the second 0. A page-adding fault that shows 0 had its page taken by the record just
+//!   before it on that counter: the second gets one page back from the first (exact when the
+//!   first said +2: each added at least one).
+//! - **Reserved crosswise** (a few per run): sizes 101 and 102 arrive as 102, 101 (+2, then -1).
+//!   The smaller size was the earlier sum: the second gets `101 - 100`, the first keeps the rest,
+//!   and the counter stays at 102. Exact whatever the sizes (a THP's 512 included).
+//!
+//! A repair is a correction record (the first record's fault, its delta negative) that the
+//! ledger applies like any other, so the first fault's mapping and stack give the page back.
+//! Totals were exact before; with the repairs the split between the threads' mappings is too
+//! (tests/thread_deltas.rs). Left as they come: a zero after a record of 512 pages or more (a
+//! THP and a 4 KiB fault: which took what is not known), and races of file pages (fault-around
+//! maps 0 to 16 pages per fault, so a zero is no sign of a lost page).
 use std::collections::HashMap;
 
-use agent_common::{cause, last_size_key, rss_flags, RssEvent};
+use agent_common::{cause, last_size_key, member, rss_flags, RssEvent};
 
-#[derive(Default)]
+/// `h`'s fault gives back `delta` (negative): the ledger takes it from that fault's mapping and
+/// stack. Not a fault of its own; `size` is the counter's size now.
+fn correction(h: &RssEvent, delta: i64, size: i64) -> RssEvent {
+    RssEvent { delta, size, flags: 0, ..*h }
+}
+
 pub struct Deltas {
     last: HashMap<u64, i64>,
+    /// Per counter, the last page-adding fault whose delta may hold a racing fault's page (see
+    /// the module doc); dropped at the counter's next record, so it holds a few entries at most.
+    held: HashMap<u64, RssEvent>,
+    page: i64,
+}
+
+impl Default for Deltas {
+    fn default() -> Self {
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as i64;
+        Deltas { last: HashMap::new(), held: HashMap::new(), page }
+    }
+}
+
+/// Pages of a THP: a zero after a delta this large is not repaired.
+const THP_PAGES: i64 = 512;
+
+/// A fault that adds pages one folio at a time (not fault-around's 0 to 16).
+fn adds_pages(e: &RssEvent) -> bool {
+    const WRITE: u64 = 2;
+    matches!(e.cause, cause::FAULT | cause::KERNEL_FAULT)
+        && e.flags & rss_flags::FIRST_OF_FAULT != 0
+        && (e.member == member::ANON || (e.member == member::SHMEM && e.aux & WRITE != 0))
 }
 
 impl Deltas {
     /// As `Ledger::shrink`.
     pub fn shrink(&mut self) {
         self.last.shrink_to(self.last.len() * 2);
+        self.held.shrink_to(self.held.len() * 2);
     }
 
     /// Fill `e.delta` (and `UNSEEDED` when no earlier size is known); false when the counter did
-    /// not move, and the record carries nothing.
-    pub fn apply(&mut self, e: &mut RssEvent) -> bool {
+    /// not move, and the record carries nothing. `fix` receives a correction record to apply
+    /// too when this record repaired a race with the one before it.
+    pub fn apply(&mut self, e: &mut RssEvent, fix: &mut Option<RssEvent>) -> bool {
         if e.cause == cause::NEW_MM {
             // The first change of an mm a watched task builds (a fork's copy, exec's new image):
             // it starts from zero, whatever an mm freed before under the same id left.
@@ -42,7 +82,8 @@ impl Deltas {
                 }
             }
         }
-        let prev = self.last.insert(last_size_key(e.mm_id, e.member), e.size);
+        let key = last_size_key(e.mm_id, e.member);
+        let prev = self.last.insert(key, e.size);
         e.delta = match prev {
             Some(p) => e.size - p,
             None => {
@@ -50,13 +91,49 @@ impl Deltas {
                 e.size
             }
         };
+        if e.cause != cause::NEW_MM && e.flags & rss_flags::UNSEEDED == 0 {
+            self.repair(key, e, fix);
+        }
         e.delta != 0
+    }
+
+    /// The two races of the module doc, between `e` and the record held for its counter.
+    fn repair(&mut self, key: u64, e: &mut RssEvent, fix: &mut Option<RssEvent>) {
+        let page = self.page;
+        let held = if self.held.is_empty() { None } else { self.held.remove(&key) };
+        let adds = adds_pages(e);
+        if let (Some(mut h), true) = (held, adds) {
+            let before = h.size - h.delta;
+            if e.delta == 0 && h.delta > page && h.delta < THP_PAGES * page {
+                // Both added before either summed: this fault's page is in the held delta.
+                e.delta = page;
+                *fix = Some(correction(&h, -page, e.size));
+                h.delta -= page;
+                if h.delta > page {
+                    self.held.insert(key, h);
+                }
+                return;
+            }
+            if e.delta < 0 && e.size > before {
+                // Reserved crosswise: this fault's sum was the earlier one.
+                let mine = e.size - before;
+                *fix = Some(correction(&h, -mine, h.size));
+                e.delta = mine;
+                e.size = h.size;
+                self.last.insert(key, h.size);
+                return;
+            }
+        }
+        if adds && e.delta > page {
+            self.held.insert(key, *e);
+        }
     }
 
     /// Forget an mm that is gone: its id is soon another mm's.
     pub fn forget(&mut self, mm_id: u32) {
         for m in 0..4 {
             self.last.remove(&last_size_key(mm_id, m));
+            self.held.remove(&last_size_key(mm_id, m));
         }
     }
 
@@ -80,42 +157,105 @@ mod tests {
     fn deltas_follow_sizes_per_mm_and_member() {
         let mut d = Deltas::default();
         let mut e = ev(1, member::ANON, cause::FAULT, 0, 8192);
-        assert!(d.apply(&mut e));
+        assert!(d.apply(&mut e, &mut None));
         assert_eq!((e.delta, e.flags & rss_flags::UNSEEDED), (8192, rss_flags::UNSEEDED));
         let mut e = ev(1, member::ANON, cause::FAULT, rss_flags::FIRST_OF_FAULT, 12288);
-        assert!(d.apply(&mut e));
+        assert!(d.apply(&mut e, &mut None));
         assert_eq!((e.delta, e.flags), (4096, rss_flags::FIRST_OF_FAULT));
         // Another member and another mm have their own sizes.
         let mut e = ev(1, member::FILE, cause::FAULT, 0, 4096);
-        assert!(d.apply(&mut e) && e.flags & rss_flags::UNSEEDED != 0);
+        assert!(d.apply(&mut e, &mut None) && e.flags & rss_flags::UNSEEDED != 0);
         let mut e = ev(2, member::ANON, cause::SYSCALL, 0, 4096);
-        assert!(d.apply(&mut e) && e.delta == 4096);
+        assert!(d.apply(&mut e, &mut None) && e.delta == 4096);
         // No move: nothing to report.
         let mut e = ev(1, member::ANON, cause::OTHER, 0, 12288);
-        assert!(!d.apply(&mut e));
+        assert!(!d.apply(&mut e, &mut None));
         let mut e = ev(1, member::ANON, cause::EXIT, 0, 0);
-        assert!(d.apply(&mut e) && e.delta == -12288);
+        assert!(d.apply(&mut e, &mut None) && e.delta == -12288);
     }
 
     #[test]
     fn a_new_mm_starts_from_zero_and_a_forgotten_one_is_unseeded() {
         let mut d = Deltas::default();
         let mut old = ev(7, member::ANON, cause::FAULT, 0, 1 << 20);
-        d.apply(&mut old);
+        d.apply(&mut old, &mut None);
         // The id comes back as a fork's copy: reset, then exact.
         let mut e = ev(7, member::ANON, cause::NEW_MM, rss_flags::NEW_MM_FIRST, 40960);
-        assert!(d.apply(&mut e));
+        assert!(d.apply(&mut e, &mut None));
         assert_eq!((e.delta, e.flags & rss_flags::UNSEEDED), (40960, 0));
         let mut e = ev(7, member::FILE, cause::NEW_MM, 0, 4096);
-        assert!(d.apply(&mut e) && e.delta == 4096 && e.flags & rss_flags::UNSEEDED == 0);
+        assert!(d.apply(&mut e, &mut None) && e.delta == 4096 && e.flags & rss_flags::UNSEEDED == 0);
         // Without the first flag (built by a task without a slot): zero only where unknown.
         let mut e = ev(8, member::SHMEM, cause::NEW_MM, 0, 4096);
-        assert!(d.apply(&mut e) && e.delta == 4096 && e.flags & rss_flags::UNSEEDED == 0);
+        assert!(d.apply(&mut e, &mut None) && e.delta == 4096 && e.flags & rss_flags::UNSEEDED == 0);
         let mut e = ev(7, member::ANON, cause::NEW_MM, 0, 45056);
-        assert!(d.apply(&mut e) && e.delta == 4096);
+        assert!(d.apply(&mut e, &mut None) && e.delta == 4096);
         d.forget(7);
         let mut e = ev(7, member::ANON, cause::FAULT, 0, 49152);
-        assert!(d.apply(&mut e) && e.flags & rss_flags::UNSEEDED != 0);
+        assert!(d.apply(&mut e, &mut None) && e.flags & rss_flags::UNSEEDED != 0);
         assert_eq!(d.len(), 4 + 1);
+    }
+
+    fn fault(m: u32, size_pages: i64, addr: u64) -> RssEvent {
+        RssEvent {
+            mm_id: 3,
+            member: m,
+            cause: cause::FAULT,
+            flags: rss_flags::FIRST_OF_FAULT,
+            size: size_pages * 4096,
+            addr,
+            aux: 2,
+            ..Default::default()
+        }
+    }
+
+    /// Apply `e`; (its delta in pages, the correction's (addr, delta in pages)).
+    fn step(d: &mut Deltas, mut e: RssEvent) -> (i64, Option<(u64, i64)>) {
+        let mut fix = None;
+        d.apply(&mut e, &mut fix);
+        assert!(fix.is_none_or(|f| f.flags & rss_flags::FIRST_OF_FAULT == 0), "a correction is no fault");
+        (e.delta / 4096, fix.map(|f| (f.addr, f.delta / 4096)))
+    }
+
+    #[test]
+    fn both_added_before_either_summed_gives_the_page_back() {
+        let mut d = Deltas { page: 4096, ..Default::default() };
+        step(&mut d, fault(member::ANON, 100, 0xa));
+        // Threads A (0xa) and B (0xb) each add one; both sums say 102.
+        assert_eq!(step(&mut d, fault(member::ANON, 102, 0xa)), (2, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 102, 0xb)), (1, Some((0xa, -1))));
+        // Nothing held any more: the next is plain.
+        assert_eq!(step(&mut d, fault(member::ANON, 103, 0xb)), (1, None));
+        // Three CPUs: +3, 0, 0.
+        assert_eq!(step(&mut d, fault(member::ANON, 106, 0xa)), (3, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 106, 0xb)), (1, Some((0xa, -1))));
+        assert_eq!(step(&mut d, fault(member::ANON, 106, 0xc)), (1, Some((0xa, -1))));
+        // After a THP's 512 (+1 of a racer), a zero is left: which took what is not known.
+        assert_eq!(step(&mut d, fault(member::ANON, 619, 0xa)), (513, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 619, 0xb)), (0, None));
+        // Another record of the counter in between: nothing to repair.
+        assert_eq!(step(&mut d, fault(member::ANON, 621, 0xa)), (2, None));
+        let unmap = RssEvent { cause: cause::SYSCALL, flags: 0, ..fault(member::ANON, 620, 0) };
+        assert_eq!(step(&mut d, unmap), (-1, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 620, 0xb)), (0, None));
+        // File pages: fault-around may add none, a zero is no sign.
+        step(&mut d, fault(member::FILE, 10, 0xa));
+        assert_eq!(step(&mut d, fault(member::FILE, 12, 0xa)), (2, None));
+        assert_eq!(step(&mut d, fault(member::FILE, 12, 0xb)), (0, None));
+    }
+
+    #[test]
+    fn records_reserved_crosswise_take_their_own_sums() {
+        let mut d = Deltas { page: 4096, ..Default::default() };
+        step(&mut d, fault(member::ANON, 100, 0xa));
+        // A summed 101, B 102; B's record came first.
+        assert_eq!(step(&mut d, fault(member::ANON, 102, 0xb)), (2, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 101, 0xa)), (1, Some((0xb, -1))));
+        // The counter stays at the larger sum.
+        assert_eq!(step(&mut d, fault(member::ANON, 103, 0xa)), (1, None));
+        // A THP (B) and a page (A): exact too.
+        assert_eq!(step(&mut d, fault(member::ANON, 616, 0xb)), (513, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 104, 0xa)), (1, Some((0xb, -1))));
+        assert_eq!(step(&mut d, fault(member::ANON, 617, 0xa)), (1, None));
     }
 }

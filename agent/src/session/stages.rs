@@ -157,8 +157,12 @@ impl Pipeline {
             self.received += 1;
             let rec = match ev {
                 Ok(Event::Rss(mut e)) => {
-                    if self.kernel.bpf.rss_delta(&mut e) {
+                    let mut fix = None;
+                    if self.kernel.bpf.rss_delta(&mut e, &mut fix) {
                         self.ledger.on_rss(&e);
+                    }
+                    if let Some(fix) = fix {
+                        self.ledger.on_rss(&fix);
                     }
                     None
                 }
