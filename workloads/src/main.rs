@@ -5,6 +5,7 @@ mod backings;
 mod cgmember;
 mod floor;
 mod procstorm;
+mod scenarios;
 mod seed;
 mod slowleak;
 mod syscalls;
