@@ -8,7 +8,7 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use agent::kernel::loader::LoadOptions;
-use cgroup_util::TestCgroup;
+use cgroup_util::{watch, watch_args, TestCgroup};
 use common::*;
 use serde_json::Value;
 
@@ -24,20 +24,7 @@ fn v2_member_moved_in_after_start_is_followed_and_its_memory_reconciled() {
     // memory controller), so memory.stat's values are the deltas of what the members did.
     let mem = TestCgroup::v1_memory("join");
     let shm = format!("/dev/shm/agent-test-cgroup-{}", std::process::id());
-    let mut agent = Running::start(&[
-        "watch",
-        "--format",
-        "json",
-        "--cgroup",
-        v2.path(),
-        "--interval",
-        "0.5",
-        "--smaps-interval",
-        "1",
-        "--duration",
-        "11",
-    ]);
-    let start = agent.wait_for("start", Duration::from_secs(30));
+    let (agent, start) = watch(&watch_args(&v2, "11"));
     assert!(start["cgroups"][0].as_str().unwrap().contains("v2: moves in and out followed in the kernel"), "{start}");
     assert_eq!(start["targets"].as_array().unwrap().len(), 0, "the cgroup starts empty: {start}");
     // Moved in after the start (it writes its pid to cgroup.procs), then forks at once.
@@ -105,7 +92,7 @@ fn v2_member_that_execs_after_joining_is_watched_from_its_exec() {
     let v2 = TestCgroup::v2("exec");
     // Without the move hook, so that the exec program is what finds it.
     let load = LoadOptions { simulate_missing: vec!["cgroup:cgroup_attach_task".into()], ..LoadOptions::default() };
-    let args = ["--cgroup", v2.path(), "--interval", "0.5", "--smaps-interval", "1", "--duration", "5"];
+    let args = watch_args(&v2, "5");
     let run = std::thread::spawn({
         let parent = v2.dir.clone();
         move || {
@@ -159,20 +146,7 @@ fn v2_member_in_the_v1_root_memory_cgroup_reports_no_host_totals() {
     while v2.procs().is_empty() && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut agent = Running::start(&[
-        "watch",
-        "--format",
-        "json",
-        "--cgroup",
-        v2.path(),
-        "--interval",
-        "0.5",
-        "--smaps-interval",
-        "1",
-        "--duration",
-        "8",
-    ]);
-    let start = agent.wait_for("start", Duration::from_secs(30));
+    let (agent, start) = watch(&watch_args(&v2, "8"));
     assert!(start["cgroups"][0].as_str().unwrap().contains("memory: none of its own"), "{start}");
     assert!(member.wait().unwrap().success());
     let (recs, code) = agent.finish(Duration::from_secs(30));

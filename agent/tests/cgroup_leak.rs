@@ -5,7 +5,7 @@ mod cgroup_util;
 mod common;
 use std::{process::Command, time::Duration};
 
-use cgroup_util::TestCgroup;
+use cgroup_util::{watch, TestCgroup};
 use common::*;
 
 #[test]
@@ -15,19 +15,8 @@ fn unmapped_tmpfs_growth_is_a_cgroup_leak_while_no_pid_is_flagged() {
     }
     let cg = TestCgroup::v1_memory("leak");
     let shm = format!("/dev/shm/agent-test-cgroup-leak-{}", std::process::id());
-    let mut agent = Running::start(&[
-        "watch",
-        "--format",
-        "json",
-        "--cgroup",
-        cg.path(),
-        "--smaps-interval",
-        "1",
-        "--duration",
-        "38",
-        "--fail-on-leak",
-    ]);
-    agent.wait_for("start", Duration::from_secs(30));
+    let args = ["--cgroup", cg.path(), "--smaps-interval", "1", "--duration", "38", "--fail-on-leak"];
+    let (agent, _) = watch(&args);
     let st = Command::new(workloads())
         .args(["cgmember", "--join", cg.path(), "--tmpfs-file", &shm, "--grow-kib-s", "1024", "--grow-s", "40"])
         .args(["--hold-s", "0"])

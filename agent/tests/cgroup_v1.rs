@@ -9,7 +9,7 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use agent::kernel::loader::LoadOptions;
-use cgroup_util::{own_memory_cgroup, TestCgroup, MEMORY};
+use cgroup_util::{own_memory_cgroup, watch, watch_args, TestCgroup, MEMORY};
 use common::*;
 use serde_json::Value;
 
@@ -56,20 +56,7 @@ fn v1_moves_in_and_out_are_followed_in_the_kernel() {
         return;
     }
     let cg = TestCgroup::v1_memory("moves");
-    let mut agent = Running::start(&[
-        "watch",
-        "--format",
-        "json",
-        "--cgroup",
-        cg.path(),
-        "--interval",
-        "0.5",
-        "--smaps-interval",
-        "1",
-        "--duration",
-        "7",
-    ]);
-    let start = agent.wait_for("start", Duration::from_secs(30));
+    let (agent, start) = watch(&watch_args(&cg, "7"));
     assert!(start["cgroups"][0].as_str().unwrap().contains("moves in and out followed in the kernel"), "{start}");
     // No delay: the child forked right after the move writes at once; and writes 32 MiB right
     // after it moved out.
@@ -90,7 +77,7 @@ fn without_the_move_hook_v1_membership_is_polled() {
         return;
     }
     let cg = TestCgroup::v1_memory("polled");
-    let args = ["--cgroup", cg.path(), "--interval", "0.5", "--smaps-interval", "1", "--duration", "9"];
+    let args = watch_args(&cg, "9");
     let load = LoadOptions { simulate_missing: vec!["cgroup:cgroup_attach_task".into()], ..LoadOptions::default() };
     // The child writes 1.5 s after joining (a poll has found it by then), and 1.5 s after
     // leaving (a poll has seen it go).
@@ -137,20 +124,7 @@ fn a_closed_file_on_a_members_private_tmpfs_is_named() {
     let dir = std::env::temp_dir().join(format!("agent-test-cgroup-tmpfs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cache.bin");
-    let mut agent = Running::start(&[
-        "watch",
-        "--format",
-        "json",
-        "--cgroup",
-        cg.path(),
-        "--interval",
-        "0.5",
-        "--smaps-interval",
-        "1",
-        "--duration",
-        "6",
-    ]);
-    agent.wait_for("start", Duration::from_secs(30));
+    let (agent, _) = watch(&watch_args(&cg, "6"));
     let st = Command::new(workloads())
         .args(["cgmember", "--join", cg.path(), "--private-tmpfs", dir.to_str().unwrap()])
         .args(["--tmpfs-file", file.to_str().unwrap(), "--tmpfs-mib", "32", "--close-file", "--hold-s", "4"])
@@ -192,20 +166,7 @@ fn a_thread_moved_alone_is_not_joined_as_a_process() {
         return;
     }
     let cg = TestCgroup::v1_memory("thread");
-    let mut agent = Running::start(&[
-        "watch",
-        "--format",
-        "json",
-        "--cgroup",
-        cg.path(),
-        "--interval",
-        "0.5",
-        "--smaps-interval",
-        "1",
-        "--duration",
-        "4",
-    ]);
-    agent.wait_for("start", Duration::from_secs(30));
+    let (agent, _) = watch(&watch_args(&cg, "4"));
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let tasks = cg.dir.join("tasks");

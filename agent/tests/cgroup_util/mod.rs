@@ -8,6 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
+
+use crate::common::Running;
+
 pub const UNIFIED: &str = "/sys/fs/cgroup/unified";
 pub const MEMORY: &str = "/sys/fs/cgroup/memory";
 
@@ -15,6 +19,19 @@ pub struct TestCgroup {
     pub dir: PathBuf,
     /// Its path inside its hierarchy, as /proc/PID/cgroup writes it.
     pub rel: String,
+}
+
+/// The watch arguments most of these tests share: `--cgroup` this one, fault intervals of 0.5 s,
+/// smaps readings every second, stop after `secs`.
+pub fn watch_args<'a>(cg: &'a TestCgroup, secs: &'a str) -> [&'a str; 8] {
+    ["--cgroup", cg.path(), "--interval", "0.5", "--smaps-interval", "1", "--duration", secs]
+}
+
+/// `agent watch --format json ARGS...` running, once its start record came (within 30 s).
+pub fn watch(args: &[&str]) -> (Running, Value) {
+    let mut agent = Running::start(&[&["watch", "--format", "json"], args].concat());
+    let start = agent.wait_for("start", Duration::from_secs(30));
+    (agent, start)
 }
 
 /// This process's v1 memory cgroup (path inside the hierarchy).
