@@ -36,6 +36,9 @@ pub enum EventKind {
     /// A watched process's hugetlb mappings changed (`mm->hugetlb_usage` moved) over a user
     /// fault that changed no rss counter; see [`HugetlbEvent`].
     Hugetlb = 11,
+    /// The kernel chose where a watched process's new mapping goes (`mmap:vm_unmapped_area`,
+    /// `--syscall-hooks off`); see [`AreaEvent`].
+    Area = 13,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -54,6 +57,7 @@ impl TryFrom<u32> for EventKind {
             10 => Self::Join,
             12 => Self::Leave,
             11 => Self::Hugetlb,
+            13 => Self::Area,
             other => return Err(other),
         })
     }
@@ -115,6 +119,18 @@ pub struct SyscallEvent {
     pub nr: u64,
     pub args: [u64; 6],
     pub ret: i64,
+}
+
+/// An address range the kernel found for a new mapping (before it is made), with the syscall
+/// the task is in (`u64::MAX`: an ia32 task's, not named) and its arguments from its registers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AreaEvent {
+    pub hdr: EventHeader,
+    pub nr: u64,
+    pub args: [u64; 6],
+    pub addr: u64,
+    pub len: u64,
 }
 
 pub const COMM_LEN: usize = 16;

@@ -22,6 +22,7 @@ mod pod {
     unsafe impl aya::Pod for EventHeader {}
     unsafe impl aya::Pod for RssEvent {}
     unsafe impl aya::Pod for SyscallEvent {}
+    unsafe impl aya::Pod for AreaEvent {}
     unsafe impl aya::Pod for ProcEvent {}
     unsafe impl aya::Pod for OomEvent {}
     unsafe impl aya::Pod for OpenEvent {}
@@ -66,6 +67,10 @@ mod tests {
         assert_eq!(offset_of!(SyscallEvent, nr), 24);
         assert_eq!(offset_of!(SyscallEvent, args), 32);
         assert_eq!(offset_of!(SyscallEvent, ret), 80);
+        assert_eq!(size_of::<AreaEvent>(), 96);
+        assert_eq!(offset_of!(AreaEvent, nr), 24);
+        assert_eq!(offset_of!(AreaEvent, addr), 80);
+        assert_eq!(offset_of!(AreaEvent, len), 88);
         assert_eq!(size_of::<ProcEvent>(), 48);
         assert_eq!(offset_of!(ProcEvent, pid), 24);
         assert_eq!(offset_of!(ProcEvent, ppid), 28);
@@ -149,6 +154,7 @@ mod tests {
             EventKind::Open,
             EventKind::Cow,
             EventKind::ExecMm,
+            EventKind::Area,
         ] {
             assert_eq!(EventKind::try_from(k as u32), Ok(k));
         }

@@ -19,6 +19,7 @@ mod proc_event;
 mod rss;
 mod shmem_new;
 mod sys_exit;
+mod unmapped_area;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -113,6 +113,11 @@ pub struct WatchArgs {
     /// no copy-on-write counts). Default: the tracepoint where present, else perf.
     #[arg(long, value_enum, env = "AGENT_FAULT_SOURCE")]
     pub fault_source: Option<crate::kernel::fault_source::FaultSource>,
+    /// `on`: hook the exits of the mapping syscalls (exact mapping names). `off`: hook no
+    /// syscall at all (any syscall tracepoint slows every syscall on the host ~1.25x): new
+    /// mappings from mmap:vm_unmapped_area and /proc/PID/maps re-reads (see the README's limits).
+    #[arg(long, value_enum, default_value_t, env = "AGENT_SYSCALL_HOOKS")]
+    pub syscall_hooks: crate::kernel::syscall_hooks::SyscallHooks,
     /// The command to spawn and watch (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,

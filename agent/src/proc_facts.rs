@@ -1,7 +1,10 @@
 //! Reading what /proc says about a process: its tree, its rss seeds, its maps. A process that is
 //! gone by the time we read is not an error: callers get `None`. [`Procfs`] answers the
 //! ledger's questions ([`ProcSource`]) from here.
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use procfs::process::Process;
 
@@ -107,9 +110,24 @@ pub fn rss_seed(pid: u32) -> Option<[i64; 4]> {
     Some([kib(st.rssfile), kib(st.rssanon), kib(st.vmswap), kib(st.rssshmem)])
 }
 
+/// `/proc/PID/maps` reads so far and the wall time they took (the summary's agent cost).
+pub static MAPS_READS: AtomicU64 = AtomicU64::new(0);
+pub static MAPS_READ_NS: AtomicU64 = AtomicU64::new(0);
+
 pub fn maps(pid: u32) -> Option<MappingMap> {
-    let maps = Process::new(pid as i32).ok()?.maps().ok()?;
-    Some(MappingMap::from_proc_maps(maps.iter()))
+    let t = std::time::Instant::now();
+    let maps = Process::new(pid as i32).ok().and_then(|p| p.maps().ok());
+    MAPS_READS.fetch_add(1, Ordering::Relaxed);
+    MAPS_READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Some(MappingMap::from_proc_maps(maps?.iter()))
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the kernel records' `ts_ns` (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: t is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// `root` and all its live descendants (threads excluded), from one scan of /proc.

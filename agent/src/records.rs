@@ -74,6 +74,10 @@ pub struct AgentCost {
     pub smaps_budget_pct: f64,
     pub smaps_allowed_s: f64,
     pub smaps_budget_used: f64,
+    /// `/proc/PID/maps` reads (a process seen first, a lookup miss, a file mmap) and the wall
+    /// time they took in all.
+    pub maps_reads: u64,
+    pub maps_read_s: f64,
     /// With --bpf-stats: each of the agent's eBPF programs, its runs and time in the kernel.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub programs: Vec<ProgStat>,

@@ -89,6 +89,8 @@ pub fn own_cost(elapsed_s: f64) -> AgentCost {
         smaps_budget_pct: smaps::budget_pct(),
         smaps_allowed_s: r3(allowed_s),
         smaps_cpu_s: r3(smaps_cpu_s),
+        maps_reads: proc_facts::MAPS_READS.load(Ordering::Relaxed),
+        maps_read_s: r3(proc_facts::MAPS_READ_NS.load(Ordering::Relaxed) as f64 / 1e9),
         smaps_budget_used: if allowed_s > 0.0 { (smaps_cpu_s / allowed_s * 100.0).round() / 100.0 } else { 0.0 },
         programs: Vec::new(),
     }

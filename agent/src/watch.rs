@@ -131,6 +131,7 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     load.cgroup_levels = cgroup_watch::level_mask(&cgroups);
     load.cgroup_roots = cgroup_watch::root_mask(&cgroups);
     load.fault_source = args.fault_source;
+    load.syscall_hooks = args.syscall_hooks;
     let mut loaded = loader::load(&load)?;
     // The programs' diagnostics, read by a task of the runtime for as long as it runs.
     let _ebpf_log = {

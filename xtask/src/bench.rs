@@ -135,11 +135,19 @@ pub fn run() -> Result<()> {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     if std::env::var("BENCH_SYSCALL_ONLY").is_ok() {
         // The syscall paths alone (their figures printed, BENCHMARKS.md left as it is).
-        let ((sys, cpu), redis) = (bench_syscall::syscall_storm(rounds)?, bench_syscall::redis(rounds)?);
-        println!("wall {}\ncpu {}\n{}", sys.ranges("s"), cpu.ranges("s"), redis.ranges("req/s"));
+        let (sys, cpu) = bench_syscall::syscall_storm(rounds)?;
+        println!("wall {}\ncpu {}", sys.ranges("s"), cpu.ranges("s"));
         println!("syscall-storm agent/bare cpu: {:.2}", cpu.median("agent") / cpu.median("bare"));
         println!("syscall-storm agent/bare: {:.2}", sys.median("agent") / sys.median("bare"));
         println!("syscall-storm agent/floor: {:.2}", sys.median("agent") / sys.median("floor"));
+        let nosys = sys.median(bench_syscall::NOSYS) / sys.median("bare");
+        println!("syscall-storm {}/bare: {nosys:.2}", bench_syscall::NOSYS);
+        // BENCH_SYSCALL_ONLY=storm: the storm alone.
+        if std::env::var("BENCH_SYSCALL_ONLY").is_ok_and(|v| v == "storm") {
+            return Ok(());
+        }
+        let redis = bench_syscall::redis(rounds)?;
+        println!("{}", redis.ranges("req/s"));
         println!("redis agent/bare rps: {:.2}", redis.median("agent") / redis.median("bare"));
         println!("redis agent/poller rps: {:.2}", redis.median("agent") / redis.median("poller"));
         return Ok(());
@@ -262,6 +270,11 @@ pub fn run() -> Result<()> {
     }
     let line = [
         format!("syscall-storm agent/bare: {:.2}", sys.median("agent") / sys.median("bare")),
+        format!(
+            "syscall-storm {}/bare: {:.2}",
+            bench_syscall::NOSYS,
+            sys.median(bench_syscall::NOSYS) / sys.median("bare")
+        ),
         format!("redis agent/bare rps: {:.2}", redis.median("agent") / redis.median("bare")),
         format!("ebpf ns per fault agent/floor: {:.2}", per_fault[1].1 / floor_ns),
         format!("fault-storm agent/floor: {:.2}", med("agent") / floor),

@@ -1,5 +1,6 @@
 //! The bench's syscall paths: a syscall storm (`workloads syscalls`: 5M getppid) bare, under the
-//! floor (noop programs on exactly the agent's hooks) and watched; and a real server
+//! floor (noop programs on exactly the agent's hooks), watched, and watched with
+//! `--syscall-hooks off` (no syscall tracepoint); and a real server
 //! (redis-server on a private port, `redis-benchmark -q -t get,set -n 200000`) bare and watched
 //! (`agent watch -p`). Each variant alternated over rounds; medians and ranges.
 use std::{
@@ -96,25 +97,50 @@ fn storm_floor() -> Result<f64> {
 }
 
 fn storm_agent() -> Result<f64> {
-    let (argv, path) = syscalls_cmd();
-    let out = Command::new(agent()).args(["watch", "--format", "json", "--"]).args(&argv).output()?;
-    if !out.status.success() {
-        bail!("agent watch -- workloads syscalls failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    read_wall(&path, "agent")
+    storm_watched("agent", "on")
 }
 
-/// The syscall storm: bare, floor, agent; wall times, then the same runs' CPU times.
+/// `agent watch --syscall-hooks off`: no syscall tracepoint, so no task on the traced path.
+fn storm_agent_nosys() -> Result<f64> {
+    storm_watched(NOSYS, "off")
+}
+
+/// The variant of `agent watch --syscall-hooks off`.
+pub const NOSYS: &str = "agent(no syscall hooks)";
+
+fn storm_watched(variant: &'static str, hooks: &str) -> Result<f64> {
+    let (argv, path) = syscalls_cmd();
+    let out = Command::new(agent())
+        .args(["watch", "--format", "json", "--syscall-hooks", hooks, "--"])
+        .args(&argv)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "agent watch --syscall-hooks {hooks} -- workloads syscalls failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    read_wall(&path, variant)
+}
+
+/// The syscall storm: bare, floor, agent, agent with no syscall hooks; wall times, then the same
+/// runs' CPU times.
 pub fn syscall_storm(rounds: usize) -> Result<(Figures, Figures)> {
     CPU.lock().unwrap().clear();
     let wall = alternate(
         rounds,
         "syscall-storm",
-        &mut [("bare", &mut storm_bare), ("floor", &mut storm_floor), ("agent", &mut storm_agent)],
+        &mut [
+            ("bare", &mut storm_bare),
+            ("floor", &mut storm_floor),
+            ("agent", &mut storm_agent),
+            (NOSYS, &mut storm_agent_nosys),
+        ],
     )?;
     let cpu = CPU.lock().unwrap().clone();
     let by = |n: &'static str| (n, cpu.iter().filter(|(v, _)| *v == n).map(|&(_, c)| c).collect());
-    Ok((wall, Figures(vec![by("bare"), by("floor"), by("agent")])))
+    Ok((wall, Figures(vec![by("bare"), by("floor"), by("agent"), by(NOSYS)])))
 }
 
 /// A redis-server on a free private port, killed when dropped.

@@ -223,7 +223,7 @@ impl Ledger {
         }
         match e.cause {
             cause::FAULT | cause::KERNEL_FAULT => {
-                let id = p.mapping_of(e.addr, facts);
+                let id = p.mapping_at(e.addr, e.hdr.ts_ns, facts);
                 let first = e.flags & rss_flags::FIRST_OF_FAULT != 0;
                 self.unnamed_pages += p.note_unnamed(&id, e.addr, pages, e.cause == cause::KERNEL_FAULT, first);
                 p.own_pages[usize::from(id.shared)] += pages;
@@ -329,6 +329,8 @@ fn proc_entry<'a>(procs: &'a mut HashMap<u32, Proc>, facts: &dyn ProcSource, pid
     })
 }
 
+#[path = "ledger_areas.rs"]
+mod areas;
 #[path = "ledger_cow.rs"]
 mod cow;
 #[path = "ledger_hugetlb.rs"]

@@ -62,6 +62,9 @@ pub struct Proc {
     pub stack_mappings: HashMap<(i32, MappingId), i64>,
     /// Files it opened under the watch, by fd: names its file mmaps once /proc is gone.
     pub(super) fds: HashMap<i32, std::sync::Arc<str>>,
+    /// When /proc/PID/maps was last re-read on a miss (CLOCK_MONOTONIC ns, the clock of the
+    /// records' `ts_ns`; 0: never), see [`Proc::mapping_at`].
+    pub(super) maps_read_ns: u64,
     /// Pages its own copy-on-write faults made private so far (see `Activity::cow`).
     pub(super) own_cow: i64,
     /// This interval's COW pages (page address -> still counted in `cow`; see `ledger_cow.rs`).
@@ -98,6 +101,7 @@ impl Proc {
             new_stacks: Vec::new(),
             stack_mappings: HashMap::new(),
             fds: HashMap::new(),
+            maps_read_ns: 0,
             own_cow: 0,
             cow_seen: HashMap::new(),
             exec_faults: Vec::new(),
@@ -248,10 +252,21 @@ impl Proc {
     }
 
     pub(super) fn mapping_of(&mut self, addr: u64, facts: &dyn ProcSource) -> MappingId {
+        self.mapping_at(addr, 0, facts)
+    }
+
+    /// The mapping of a fault at `addr` made at `ts_ns` (0: unknown). A miss re-reads
+    /// /proc/PID/maps unless a re-read taken after that fault already missed it: what the
+    /// fault hit was gone by then, and reading again cannot bring it back (so faults into a
+    /// region unmapped before its records are read cost one re-read, not one each).
+    pub(super) fn mapping_at(&mut self, addr: u64, ts_ns: u64, facts: &dyn ProcSource) -> MappingId {
         if let Some(id) = self.maps.lookup(addr) {
             return id.clone();
         }
-        if self.reload_maps(facts) {
+        // Taken before the read: the read shows the maps as they were at that time or later.
+        let now = crate::proc_facts::monotonic_ns();
+        if (ts_ns == 0 || self.maps_read_ns <= ts_ns) && self.reload_maps(facts) {
+            self.maps_read_ns = now;
             if let Some(id) = self.maps.lookup(addr) {
                 return id.clone();
             }

@@ -3,7 +3,7 @@
 use std::mem::size_of;
 
 use agent_common::{
-    CowEvent, EventHeader, EventKind, ExecMmEvent, HugetlbEvent, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent,
+    AreaEvent, CowEvent, EventHeader, EventKind, ExecMmEvent, HugetlbEvent, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -21,6 +21,7 @@ pub enum Event {
     Join(ProcEvent),
     Leave(ProcEvent),
     Hugetlb(HugetlbEvent),
+    Area(AreaEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,6 +55,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Join => read(buf, "proc event").map(Event::Join),
         EventKind::Leave => read(buf, "proc event").map(Event::Leave),
         EventKind::Hugetlb => read(buf, "hugetlb event").map(Event::Hugetlb),
+        EventKind::Area => read(buf, "area event").map(Event::Area),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::{
         btf,
         fault_source::{self, FaultSource},
         shmem_count,
+        syscall_hooks::{self, SyscallHooks},
         tracefs::{self, Format},
     },
 };
@@ -71,6 +72,15 @@ pub const HOOKS: &[Hook] = &[
     sys_exit("sys_exit_open"),
     sys_exit("sys_exit_openat"),
     sys_exit("sys_exit_openat2"),
+    // `--syscall-hooks off` instead of the syscall exits (agent-ebpf unmapped_area.rs): where a
+    // new mapping goes, from a tracepoint that puts no task on the traced-syscall path.
+    Hook {
+        program: syscall_hooks::AREA_PROGRAM,
+        category: "mmap",
+        name: "vm_unmapped_area",
+        essential: false,
+        fields: &[("AREA_ADDR", "addr"), ("AREA_LEN", "length")],
+    },
     // `--cgroup`: moves into and out of watched cgroups, on any hierarchy (agent-ebpf
     // cgroup_attach.rs; returns at once without --cgroup).
     Hook {
@@ -148,6 +158,8 @@ pub struct LoadOptions {
     /// `--cgroup`: bit R set when hierarchy R (0: v2) holds a watched cgroup (0: none; see
     /// agent-ebpf cgroup_attach.rs).
     pub cgroup_roots: u32,
+    /// `--syscall-hooks`: the mapping syscalls' exits, or none (see kernel/syscall_hooks.rs).
+    pub syscall_hooks: SyscallHooks,
 }
 
 pub struct Loaded {
@@ -190,7 +202,7 @@ fn load_object(
     let mut globals: Vec<(&'static str, u32)> = Vec::new();
     let mut source = FaultSource::Tracepoint;
     let nr_shmem = shmem_count::nr_shmem(btf::Btf::from_sys().as_ref());
-    for h in HOOKS {
+    for h in HOOKS.iter().filter(|h| syscall_hooks::wanted(h, opts.syscall_hooks)) {
         if let (shmem_count::PROGRAM, Err(why)) = (h.program, &nr_shmem) {
             missing.push(format!("{}:{} ({why}): {}", h.category, h.name, shmem_count::FALLBACK));
             continue;
@@ -306,6 +318,9 @@ fn load_object(
     }
     for m in &missing {
         log::warn!("optional tracepoint unavailable, going on without it: {m}");
+    }
+    if opts.syscall_hooks == SyscallHooks::Off {
+        missing.push(syscall_hooks::OFF_LOSES.to_string());
     }
     let perf_faults = match source {
         FaultSource::Perf => Some(fault_source::attach_perf(&mut ebpf, &mut hooks, &mut missing)?),

@@ -12,4 +12,5 @@ pub mod hugetlb;
 pub mod loader;
 pub mod ring;
 pub mod shmem_count;
+pub mod syscall_hooks;
 pub mod tracefs;

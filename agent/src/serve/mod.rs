@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// Where user page faults come from, as `agent watch --fault-source`.
     #[arg(long, value_enum, env = "AGENT_FAULT_SOURCE")]
     pub fault_source: Option<crate::kernel::fault_source::FaultSource>,
+    /// Where mapping changes come from, as `agent watch --syscall-hooks`.
+    #[arg(long, value_enum, default_value_t, env = "AGENT_SYSCALL_HOOKS")]
+    pub syscall_hooks: crate::kernel::syscall_hooks::SyscallHooks,
     /// Also write the records (JSON lines, as `watch --format json`) to FILE.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -149,6 +152,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let load = LoadOptions {
         cgroup_levels: cgroup_watch::level_mask(&cgroups),
         fault_source: args.fault_source,
+        syscall_hooks: args.syscall_hooks,
         ..LoadOptions::default()
     };
     let mut loaded = loader::load(&load)?;

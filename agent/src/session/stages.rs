@@ -170,6 +170,10 @@ impl Pipeline {
                     self.ledger.on_syscall(&e);
                     None
                 }
+                Ok(Event::Area(e)) => {
+                    self.ledger.on_area(&e);
+                    None
+                }
                 Ok(Event::Fork(e)) => {
                     // A pid number used again while its process still looks alive: its exit
                     // record was lost (ring overflow). It exits here, before it is replaced.

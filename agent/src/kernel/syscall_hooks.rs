@@ -1,0 +1,40 @@
+//! `--syscall-hooks on|off`: where a watched process's mapping changes come from.
+//!
+//! `on` (the default): the exits of the mapping syscalls and opens (agent-ebpf `sys_exit.rs`),
+//! exact. But any enabled `syscalls:*` tracepoint puts every task of the host on the kernel's
+//! traced-syscall path (TIF_SYSCALL_TRACEPOINT): a syscall-bound loop runs ~1.25x slower while
+//! the agent runs, watched or not.
+//!
+//! `off`: no syscall tracepoint at all. New mappings come from `mmap:vm_unmapped_area`
+//! (agent-ebpf `unmapped_area.rs`: the address the kernel chose, with the asking syscall's
+//! arguments from the task's registers) and from `/proc/PID/maps`, re-read when a fault lands
+//! outside every known mapping (see `attribution/ledger_areas.rs` for what stays stale).
+use crate::kernel::loader::Hook;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallHooks {
+    /// The mapping syscalls' exits (mmap, munmap, mremap, brk, mprotect, open*): exact.
+    #[default]
+    On,
+    /// No syscall tracepoint: mappings from mmap:vm_unmapped_area and /proc/PID/maps re-reads.
+    Off,
+}
+
+/// The program of `off` (in the loader's hook table).
+pub const AREA_PROGRAM: &str = "vm_unmapped_area";
+
+/// What `off` gives up, in the `start` record's `missing_hooks`.
+pub const OFF_LOSES: &str = "syscalls:sys_exit_* (--syscall-hooks off): mapping changes come from \
+     mmap:vm_unmapped_area and /proc/PID/maps re-reads; opens are not seen, so a process gone \
+     before its maps are read has its file mmaps (other than what exec mapped) unnamed, and an \
+     anonymous region split or trimmed by mprotect/munmap keeps its first start in its name \
+     until a fault misses";
+
+/// Whether `h` is attached in this mode: the syscall exits with `on`, vm_unmapped_area with
+/// `off`, every other hook in both.
+pub fn wanted(h: &Hook, mode: SyscallHooks) -> bool {
+    match mode {
+        SyscallHooks::On => h.program != AREA_PROGRAM,
+        SyscallHooks::Off => h.category != "syscalls",
+    }
+}
