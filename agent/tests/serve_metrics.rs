@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serve_util::{get, promtool, run_with_input, Serving};
+use serve_util::{alive, get, promtool, refused, run_with_input, scrape_for, scrape_until, value, Serving};
 
 const RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/prometheus");
 
@@ -28,12 +28,6 @@ fn shipped_rules_pass_promtool_check_and_their_unit_tests() {
         assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
         assert!(text.contains("SUCCESS"), "promtool {args:?}:\n{text}");
     }
-}
-
-/// `agent serve ARGS`, expected to fail before anything is loaded: its exit code and stderr.
-fn refused(args: &[&str]) -> (i32, String) {
-    let out = Command::new(common::agent()).arg("serve").args(args).stdin(Stdio::null()).output().expect("run agent");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 #[test]
@@ -76,17 +70,11 @@ fn scrape_negotiates_formats_passes_promtool_and_survives_sigterm() {
     // Its faults are counted at the interval's end, its memory at the next reading after.
     let anon = "agent_faulted_bytes_total{group=\"wl-anon\",kind=\"anon\"}";
     let uss = "agent_memory_bytes{group=\"wl-anon\",kind=\"uss\"}";
-    let t = Instant::now();
-    let classic = loop {
-        let r = get(serve.port, "/metrics", &[]).expect("scrape");
-        if value(&r.body, anon).is_some_and(|v| v >= 16.0 * 1048576.0)
-            && value(&r.body, uss).is_some_and(|v| v >= 16.0 * 1048576.0)
-        {
-            break r;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "no 16 MiB of wl-anon after 20 s:\n{}", r.body);
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let classic =
+        scrape_for(serve.port, Duration::from_secs(20), Duration::from_millis(250), "no 16 MiB of wl-anon", |r| {
+            let full = |series| value(&r.body, series).is_some_and(|v| v >= 16.0 * 1048576.0);
+            (full(anon) && full(uss)).then(|| r.clone())
+        });
     let mib = |v: f64| v / 1048576.0;
     let (faulted, own) = (mib(value(&classic.body, anon).unwrap()), mib(value(&classic.body, uss).unwrap()));
     assert!(faulted < 16.5, "faulted {faulted:.2} MiB of anon for 16 MiB written");
@@ -182,24 +170,6 @@ fn scrape_negotiates_formats_passes_promtool_and_survives_sigterm() {
     let _ = target.wait();
 }
 
-/// The value of `series` (its full name and labels) in a classic scrape.
-fn value(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Scrape until `series` satisfies `ok`, or panic after 20 s.
-fn scrape_until(port: u16, series: &str, ok: impl Fn(f64) -> bool) -> String {
-    let t = Instant::now();
-    loop {
-        let r = get(port, "/metrics", &[]).expect("scrape");
-        if value(&r.body, series).is_some_and(&ok) {
-            return r.body;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "{series} not as expected after 20 s:\n{}", r.body);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn comm_target_takes_in_a_process_named_later_grouped_by_tree() {
     if !common::ebpf_available("comm_target_takes_in_a_process_named_later_grouped_by_tree") {
@@ -224,11 +194,11 @@ fn comm_target_takes_in_a_process_named_later_grouped_by_tree() {
     let _ = w.kill();
     let _ = w.wait();
     // Gone: its group leaves the gauges.
-    let t = Instant::now();
-    while get(serve.port, "/metrics", &[]).unwrap().body.contains(&format!("agent_processes{{group=\"{group}\"}}")) {
-        assert!(t.elapsed() < Duration::from_secs(10), "{group} still has processes after its exit");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let gauge = format!("agent_processes{{group=\"{group}\"}}");
+    let what = format!("{group} still has processes after its exit");
+    scrape_for(serve.port, Duration::from_secs(10), Duration::from_millis(200), &what, |r| {
+        (!r.body.contains(&gauge)).then_some(())
+    });
     assert_eq!(serve.stop(Duration::from_secs(10)), 0);
 }
 
@@ -272,35 +242,23 @@ fn a_withdrawn_verdict_takes_its_series_away_while_the_process_lives() {
             .map(str::to_string)
     };
     let t = Instant::now();
-    let line = loop {
-        if let Some(l) = leak_line(&get(serve.port, "/metrics", &[]).unwrap().body) {
-            break l;
-        }
-        assert!(t.elapsed() < Duration::from_secs(45), "the sawtooth was not flagged within 45 s");
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let every = Duration::from_millis(250);
+    let line =
+        scrape_for(serve.port, Duration::from_secs(45), every, "the sawtooth was not flagged", |r| leak_line(&r.body));
     let pid = serve_util::children_named(root, "sawtooth");
     assert_eq!(pid.len(), 1);
     assert!(line.contains(&format!("pid=\"{}\"", pid[0])), "{line}");
-    let body = loop {
-        let body = get(serve.port, "/metrics", &[]).unwrap().body;
-        if leak_line(&body).is_none() {
-            break body;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "the sawtooth's series stayed after its drop");
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    assert!(common_alive(pid[0]), "withdrawn while the sawtooth lives, not at its exit");
+    // Within 60 s of the start of the wait for its flag.
+    let left = Duration::from_secs(60).saturating_sub(t.elapsed());
+    let body = scrape_for(serve.port, left, every, "the sawtooth's series stayed after its drop", |r| {
+        leak_line(&r.body).is_none().then(|| r.body.clone())
+    });
+    assert!(alive(pid[0]), "withdrawn while the sawtooth lives, not at its exit");
     assert!(!body.contains("pid=\""), "no pid label left:\n{body}");
     assert_eq!(value(&body, "agent_leak_verdicts_total{group=\"sawtooth\"}"), Some(1.0), "{body}");
     assert_eq!(serve.stop(Duration::from_secs(10)), 0);
     let _ = w.kill();
     let _ = w.wait();
-}
-
-fn common_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
 }
 
 #[test]
@@ -347,19 +305,10 @@ fn comm_target_counts_a_process_that_execs_under_the_name_and_exits_within_an_in
     assert!(w.wait().unwrap().success());
     // Its tree's group is `comm:pid` of the workload.
     let suffix = format!(":{pid}\",kind=\"anon\"}} ");
-    let t = Instant::now();
-    let line = loop {
-        let body = get(serve.port, "/metrics", &[]).unwrap().body;
-        let line = body
-            .lines()
-            .find(|l| l.starts_with("agent_faulted_bytes_total{") && l.contains(&suffix))
-            .map(str::to_string);
-        if let Some(l) = line {
-            break l;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "no faults of the short-lived workload {pid}:\n{body}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let what = format!("no faults of the short-lived workload {pid}");
+    let line = scrape_for(serve.port, Duration::from_secs(10), Duration::from_millis(200), &what, |r| {
+        r.body.lines().find(|l| l.starts_with("agent_faulted_bytes_total{") && l.contains(&suffix)).map(str::to_string)
+    });
     let mib = line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() / 1048576.0;
     // The 8 MiB, and what the process's start wrote since its exec (loader, runtime, heap).
     assert!((8.0..10.0).contains(&mib), "{mib:.2} MiB faulted for 8 MiB written: {line}");

@@ -16,6 +16,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The status line's code, the headers (lowercased names) and the body of one GET.
+#[derive(Clone, Debug)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -177,4 +178,54 @@ pub fn children_named(root: u32, comm: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// `GET /metrics` every `every` until `found` picks something out of the reply; a panic naming
+/// `what` (with the last body) if nothing was found within `within`.
+pub fn scrape_for<T>(
+    port: u16,
+    within: Duration,
+    every: Duration,
+    what: &str,
+    mut found: impl FnMut(&Reply) -> Option<T>,
+) -> T {
+    let t = Instant::now();
+    loop {
+        let r = get(port, "/metrics", &[]).expect("scrape");
+        if let Some(v) = found(&r) {
+            return v;
+        }
+        assert!(t.elapsed() < within, "{what} after {within:?}:\n{}", r.body);
+        std::thread::sleep(every);
+    }
+}
+
+/// The value of `series` (its full name and labels) in a classic scrape.
+pub fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrape until `series` satisfies `ok`, or panic after 20 s.
+pub fn scrape_until(port: u16, series: &str, ok: impl Fn(f64) -> bool) -> String {
+    let what = format!("{series} not as expected");
+    scrape_for(port, Duration::from_secs(20), Duration::from_millis(200), &what, |r| {
+        value(&r.body, series).is_some_and(&ok).then(|| r.body.clone())
+    })
+}
+
+/// `agent serve ARGS`, expected to fail before anything is loaded: its exit code and stderr.
+pub fn refused(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agent");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
 }
