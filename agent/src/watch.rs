@@ -56,7 +56,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<i32> {
     let stderr = std::io::stderr();
     let color = stderr.is_terminal();
     let fallback = Some(sinks::stream(std::io::BufWriter::new(stderr), args.format, color));
-    let child_stdout_to_stderr = args.output.is_none() && !std::io::stdout().is_terminal();
+    let child_stdout_to_stderr = args.session.output.is_none() && !std::io::stdout().is_terminal();
     run_to(args, LoadOptions::default(), Outputs { sinks, fallback, child_stdout_to_stderr })
 }
 
@@ -73,7 +73,7 @@ pub struct Outputs {
 /// The sinks the command line asks for, their files created now: a path that cannot be written
 /// fails here, before anything is loaded or spawned.
 pub fn sinks_for(args: &WatchArgs) -> Result<Vec<Box<dyn Sink>>, AgentError> {
-    let mut out = vec![match &args.output {
+    let mut out = vec![match &args.session.output {
         Some(path) => {
             let f = OutFile::create(path)?;
             sinks::stream(std::io::BufWriter::new(f.file), args.format, false)
@@ -94,10 +94,10 @@ pub fn sinks_for(args: &WatchArgs) -> Result<Vec<Box<dyn Sink>>, AgentError> {
 /// Options that cannot work together, refused before anything starts.
 fn check(args: &WatchArgs) -> Result<(), AgentError> {
     let shortest = Params::default().min_span_s;
-    if args.leak_window < shortest {
+    if args.session.leak_window < shortest {
         return Err(AgentError::Usage(format!(
             "--leak-window {} is shorter than the shortest growth the verdict judges ({shortest} s): no leak could be flagged",
-            args.leak_window
+            args.session.leak_window
         )));
     }
     Ok(())
@@ -130,8 +130,8 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     load.stacks = args.stacks;
     load.cgroup_levels = cgroup_watch::level_mask(&cgroups);
     load.cgroup_roots = cgroup_watch::root_mask(&cgroups);
-    load.fault_source = args.fault_source;
-    load.syscall_hooks = args.syscall_hooks;
+    load.fault_source = args.session.fault_source;
+    load.syscall_hooks = args.session.syscall_hooks;
     let mut loaded = loader::load(&load)?;
     // The programs' diagnostics, read by a task of the runtime for as long as it runs.
     let _ebpf_log = {
@@ -165,24 +165,24 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     });
     sinks.flush();
     let stream = sinks.failure();
-    let params = crate::judgement::slow_leak::params(args.leak_window, args.leak_min_rate, args.leak_min_span);
-    let stats = args.bpf_stats.then(loader::enable_stats).flatten();
+    let params = args.session.params();
+    let stats = args.session.bpf_stats.then(loader::enable_stats).flatten();
     let mut pipeline = Pipeline::new(session::Stages {
         start,
         kernel: session::Kernel { programs: Some(loaded.ebpf), bpf, stats, perf_faults: loaded.perf_faults },
         ledger,
         stacks,
         judge: Judge::new(params),
-        smaps_interval: Duration::from_secs_f64(args.smaps_interval),
+        smaps_interval: Duration::from_secs_f64(args.session.smaps_interval),
         sinks,
         folded,
         profile: args.pprof.is_some(),
     });
-    pipeline.0.set_smaps_budget(args.smaps_budget, shmem);
+    pipeline.0.set_smaps_budget(args.session.smaps_budget, shmem);
     let pipeline = with_cgroups(pipeline, cgroup_watch, params);
     let settings = Settings {
-        interval: Duration::from_secs_f64(args.interval),
-        duration: args.duration.map(Duration::from_secs_f64),
+        interval: Duration::from_secs_f64(args.session.interval),
+        duration: args.session.duration.map(Duration::from_secs_f64),
         fail_on_leak: args.fail_on_leak,
         stream,
         forever: false,

@@ -27,6 +27,7 @@ use aya::maps::{MapData, RingBuf};
 use self::{groups::GroupBy, health::Health, state::ServeSink, targets::ServeTargets};
 use crate::{
     attribution::Ledger,
+    cli::{Serve, SessionArgs},
     error::AgentError,
     judgement::{Judge, Params},
     kernel::{
@@ -67,67 +68,22 @@ pub struct ServeArgs {
     /// the watched tree it belongs to (tree: `comm:pid` of the tree's root).
     #[arg(long, default_value = "comm", value_name = "comm|cgroup|tree")]
     pub group_by: String,
-    /// Seconds between fault intervals (the metrics' freshness).
-    #[arg(long, default_value_t = 1.0, value_parser = positive)]
-    pub interval: f64,
-    /// Seconds between smaps_rollup readings of each process whose memory moved.
-    #[arg(long, default_value_t = 5.0, value_parser = positive)]
-    pub smaps_interval: f64,
-    /// smaps reads may take PERCENT of one CPU over any 60 s, as `agent watch --smaps-budget`.
-    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, value_parser = crate::cli::percent)]
-    pub smaps_budget: f64,
-    /// Longest span of readings the leak verdict looks at, seconds (6 h). Beyond 300 s the
-    /// long-window verdict judges down-sampled history (README: "Slow leaks: the long window").
-    #[arg(long, default_value_t = 21600.0, value_parser = positive)]
-    pub leak_window: f64,
-    /// Slowest sustained growth called a leak, KiB/s [default: 2 over a long window, else 32].
-    #[arg(long, value_parser = positive)]
-    pub leak_min_rate: Option<f64>,
-    /// Shortest span of sustained growth called a leak, seconds [default: 720 over a long
-    /// window, else 20].
-    #[arg(long, value_parser = positive)]
-    pub leak_min_span: Option<f64>,
-    /// Export agent_ebpf_run_seconds_total{program} (turns on the kernel's BPF statistics).
-    #[arg(long)]
-    pub bpf_stats: bool,
-    /// Where user page faults come from, as `agent watch --fault-source`.
-    #[arg(long, value_enum, env = "AGENT_FAULT_SOURCE")]
-    pub fault_source: Option<crate::kernel::fault_source::FaultSource>,
-    /// Where mapping changes come from, as `agent watch --syscall-hooks`.
-    #[arg(long, value_enum, default_value_t, env = "AGENT_SYSCALL_HOOKS")]
-    pub syscall_hooks: crate::kernel::syscall_hooks::SyscallHooks,
-    /// Also write the records (JSON lines, as `watch --format json`) to FILE.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Stop after this many seconds (default: at SIGTERM or Ctrl-C).
-    #[arg(long, value_parser = positive)]
-    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub session: SessionArgs<Serve>,
 }
 
 /// Seconds between the /proc scans for processes renamed to a `--comm` name.
 const RENAME_SCAN_S: f64 = 2.0;
-
-fn positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("{s}: expected a positive number of seconds")),
-    }
-}
-
-/// The verdict's parameters from the command line.
-fn params(args: &ServeArgs) -> Params {
-    crate::judgement::slow_leak::params(args.leak_window, args.leak_min_rate, args.leak_min_span)
-}
 
 /// `agent serve` as the command line asks. Everything a user can get wrong is refused before
 /// anything is loaded: the grouping, the targets, the listen address, the output file.
 pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let by = GroupBy::parse(&args.group_by).map_err(AgentError::Usage)?;
     let shortest = Params::default().min_span_s;
-    if args.leak_window < shortest {
+    if args.session.leak_window < shortest {
         return Err(AgentError::Usage(format!(
             "--leak-window {} is shorter than the shortest growth the verdict judges ({shortest} s)",
-            args.leak_window
+            args.session.leak_window
         ))
         .into());
     }
@@ -138,7 +94,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     }
     let listener = http::bind(&args.listen)?;
     let mut extra: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(path) = &args.output {
+    if let Some(path) = &args.session.output {
         let f = OutFile::create(path)?;
         extra.push(sinks::stream(std::io::BufWriter::new(f.file), Format::Json, false));
     }
@@ -151,8 +107,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     };
     let load = LoadOptions {
         cgroup_levels: cgroup_watch::level_mask(&cgroups),
-        fault_source: args.fault_source,
-        syscall_hooks: args.syscall_hooks,
+        fault_source: args.session.fault_source,
+        syscall_hooks: args.session.syscall_hooks,
         ..LoadOptions::default()
     };
     let mut loaded = loader::load(&load)?;
@@ -174,11 +130,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         (pids, Vec::new(), Some(w))
     };
 
-    let (metrics, registry) = metrics::Metrics::register(args.bpf_stats);
+    let (metrics, registry) = metrics::Metrics::register(args.session.bpf_stats);
     let health = Arc::new(Health::new());
-    let stale_ms = ((args.interval * 3.0).max(3.0) * 1000.0) as u64;
+    let stale_ms = ((args.session.interval * 3.0).max(3.0) * 1000.0) as u64;
     let shared = Arc::new(http::Shared { registry, health: health.clone(), stale_ms });
-    let sink = ServeSink::new(by, roots, metrics, health.clone()).with_interval(args.interval);
+    let sink = ServeSink::new(by, roots, metrics, health.clone()).with_interval(args.session.interval);
     // The metrics sink is the "stream": it never fails, so the session never stops on it.
     let mut all: Vec<Box<dyn Sink>> = vec![Box::new(sink)];
     all.extend(extra);
@@ -191,25 +147,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     });
     sinks.flush();
     let stream = sinks.failure();
-    let stats = args.bpf_stats.then(loader::enable_stats).flatten();
+    let stats = args.session.bpf_stats.then(loader::enable_stats).flatten();
     let mut pipeline = Pipeline::new(session::Stages {
         start,
         kernel: session::Kernel { programs: Some(loaded.ebpf), bpf, stats, perf_faults: loaded.perf_faults },
         ledger,
         stacks: None,
-        judge: Judge::new(params(&args)),
-        smaps_interval: Duration::from_secs_f64(args.smaps_interval),
+        judge: Judge::new(args.session.params()),
+        smaps_interval: Duration::from_secs_f64(args.session.smaps_interval),
         sinks,
         folded: false,
         profile: false,
     });
-    pipeline.0.set_smaps_budget(args.smaps_budget, shmem);
+    pipeline.0.set_smaps_budget(args.session.smaps_budget, shmem);
     if let Some(w) = cgroup_watch {
-        pipeline.0.set_cgroups(w, params(&args));
+        pipeline.0.set_cgroups(w, args.session.params());
     }
     // Renames to a watched name (prctl: no event) are found by a scan of /proc every
     // `RENAME_SCAN_S` (execs under one join in the kernel at once).
-    let every = (RENAME_SCAN_S / args.interval).round().max(1.0) as u64;
+    let every = (RENAME_SCAN_S / args.session.interval).round().max(1.0) as u64;
     let mut ticks = 0u64;
     let discover: Option<Box<dyn FnMut() -> Vec<u32> + Send>> = (!targets.comms.is_empty()).then(|| {
         Box::new(move || {
@@ -222,8 +178,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         }) as Box<dyn FnMut() -> Vec<u32> + Send>
     });
     let settings = Settings {
-        interval: Duration::from_secs_f64(args.interval),
-        duration: args.duration.map(Duration::from_secs_f64),
+        interval: Duration::from_secs_f64(args.session.interval),
+        duration: args.session.duration.map(Duration::from_secs_f64),
         fail_on_leak: false,
         stream,
         forever: true,
