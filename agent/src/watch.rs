@@ -2,19 +2,14 @@
 //! (stdout in the chosen format, stack files), loads the kernel side and runs the session.
 use std::time::{Duration, Instant};
 
-use agent_common::names;
-use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
-
 use crate::{
     attribution::Ledger,
     cli::WatchArgs,
     error::AgentError,
     judgement::{Judge, Params},
     kernel::{
-        bpf_maps::BpfMaps,
-        ebpf_log,
         loader::{self, LoadOptions},
+        opened::{self, Opened},
     },
     proc_facts::Procfs,
     records::Record,
@@ -132,15 +127,8 @@ pub fn run_to(mut args: WatchArgs, mut load: LoadOptions, out: Outputs) -> anyho
     load.cgroup_roots = cgroup_watch::root_mask(&cgroups);
     load.fault_source = args.session.fault_source;
     load.syscall_hooks = args.session.syscall_hooks;
-    let mut loaded = loader::load(&load)?;
-    // The programs' diagnostics, read by a task of the runtime for as long as it runs.
-    let _ebpf_log = {
-        let _ctx = rt.enter();
-        ebpf_log::forward(&mut loaded.ebpf)
-    };
-    let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
-    let mut bpf = BpfMaps::take(&mut loaded.ebpf)?;
-    let shmem = crate::kernel::shmem_count::ShmemCount::take(&mut loaded.ebpf, &loaded.hooks);
+    // The programs' diagnostics are read by a task of the runtime for as long as it runs.
+    let Opened { mut loaded, ring, mut bpf, shmem, log: _ebpf_log } = opened::open(&load, &rt)?;
     let stacks = if args.stacks { Some(Stacks::take(&mut loaded.ebpf)?) } else { None };
     let mut ledger = Ledger::new(Box::new(Procfs));
     let (started, cgroup_watch) = match &target {

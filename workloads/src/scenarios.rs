@@ -10,7 +10,7 @@ use agent::demo::procs::{fork_child, map, page_size, set_name, touch, wait_all, 
 use crate::workload::{hold, wait_go, Common};
 
 /// Call `step(i)` every `every` until `total` has passed since `start`.
-fn paced(start: Instant, total: Duration, every: Duration, mut step: impl FnMut(usize)) {
+pub(crate) fn paced(start: Instant, total: Duration, every: Duration, mut step: impl FnMut(usize)) {
     let mut i = 0;
     while start.elapsed() < total {
         step(i);

@@ -20,10 +20,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::names;
-use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
-
 use self::{groups::GroupBy, health::Health, state::ServeSink, targets::ServeTargets};
 use crate::{
     attribution::Ledger,
@@ -31,9 +27,8 @@ use crate::{
     error::AgentError,
     judgement::{Judge, Params},
     kernel::{
-        bpf_maps::BpfMaps,
-        ebpf_log,
         loader::{self, LoadOptions},
+        opened::{self, Opened},
     },
     proc_facts::Procfs,
     records::Record,
@@ -111,14 +106,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         syscall_hooks: args.session.syscall_hooks,
         ..LoadOptions::default()
     };
-    let mut loaded = loader::load(&load)?;
-    let _ebpf_log = {
-        let _ctx = rt.enter();
-        ebpf_log::forward(&mut loaded.ebpf)
-    };
-    let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
-    let mut bpf = BpfMaps::take(&mut loaded.ebpf)?;
-    let shmem = crate::kernel::shmem_count::ShmemCount::take(&mut loaded.ebpf, &loaded.hooks);
+    // The programs' diagnostics are read by a task of the runtime for as long as it runs.
+    let Opened { mut loaded, ring, mut bpf, shmem, log: _ebpf_log } = opened::open(&load, &rt)?;
     let mut ledger = Ledger::new(Box::new(Procfs));
     let (pids, roots, cgroup_watch) = if cgroups.is_empty() {
         targets.watch_names(&mut loaded.ebpf)?;
