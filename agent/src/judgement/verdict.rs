@@ -332,7 +332,9 @@ impl Detector {
         let mut best = None;
         for mult in SPANS {
             let span = (p.min_span_s * mult).min(p.window_s);
-            let from = v.partition_point(|s| now - s.t > span);
+            // From the last reading at or before the span's start: readings a period apart
+            // within exactly `span` cover a little less than it (a timer a hair fast: always).
+            let from = v.partition_point(|s| now - s.t > span).saturating_sub(1);
             let tail = &v[from..];
             let found = assess(tail, Metric::Uss, p).or_else(|| assess(tail, Metric::Pss, p));
             // The longest span whose rate still matches the recent one: more evidence, same
@@ -397,6 +399,25 @@ mod tests {
         assert!(at <= 30.0, "flagged at {at}s");
         assert_eq!(t.metric, Metric::Uss);
         assert!(t.confidence > 0.4, "{t:?}");
+    }
+
+    #[test]
+    fn readings_a_hair_under_a_second_apart_are_judged_over_the_shortest_span() {
+        // A sweep timer a hair fast: 20 readings back lie 19.998 s back, so a window of exactly
+        // the shortest span never covers it, and the next window holds the fill before the leak
+        // (256 MiB, then 1 MiB/s). Seen on a real run: flagged only by chance, or never.
+        let s: Vec<Sample> = (0..36)
+            .map(|i| {
+                let t = i as f64 * 0.9999;
+                let v = if t < 2.5 { 30_000.0 } else { 292_144.0 + 1024.0 * (t - 2.5) };
+                Sample { t, uss_kib: v, pss_kib: v, own_kib: v }
+            })
+            .collect();
+        let (flag, first) = run(&s);
+        let (at, t) = first.expect("flagged");
+        assert!(at <= 24.0, "flagged at {at}");
+        assert!(t.span_s >= 20.0 && t.span_s < 22.0, "{t:?}");
+        assert_rate(&flag.unwrap(), 1024.0);
     }
 
     #[test]
