@@ -1,10 +1,35 @@
 //! The records of the ring buffer: the header every one starts with, its kind, and each
 //! kind's `#[repr(C)]` struct.
 
-/// Discriminator of a ring-buffer record. Decode it with `TryFrom<u32>`, never a transmute.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
+/// Declares [`EventKind`] and its `TryFrom<u32>` from one list, so that no kind is in one and
+/// not the other.
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $kind:ident = $value:literal,)*) => {
+        /// Discriminator of a ring-buffer record. Decode it with `TryFrom<u32>`, never a transmute.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum EventKind {
+            $($(#[$doc])* $kind = $value,)*
+        }
+
+        impl EventKind {
+            /// Every kind, as declared.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$kind),*];
+        }
+
+        impl TryFrom<u32> for EventKind {
+            type Error = u32;
+            fn try_from(v: u32) -> Result<Self, u32> {
+                match v {
+                    $($value => Ok(Self::$kind),)*
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
     /// An mm counter (`kmem:rss_stat`) moved; see [`RssEvent`].
     Rss = 1,
     /// A mapping syscall (mmap, munmap, mremap, brk) returned; see [`SyscallEvent`].
@@ -39,28 +64,6 @@ pub enum EventKind {
     /// The kernel chose where a watched process's new mapping goes (`mmap:vm_unmapped_area`,
     /// `--syscall-hooks off`); see [`AreaEvent`].
     Area = 13,
-}
-
-impl TryFrom<u32> for EventKind {
-    type Error = u32;
-    fn try_from(v: u32) -> Result<Self, u32> {
-        Ok(match v {
-            1 => Self::Rss,
-            2 => Self::Syscall,
-            3 => Self::Fork,
-            4 => Self::Exec,
-            5 => Self::Exit,
-            6 => Self::Oom,
-            7 => Self::Open,
-            8 => Self::Cow,
-            9 => Self::ExecMm,
-            10 => Self::Join,
-            12 => Self::Leave,
-            11 => Self::Hugetlb,
-            13 => Self::Area,
-            other => return Err(other),
-        })
-    }
 }
 
 /// The fixed header of every record.

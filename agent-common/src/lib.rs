@@ -144,18 +144,8 @@ mod tests {
 
     #[test]
     fn kind_round_trip_and_unknown() {
-        for k in [
-            EventKind::Rss,
-            EventKind::Syscall,
-            EventKind::Fork,
-            EventKind::Exec,
-            EventKind::Exit,
-            EventKind::Oom,
-            EventKind::Open,
-            EventKind::Cow,
-            EventKind::ExecMm,
-            EventKind::Area,
-        ] {
+        assert_eq!(EventKind::ALL.len(), 13);
+        for &k in EventKind::ALL {
             assert_eq!(EventKind::try_from(k as u32), Ok(k));
         }
         assert_eq!(EventKind::try_from(0), Err(0));
