@@ -204,7 +204,7 @@ fn kids_cleanup_later(p: std::path::PathBuf) {
 }
 
 /// A memfd named `name`; `huge_mib` 2 or 1024: backed by hugetlb pages of that size.
-fn memfd(name: &str, huge_mib: usize) -> i32 {
+pub(crate) fn memfd(name: &str, huge_mib: usize) -> i32 {
     let flags = match huge_mib {
         0 => 0,
         1024 => libc::MFD_HUGETLB | libc::MFD_HUGE_1GB,
@@ -218,7 +218,7 @@ fn memfd(name: &str, huge_mib: usize) -> i32 {
 }
 
 /// MAP_SHARED (| `flags`) of `len` bytes of `fd` (sized to `len` first).
-fn map_fd(fd: i32, len: usize, flags: i32) -> *mut u8 {
+pub(crate) fn map_fd(fd: i32, len: usize, flags: i32) -> *mut u8 {
     // SAFETY: plain syscalls on our own fd, checked.
     unsafe {
         assert!(libc::ftruncate(fd, len as i64) == 0, "ftruncate: {}", std::io::Error::last_os_error());

@@ -3,6 +3,7 @@
 mod afterfault;
 mod backings;
 mod cgmember;
+mod fillleak;
 mod floor;
 mod procstorm;
 mod scenarios;
@@ -54,6 +55,9 @@ enum Cmd {
     /// --threads threads of one process each write their own private mapping of --mib, all at
     /// once: per-mapping pages under concurrent faults of one mm (tests/thread_deltas.rs).
     Threadmaps(threadmaps::ThreadMaps),
+    /// Leakers that first fill a large MAP_SHARED segment, then leak private anon or hugetlb
+    /// pages (tests/leak_mapping.rs: the leak is named after where it goes).
+    Fillleak(fillleak::FillLeak),
 }
 
 fn main() {
@@ -68,6 +72,7 @@ fn main() {
         Cmd::Syscalls(a) => syscalls::run(a),
         Cmd::Afterfault(a) => afterfault::run(a),
         Cmd::Threadmaps(a) => threadmaps::run(a),
+        Cmd::Fillleak(a) => fillleak::run(a),
     };
     std::process::exit(code);
 }

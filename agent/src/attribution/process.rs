@@ -179,7 +179,20 @@ impl Proc {
         &self.maps
     }
 
-    /// The mapping growing fastest now, else the one that grew most overall.
+    /// Pages `id` grew by so far (faults and copy-on-write, hugetlb included): the closed
+    /// intervals' and the open one's.
+    pub fn mapping_growth(&self, id: &MappingId) -> i64 {
+        let of = |a: &Activity| a.by_mapping.get(id).map_or(0, |s| s.growth());
+        of(&self.total) + of(&self.interval)
+    }
+
+    /// Each mapping's growth per interval, smoothed over ~30 s (those still growing).
+    pub fn mapping_rates(&self) -> impl Iterator<Item = (&MappingId, f64)> {
+        self.mapping_rate.iter().map(|(id, &r)| (id, r))
+    }
+
+    /// The mapping growing fastest now (~30 s), else the one that grew most overall: where a
+    /// sibling's PSS goes stale, and a leak's mapping when its span tells nothing.
     pub fn growing_mapping(&self) -> Option<MappingId> {
         self.mapping_rate
             .iter()

@@ -10,6 +10,7 @@ pub mod memcg;
 pub mod oom;
 pub mod reconcile;
 pub mod slow_leak;
+pub mod span_mapping;
 pub mod verdict;
 
 pub use evidence::Evidence;

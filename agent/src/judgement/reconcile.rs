@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::{
     slow_leak::{self, SlowDetector},
+    span_mapping::SpanMapping,
     verdict::{Change, Detector, Episode, Params, Sample, Trend},
 };
 use crate::{
@@ -23,6 +24,8 @@ struct Judged {
     slow: Option<Box<SlowDetector>>,
     /// The mapping its last leak record named (and whether shared), for a withdrawal.
     leak_mapping: Option<(String, bool)>,
+    /// Its mappings' growth at checkpoints back to the window: which grew over a flagged span.
+    span_mapping: SpanMapping,
     /// Its own COW KiB at its latest reading (for `explain`).
     last_cow_kib: i64,
     /// (t, own fault KiB, own COW KiB) at each observation within the leak window: which of
@@ -43,7 +46,11 @@ struct Judged {
 
 impl Judged {
     fn new(p: &Params) -> Judged {
-        Judged { slow: slow_leak::is_long(p).then(|| Box::new(SlowDetector::new(p))), ..Judged::default() }
+        Judged {
+            slow: slow_leak::is_long(p).then(|| Box::new(SlowDetector::new(p))),
+            span_mapping: SpanMapping::new(p),
+            ..Judged::default()
+        }
     }
 
     fn step(&mut self, s: Sample, p: &Params) -> Option<Change> {
@@ -205,6 +212,7 @@ impl Judge {
         // Own growth: pages its faults added to RSS, and pages its COW writes made private.
         let (fault_kib, cow_kib) = (p.own_fault_kib(ledger.page_size()), p.own_cow_kib(ledger.page_size()));
         j.own_hist.push_back((t, fault_kib, cow_kib));
+        j.span_mapping.record(t, p.mapping_rates(), |id| p.mapping_growth(id));
         // Bounded by the short verdict's reach: a long-window verdict's cause is that of its
         // last 5 minutes.
         while j.own_hist.front().is_some_and(|h| t - h.0 > self.params.window_s.min(slow_leak::SHORT_REACH)) {
@@ -217,12 +225,14 @@ impl Judge {
             own_kib: (fault_kib + cow_kib) as f64,
         };
         let (trend, state, withdrawn) = match j.step(sample, &self.params)? {
-            Change::Flagged(t) => {
-                let m = p.growing_mapping();
+            Change::Flagged(tr) => {
+                // Where its pages grew over the flagged span (else where they grow now).
+                let grown = j.span_mapping.grown_most(t, tr.span_s, |id| p.mapping_growth(id));
+                let m = grown.or_else(|| p.growing_mapping());
                 let name = m.as_ref().map_or_else(|| "?".into(), |m| m.name.to_string());
                 j.leak_mapping = Some((name, m.is_some_and(|m| m.shared)));
-                j.leak_cause = cause_over(&j.own_hist, t.span_s);
-                (t, "flagged", None)
+                j.leak_cause = cause_over(&j.own_hist, tr.span_s);
+                (tr, "flagged", None)
             }
             Change::Withdrawn(e) => (e.trend, "withdrawn", e.withdrawn.map(|(_, r)| (r.name(), round2(e.flagged_at)))),
         };
