@@ -134,6 +134,11 @@ pub struct AreaEvent {
     pub args: [u64; 6],
     pub addr: u64,
     pub len: u64,
+    /// A file mmap's file as /proc/PID/maps shows it (the inode and its superblock's kernel
+    /// `dev_t`: major << 20 | minor), read through the fd argument; 0: not a file, or unknown.
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
 }
 
 pub const COMM_LEN: usize = 16;

@@ -67,7 +67,9 @@ mod tests {
         assert_eq!(offset_of!(SyscallEvent, nr), 24);
         assert_eq!(offset_of!(SyscallEvent, args), 32);
         assert_eq!(offset_of!(SyscallEvent, ret), 80);
-        assert_eq!(size_of::<AreaEvent>(), 96);
+        assert_eq!(size_of::<AreaEvent>(), 112);
+        assert_eq!(offset_of!(AreaEvent, ino), 96);
+        assert_eq!(offset_of!(AreaEvent, dev), 104);
         assert_eq!(offset_of!(AreaEvent, nr), 24);
         assert_eq!(offset_of!(AreaEvent, addr), 80);
         assert_eq!(offset_of!(AreaEvent, len), 88);

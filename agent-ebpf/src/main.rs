@@ -14,6 +14,7 @@ mod fault_kernel;
 mod fault_perf;
 mod fork;
 mod hugetlb;
+mod mmap_lock;
 mod oom;
 mod proc_event;
 mod rss;

@@ -23,6 +23,9 @@ impl ProcSource for Procfs {
     fn rss_seed(&self, pid: u32) -> Option<[i64; 4]> {
         rss_seed(pid)
     }
+    fn file_name(&self, dev: u32, ino: u64) -> Option<std::sync::Arc<str>> {
+        FILE_NAMES.lock().ok()?.get_or_insert_with(seed_file_names).get(&(dev, ino)).cloned()
+    }
     fn hugetlb_pages(&self, pid: u32) -> Option<i64> {
         // KiB to base pages, as the kernel's hugetlb counter counts.
         let kib = Process::new(pid as i32).ok()?.status().ok()?.hugetlbpages?;
@@ -119,16 +122,46 @@ pub fn maps(pid: u32) -> Option<MappingMap> {
     let maps = Process::new(pid as i32).ok().and_then(|p| p.maps().ok());
     MAPS_READS.fetch_add(1, Ordering::Relaxed);
     MAPS_READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    Some(MappingMap::from_proc_maps(maps?.iter()))
+    let maps = maps?;
+    learn_file_names(&maps);
+    Some(MappingMap::from_proc_maps(maps.iter()))
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of the kernel records' `ts_ns` (`bpf_ktime_get_ns`).
-pub fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: t is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+/// Files by (kernel `dev_t`, inode), as maps lines showed them: names a file mmap of a process
+/// gone before its own maps were read (`--syscall-hooks off` sees no open). Bounded.
+static FILE_NAMES: std::sync::Mutex<Option<HashMap<(u32, u64), std::sync::Arc<str>>>> = std::sync::Mutex::new(None);
+
+/// Files a process maps and unmaps before anyone can read its maps, so that no maps line
+/// shows them: the dynamic loader's cache, mapped by every dynamically linked program.
+fn seed_file_names() -> HashMap<(u32, u64), std::sync::Arc<str>> {
+    use std::os::linux::fs::MetadataExt;
+    let mut names = HashMap::new();
+    for path in ["/etc/ld.so.cache"] {
+        if let Ok(m) = std::fs::metadata(path) {
+            // st_dev is the userspace encoding; the kernel's is major << 20 | minor.
+            let dev = (libc::major(m.st_dev()) << 20) | libc::minor(m.st_dev());
+            names.insert((dev, m.st_ino()), path.into());
+        }
+    }
+    names
 }
+
+fn learn_file_names(maps: &procfs::process::MemoryMaps) {
+    const MAX: usize = 16_384;
+    let Ok(mut names) = FILE_NAMES.lock() else { return };
+    let names = names.get_or_insert_with(seed_file_names);
+    for m in maps.iter().filter(|m| m.inode != 0) {
+        if let procfs::process::MMapPath::Path(p) = &m.pathname {
+            // /proc/PID/maps prints MAJOR:MINOR of the kernel's dev_t (major << 20 | minor).
+            let dev = ((m.dev.0 as u32) << 20) | m.dev.1 as u32;
+            if names.len() >= MAX && !names.contains_key(&(dev, m.inode)) {
+                names.clear();
+            }
+            names.insert((dev, m.inode), p.to_string_lossy().into());
+        }
+    }
+}
+
 
 /// `root` and all its live descendants (threads excluded), from one scan of /proc.
 pub fn tree(root: u32) -> Vec<u32> {

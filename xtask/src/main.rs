@@ -9,6 +9,7 @@ mod dist;
 mod fuzz;
 mod setup;
 mod soak;
+mod test_nosys;
 mod test_perf;
 
 use std::process::{Command, ExitCode};
@@ -118,7 +119,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 .arg("--test-threads=1")
                 .args(&args);
             let first = status(c, "cargo test");
-            first.and(test_perf::run(&args))
+            let perf = test_perf::run(&args);
+            first.and(perf).and(test_nosys::run(&args))
         }
         Cmd::Bench { part } => {
             if !is_root() {

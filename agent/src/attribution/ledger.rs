@@ -154,7 +154,7 @@ impl Ledger {
 
     /// Apply one rss change; the process it changed, if any.
     fn apply_rss(&mut self, e: &RssEvent) -> Option<&mut Proc> {
-        let page = self.page_size;
+        let (page, poll_end) = (self.page_size, self.batch_at.1);
         if e.cause == cause::NEW_MM {
             // Sizes a fork copy or an exec gave an mm before its owner ran on it.
             if self.new_mms.len() > MAX_NEW_MMS {
@@ -223,7 +223,7 @@ impl Ledger {
         }
         match e.cause {
             cause::FAULT | cause::KERNEL_FAULT => {
-                let id = p.mapping_at(e.addr, e.hdr.ts_ns, facts);
+                let id = p.mapping_at(e.addr, poll_end, facts);
                 let first = e.flags & rss_flags::FIRST_OF_FAULT != 0;
                 self.unnamed_pages += p.note_unnamed(&id, e.addr, pages, e.cause == cause::KERNEL_FAULT, first);
                 p.own_pages[usize::from(id.shared)] += pages;

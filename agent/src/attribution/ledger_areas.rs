@@ -11,35 +11,76 @@
 //!   by piece; no page can fault into it until its protections change, and then the miss
 //!   re-reads the exact VMAs).
 //!
-//! What no event shows, and stays stale until a miss: munmap (the range stays known; harmless
-//! until something is mapped there by MAP_FIXED or an honoured hint, which also send no event),
-//! mprotect splits of a readable anonymous region (named by its first start), a brk or an
-//! in-place mremap that grows (the first fault past the old end misses: one re-read).
+//! - An `AreaEvent` of length 0 (agent-ebpf `mmap_lock.rs`: the mm's lock released after a
+//!   write inside munmap, mprotect, an in-place mremap, madvise, mlock, a MAP_FIXED or hinted
+//!   mmap...) marks the map stale: it is re-read before the next fault is named, at most once
+//!   per ring poll (a read made while a poll's records are fed comes after all of them).
+//!
+//! A brk that grows the heap sends nothing: the first fault past the old end misses (one
+//! re-read).
 use agent_common::{nr, AreaEvent, SyscallEvent};
 
 use super::{proc_entry, Ledger};
 
 const PROT_MASK: u64 = 0x7;
+const MAP_ANONYMOUS: u64 = 0x20;
 const MREMAP_FIXED: u64 = 2;
 const MREMAP_DONTUNMAP: u64 = 4;
 
 impl Ledger {
     pub fn on_area(&mut self, e: &AreaEvent) {
+        if e.len == 0 {
+            // VMAs changed with no area (agent-ebpf mmap_lock.rs): re-read before the next fault.
+            proc_entry(&mut self.procs, self.facts.as_ref(), e.hdr.tgid).maps_stale = true;
+            return;
+        }
         let page = self.page_size as u64;
         let round = |len: u64| len.div_ceil(page) * page;
         let a = e.args;
-        let exact = match e.nr {
-            nr::MMAP => e.len == round(a[1]) && a[2] & PROT_MASK != 0,
-            nr::MREMAP => e.len == round(a[2]) && a[3] & (MREMAP_FIXED | MREMAP_DONTUNMAP) == 0,
-            _ => false,
+        let start = match e.nr {
+            nr::MMAP if a[2] & PROT_MASK != 0 => mmap_start(e, round(a[1])),
+            nr::MREMAP if e.len == round(a[2]) && a[3] & (MREMAP_FIXED | MREMAP_DONTUNMAP) == 0 => Some(e.addr),
+            _ => None,
         };
-        if exact {
+        if let Some(start) = start {
+            if e.nr == nr::MMAP && a[3] & MAP_ANONYMOUS == 0 {
+                // No open is seen: the fd is named from a maps line that showed the same file
+                // (used when this process is gone before its own maps are read).
+                let facts = self.facts.as_ref();
+                let name = (e.ino != 0).then(|| facts.file_name(e.dev, e.ino)).flatten();
+                let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
+                match name {
+                    Some(n) => p.fds.insert(a[4] as i32, n),
+                    None => p.fds.remove(&(a[4] as i32)),
+                };
+            }
             let hdr = e.hdr;
-            self.on_syscall(&SyscallEvent { hdr, nr: e.nr, args: a, ret: e.addr as i64 });
+            self.on_syscall(&SyscallEvent { hdr, nr: e.nr, args: a, ret: start as i64 });
             return;
         }
         let p = proc_entry(&mut self.procs, self.facts.as_ref(), e.hdr.tgid);
         p.maps.unmap(e.addr, e.addr.saturating_add(e.len));
+    }
+}
+
+/// Where an mmap of `len` (page-rounded) whose search found `e.addr` maps: there, when the
+/// area is exactly that long; or, when it is one PMD longer, where the kernel's THP alignment
+/// puts it inside (`__thp_get_unmapped_area`: a private anonymous mapping of a multiple of 2 MiB,
+/// or a large file mapping: the start is moved up to the file offset's alignment, by a whole
+/// PMD when already aligned in a top-down layout, x86's default). None: another padding
+/// (shmem's), not knowable here.
+fn mmap_start(e: &AreaEvent, len: u64) -> Option<u64> {
+    const PMD: u64 = 2 << 20;
+    if e.len == len {
+        return Some(e.addr);
+    }
+    if e.len != len + PMD {
+        return None;
+    }
+    let off = if e.args[3] & MAP_ANONYMOUS != 0 { 0 } else { e.args[5] };
+    match off.wrapping_sub(e.addr) & (PMD - 1) {
+        0 => Some(e.addr + PMD),
+        sub => Some(e.addr + sub),
     }
 }
 
@@ -67,16 +108,12 @@ mod tests {
 
     fn area(nr: u64, args: [u64; 6], addr: u64, len: u64) -> AreaEvent {
         let hdr = EventHeader { kind: EventKind::Area as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 };
-        AreaEvent { hdr, nr, args, addr, len }
+        AreaEvent { hdr, nr, args, addr, len, ino: 0, dev: 0, _pad: 0 }
     }
 
     /// The mapping a one-page anon fault at `addr` is counted to.
     fn fault_at(l: &mut Ledger, addr: u64, size: i64) -> String {
-        fault_at_ts(l, addr, size, 0)
-    }
-
-    fn fault_at_ts(l: &mut Ledger, addr: u64, size: i64, ts_ns: u64) -> String {
-        let hdr = EventHeader { kind: EventKind::Rss as u32, tgid: PID, tid: PID, _pad: 0, ts_ns };
+        let hdr = EventHeader { kind: EventKind::Rss as u32, tgid: PID, tid: PID, _pad: 0, ts_ns: 0 };
         let e = RssEvent {
             hdr,
             mm_id: 9,
@@ -121,9 +158,10 @@ mod tests {
         let mut now = MappingMap::default();
         now.map(0x12_0000, 0x14_0000, id("anon@0x120000"), true);
         facts.maps.lock().unwrap().insert(PID, now);
-        // A THP-aligned request (len 2 MiB) searched with 2 MiB of padding: where it lands in
-        // the area is the kernel's to say. The stale region under it is forgotten.
-        l.on_area(&area(nr::MMAP, [0, 0x20_0000, 3, MAP_PRIVATE_ANON, u64::MAX, 0], 0x10_0000, 0x40_0000));
+        // A padding not known here (shmem's: a PMD less a page): the stale region under the
+        // area is forgotten, a fault there re-reads.
+        let shared = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+        l.on_area(&area(nr::MMAP, [0, 0x20_0000, 3, shared, u64::MAX, 0], 0x10_0000, 0x3f_f000));
         assert_eq!(fault_at(&mut l, 0x12_0000, PAGE), "anon@0x120000");
         assert_eq!(*facts.asked.lock().unwrap(), 1);
         // A PROT_NONE reservation is not learned: its first fault comes after an mprotect.
@@ -133,20 +171,50 @@ mod tests {
     }
 
     #[test]
-    fn a_miss_older_than_the_last_reread_does_not_read_again() {
+    fn a_miss_in_a_poll_already_reread_does_not_read_again() {
         let facts = FakeProc::default();
         let mut l = ledger(&facts);
         let mut now = MappingMap::default();
         now.map(0x10_0000, 0x20_0000, id("anon@0x100000"), true);
         facts.maps.lock().unwrap().insert(PID, now);
-        let t0 = crate::proc_facts::monotonic_ns();
         // Faults into a region gone before their records were read: one re-read, not one each.
-        assert_eq!(fault_at_ts(&mut l, 0x50_0000, PAGE, t0), "[unmapped]");
-        assert_eq!(fault_at_ts(&mut l, 0x50_1000, 2 * PAGE, t0 + 1), "[unmapped]");
+        l.set_poll((10, 20));
+        assert_eq!(fault_at(&mut l, 0x50_0000, PAGE), "[unmapped]");
+        assert_eq!(fault_at(&mut l, 0x50_1000, 2 * PAGE), "[unmapped]");
         assert_eq!(*facts.asked.lock().unwrap(), 1);
-        // A fault made after that read may be in a mapping made since: read again.
-        let t1 = crate::proc_facts::monotonic_ns();
-        assert_eq!(fault_at_ts(&mut l, 0x50_2000, 3 * PAGE, t1), "[unmapped]");
+        // A later poll's fault may be in a mapping made since: read again.
+        l.set_poll((30, 40));
+        assert_eq!(fault_at(&mut l, 0x50_2000, 3 * PAGE), "[unmapped]");
         assert_eq!(*facts.asked.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_thp_padded_anonymous_area_is_learned_where_the_kernel_aligns_it() {
+        let facts = FakeProc::default();
+        let mut l = ledger(&facts);
+        // 8 MiB asked, 10 MiB searched: an unaligned start moves up to the next 2 MiB boundary,
+        // an aligned one by a whole 2 MiB (top-down).
+        l.on_area(&area(nr::MMAP, [0, 8 << 20, 3, MAP_PRIVATE_ANON, u64::MAX, 0], 0x7f00_0012_3000, 10 << 20));
+        assert_eq!(fault_at(&mut l, 0x7f00_0020_0000, PAGE), "anon@0x7f0000200000");
+        l.on_area(&area(nr::MMAP, [0, 8 << 20, 3, MAP_PRIVATE_ANON, u64::MAX, 0], 0x7f10_0000_0000, 10 << 20));
+        assert_eq!(fault_at(&mut l, 0x7f10_0020_0000, 2 * PAGE), "anon@0x7f1000200000");
+        assert_eq!(*facts.asked.lock().unwrap(), 0, "no /proc/PID/maps read");
+    }
+
+    #[test]
+    fn a_region_split_without_an_area_is_reread_before_its_next_fault() {
+        let facts = FakeProc::default();
+        let mut l = ledger(&facts);
+        // mprotect split anon@0x100000 in two: the kernel names the upper piece by its start.
+        let mut now = MappingMap::default();
+        now.map_prot(0x10_0000, 0x18_0000, id("anon@0x100000"), true, 3);
+        now.map_prot(0x18_0000, 0x20_0000, id("anon@0x180000"), true, 1);
+        facts.maps.lock().unwrap().insert(PID, now);
+        l.set_poll((10, 20));
+        assert_eq!(fault_at(&mut l, 0x18_0000, PAGE), "anon@0x100000", "no event yet: the old name");
+        l.on_area(&area(nr::MPROTECT, [0x18_0000, 0x8_0000, 1, 0, 0, 0], 0, 0));
+        assert_eq!(fault_at(&mut l, 0x18_1000, 2 * PAGE), "anon@0x180000");
+        assert_eq!(fault_at(&mut l, 0x18_2000, 3 * PAGE), "anon@0x180000");
+        assert_eq!(*facts.asked.lock().unwrap(), 1, "one re-read");
     }
 }

@@ -44,6 +44,10 @@ pub trait ProcSource: Send {
     fn hugetlb_vmas(&self, _pid: u32) -> Option<Vec<(u64, i64)>> {
         None
     }
+    /// The path of the file (kernel `dev_t`, inode) as a maps line of any process showed it.
+    fn file_name(&self, _dev: u32, _ino: u64) -> Option<std::sync::Arc<str>> {
+        None
+    }
 }
 
 /// A /proc for unit tests: the maps a test put there for a pid, nothing else; and how often the

@@ -62,9 +62,15 @@ pub struct Proc {
     pub stack_mappings: HashMap<(i32, MappingId), i64>,
     /// Files it opened under the watch, by fd: names its file mmaps once /proc is gone.
     pub(super) fds: HashMap<i32, std::sync::Arc<str>>,
-    /// When /proc/PID/maps was last re-read on a miss (CLOCK_MONOTONIC ns, the clock of the
-    /// records' `ts_ns`; 0: never), see [`Proc::mapping_at`].
-    pub(super) maps_read_ns: u64,
+    /// The ring poll (its end) whose records were being fed when /proc/PID/maps was last
+    /// re-read for a fault (0: none), see [`Proc::mapping_at`].
+    pub(super) maps_read_poll: u64,
+    /// Its VMAs changed in a way no event described (`--syscall-hooks off`: a munmap, an
+    /// mprotect...): re-read /proc/PID/maps before naming the next fault.
+    pub(super) maps_stale: bool,
+    /// The map as it was before the last such re-read: a fault whose mapping was gone by then
+    /// (a process exiting) is still named from it.
+    pub(super) maps_before: Option<MappingMap>,
     /// Pages its own copy-on-write faults made private so far (see `Activity::cow`).
     pub(super) own_cow: i64,
     /// This interval's COW pages (page address -> still counted in `cow`; see `ledger_cow.rs`).
@@ -101,7 +107,9 @@ impl Proc {
             new_stacks: Vec::new(),
             stack_mappings: HashMap::new(),
             fds: HashMap::new(),
-            maps_read_ns: 0,
+            maps_read_poll: 0,
+            maps_stale: false,
+            maps_before: None,
             own_cow: 0,
             cow_seen: HashMap::new(),
             exec_faults: Vec::new(),
@@ -268,21 +276,31 @@ impl Proc {
         self.mapping_at(addr, 0, facts)
     }
 
-    /// The mapping of a fault at `addr` made at `ts_ns` (0: unknown). A miss re-reads
-    /// /proc/PID/maps unless a re-read taken after that fault already missed it: what the
-    /// fault hit was gone by then, and reading again cannot bring it back (so faults into a
-    /// region unmapped before its records are read cost one re-read, not one each).
-    pub(super) fn mapping_at(&mut self, addr: u64, ts_ns: u64, facts: &dyn ProcSource) -> MappingId {
+    /// The mapping of a fault at `addr` whose record came from the ring poll that ended at
+    /// `poll_end` (0: unknown). A miss re-reads /proc/PID/maps, unless it was re-read already
+    /// while this poll's records were fed: that read came after every fault of the poll, so
+    /// what it missed was gone by then and reading again cannot bring it back (faults into a
+    /// region unmapped before their records are read cost one re-read per poll, not one each).
+    /// A map marked stale is re-read first, under the same once-per-poll rule.
+    pub(super) fn mapping_at(&mut self, addr: u64, poll_end: u64, facts: &dyn ProcSource) -> MappingId {
+        let fresh = |p: &Proc| poll_end == 0 || p.maps_read_poll != poll_end;
+        if self.maps_stale && fresh(self) {
+            let before = self.maps.clone();
+            if self.reload_maps(facts) {
+                (self.maps_read_poll, self.maps_stale, self.maps_before) = (poll_end, false, Some(before));
+            }
+        }
         if let Some(id) = self.maps.lookup(addr) {
             return id.clone();
         }
-        // Taken before the read: the read shows the maps as they were at that time or later.
-        let now = crate::proc_facts::monotonic_ns();
-        if (ts_ns == 0 || self.maps_read_ns <= ts_ns) && self.reload_maps(facts) {
-            self.maps_read_ns = now;
+        if fresh(self) && self.reload_maps(facts) {
+            self.maps_read_poll = poll_end;
             if let Some(id) = self.maps.lookup(addr) {
                 return id.clone();
             }
+        }
+        if let Some(id) = self.maps_before.as_ref().and_then(|m| m.lookup(addr)) {
+            return id.clone();
         }
         MappingId { name: "[unmapped]".into(), shared: false }
     }

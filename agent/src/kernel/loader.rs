@@ -81,6 +81,13 @@ pub const HOOKS: &[Hook] = &[
         essential: false,
         fields: &[("AREA_ADDR", "addr"), ("AREA_LEN", "length")],
     },
+    Hook {
+        program: syscall_hooks::LOCK_PROGRAM,
+        category: "mmap_lock",
+        name: "mmap_lock_released",
+        essential: false,
+        fields: &[("MMAP_LOCK_WRITE", "write")],
+    },
     // `--cgroup`: moves into and out of watched cgroups, on any hierarchy (agent-ebpf
     // cgroup_attach.rs; returns at once without --cgroup).
     Hook {
@@ -277,6 +284,14 @@ fn load_object(
     }
     if let Ok(v) = &nr_shmem {
         loader.override_global("NR_SHMEM", v, own_globals);
+    }
+    // `--syscall-hooks off`: a file mmap's inode, read through its fd (agent-ebpf unmapped_area.rs).
+    let file_offsets = match opts.syscall_hooks {
+        SyscallHooks::Off if own_globals => syscall_hooks::file_offsets(btf::Btf::from_sys().as_ref()),
+        _ => Vec::new(),
+    };
+    for (g, v) in &file_offsets {
+        loader.override_global(g, v, true);
     }
     let exec_mm = exec_mm_offsets();
     for (g, v) in &exec_mm {

@@ -20,8 +20,9 @@ pub enum SyscallHooks {
     Off,
 }
 
-/// The program of `off` (in the loader's hook table).
+/// The programs of `off` (in the loader's hook table): new areas, and VMAs changed otherwise.
 pub const AREA_PROGRAM: &str = "vm_unmapped_area";
+pub const LOCK_PROGRAM: &str = "mmap_lock_released";
 
 /// What `off` gives up, in the `start` record's `missing_hooks`.
 pub const OFF_LOSES: &str = "syscalls:sys_exit_* (--syscall-hooks off): mapping changes come from \
@@ -34,7 +35,30 @@ pub const OFF_LOSES: &str = "syscalls:sys_exit_* (--syscall-hooks off): mapping 
 /// `off`, every other hook in both.
 pub fn wanted(h: &Hook, mode: SyscallHooks) -> bool {
     match mode {
-        SyscallHooks::On => h.program != AREA_PROGRAM,
+        SyscallHooks::On => h.program != AREA_PROGRAM && h.program != LOCK_PROGRAM,
         SyscallHooks::Off => h.category != "syscalls",
     }
+}
+
+/// Globals of `unmapped_area.rs`'s fd -> inode reads: (global, struct, member).
+const FILE_FIELDS: &[(&str, &str, &str)] = &[
+    ("FILES_TASK", "task_struct", "files"),
+    ("FILES_FDT", "files_struct", "fdt"),
+    ("FDT_MAX_FDS", "fdtable", "max_fds"),
+    ("FDT_FD", "fdtable", "fd"),
+    ("FILE_INODE", "file", "f_inode"),
+    ("INODE_INO", "inode", "i_ino"),
+    ("INODE_SB", "inode", "i_sb"),
+    ("SB_DEV", "super_block", "s_dev"),
+];
+
+/// Those offsets from the kernel's BTF; empty (file mmaps of a process gone before its maps
+/// are read stay unnamed, said once) when the BTF or a member is missing.
+pub fn file_offsets(btf: Option<&crate::kernel::btf::Btf>) -> Vec<(&'static str, u32)> {
+    let found: Option<Vec<_>> =
+        btf.and_then(|b| FILE_FIELDS.iter().map(|&(g, s, m)| b.member_offset(s, m).map(|o| (g, o))).collect());
+    found.unwrap_or_else(|| {
+        log::info!("no kernel BTF for task_struct.files .. super_block.s_dev: with --syscall-hooks off, file mmaps of a process gone before its maps are read stay unnamed");
+        Vec::new()
+    })
 }
