@@ -2,12 +2,31 @@
 //! shared segment the process faulted in just before it started leaking elsewhere. Three
 //! leakers each fill 256 MiB of a MAP_SHARED memfd in one go (their own, written; or the
 //! parent's, read into their page tables, as the seed's mappers do), then leak 1 MiB/s: two
-//! into private anon, one into a hugetlb memfd. One run, ~35 s.
+//! into private anon, one into a hugetlb memfd. `watch` (its records) and `serve` (its metric's
+//! `mapping` label, with a long window scaled down to a 20 s shortest span) watch the same run,
+//! ~35 s.
 mod common;
 mod huge_pages;
+mod serve_util;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
 use common::*;
 use huge_pages::Setting;
 use serde_json::Value;
+use serve_util::{get, Serving};
+
+/// (comm, the filled segment, the leak's mapping, shared)
+const LEAKERS: [(&str, &str, &str, bool); 3] = [
+    ("fill-private", "/memfd:wl-fill ", "anon@", false),
+    ("fill-reader", "/memfd:wl-fill-parent", "anon@", false),
+    ("fill-huge", "/memfd:wl-fill ", "/memfd:wl-fill-huge", true),
+];
 
 #[test]
 fn a_leak_after_a_shared_fill_is_named_after_where_it_grows() {
@@ -17,25 +36,69 @@ fn a_leak_after_a_shared_fill_is_named_after_where_it_grows() {
     // fill-huge: 1 MiB/s in 2 MiB pages for 35 s (19 pages, all reserved at its mmap).
     let (_huge, got) = Setting::huge_pages(2048, 24);
     assert!(got >= 19, "the kernel reserved {got} of 24 2 MiB huge pages: free memory first");
-    let (recs, code) = watch_workload(
-        &["--smaps-interval", "1", "--fail-on-leak"],
-        &["fillleak", "--fill-mib", "256", "--kib-s", "1024", "--duration", "35", "--leakers", "private,reader,huge"],
-    );
+    let mut wl = start_workload(&[
+        "fillleak",
+        "--fill-mib",
+        "256",
+        "--kib-s",
+        "1024",
+        "--duration",
+        "35",
+        "--leakers",
+        "private,reader,huge",
+        "--wait-stdin",
+    ]);
+    let root = wl.id().to_string();
+    let long = ["--interval", "1", "--smaps-interval", "1", "--leak-window", "400", "--leak-min-span", "20"];
+    let mut serve = Serving::start(&[&["-p", &root][..], &long[..]].concat());
+    let mut watch = Running::start(&[
+        "watch",
+        "-p",
+        &root,
+        "--format",
+        "json",
+        "--interval",
+        "0.5",
+        "--smaps-interval",
+        "1",
+        "--fail-on-leak",
+    ]);
+    watch.wait_for("start", Duration::from_secs(30));
+    // serve's leak series, scraped every second until the run ends.
+    let (port, done) = (serve.port, Arc::new(AtomicBool::new(false)));
+    let scraper = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Acquire) {
+                if let Ok(r) = get(port, "/metrics", &[]) {
+                    seen.extend(
+                        r.body.lines().filter(|l| l.starts_with("agent_leak_bytes_per_second{")).map(String::from),
+                    );
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            seen
+        })
+    };
+    go(&mut wl, 1);
+    let (recs, code) = watch.finish(Duration::from_secs(90));
+    let _ = wl.wait();
+    done.store(true, Ordering::Release);
+    let series = scraper.join().unwrap();
+    assert_eq!(serve.stop(Duration::from_secs(10)), 0, "serve stops cleanly");
+
     assert_eq!(code, 3, "--fail-on-leak exits 3 when a leak was flagged");
     let leaks = of_type(&recs, "leak");
     let flagged: Vec<&Value> = leaks.iter().copied().filter(|l| l["state"] == "flagged").collect();
     let comms: std::collections::BTreeSet<&str> = flagged.iter().map(|l| l["comm"].as_str().unwrap()).collect();
     // The parent filled its segment once and held it: not a leak.
-    assert_eq!(comms, ["fill-huge", "fill-private", "fill-reader"].into_iter().collect(), "{leaks:?}");
+    assert_eq!(comms, LEAKERS.iter().map(|l| l.0).collect(), "{leaks:?}");
     let start = |comm: &str| {
         let seen = of_type(&recs, "proc").into_iter().chain(of_type(&recs, "faults")).filter(|r| r["comm"] == comm);
         seen.map(|r| r["ts"].as_f64().unwrap()).fold(f64::MAX, f64::min)
     };
-    for (comm, fill, prefix, shared) in [
-        ("fill-private", "/memfd:wl-fill ", "anon@", false),
-        ("fill-reader", "/memfd:wl-fill-parent", "anon@", false),
-        ("fill-huge", "/memfd:wl-fill ", "/memfd:wl-fill-huge", true),
-    ] {
+    for (comm, fill, prefix, shared) in LEAKERS {
         // The fill is there, and larger than all the leak added: what the smoothed rate named.
         let p = proc_by_comm(&recs, comm);
         let (fill_pages, _) = mapping_pages(p, fill);
@@ -51,17 +114,24 @@ fn a_leak_after_a_shared_fill_is_named_after_where_it_grows() {
         }
         let first = mine[0];
         eprintln!(
-            "leak_mapping: {comm} flagged {:.1} s after its start over {} s, named {} ({} records)",
+            "leak_mapping: watch flagged {comm} {:.1} s after its start over {} s, named {} ({} records)",
             first["ts"].as_f64().unwrap() - start(comm),
             first["window_s"],
             first["mapping"],
             mine.len()
         );
-        // Its evidence is that mapping's (full smaps): it holds the growth.
+        // Its evidence is that mapping's (full smaps): it holds the growth, not the segment.
         let ev = &first["smaps_mapping"];
         let held = if shared { ev["hugetlb_kib"].as_f64() } else { ev["uss_kib"].as_f64() };
         let held = held.unwrap_or_else(|| panic!("{comm}: no evidence: {first}"));
         assert!(held >= 0.9 * first["growth_kib"].as_f64().unwrap(), "{comm}: {first}");
         assert!(held < (fill_pages * 4) as f64 / 2.0, "{comm}: the evidence is the segment's: {first}");
+
+        // serve's series of it carry the same mapping, every scrape.
+        let lines: Vec<&String> = series.iter().filter(|l| l.contains(&format!("comm=\"{comm}\""))).collect();
+        assert!(!lines.is_empty(), "serve never exported {comm}'s leak: {series:?}");
+        let label = format!("mapping=\"{prefix}");
+        assert!(lines.iter().all(|l| l.contains(&label)), "serve named another mapping of {comm}: {lines:?}");
+        eprintln!("leak_mapping: serve exported {}", lines[0]);
     }
 }

@@ -30,6 +30,9 @@ pub struct FillLeak {
     /// Leakers to run among `private`, `reader`, `huge`.
     #[arg(long, value_delimiter = ',', default_value = "private,reader")]
     leakers: Vec<String>,
+    /// Wait for a byte on stdin before anything (for `watch -p` / `serve -p`).
+    #[arg(long)]
+    wait_stdin: bool,
 }
 
 /// A fresh shared memfd of `len` bytes, every page written.
@@ -53,6 +56,11 @@ fn leak_private(start: Instant, total: Duration, kib_s: usize) {
 
 pub fn run(a: FillLeak) -> i32 {
     set_name("wl-fillleak");
+    if a.wait_stdin {
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into a local buffer.
+        unsafe { libc::read(0, b.as_mut_ptr().cast(), 1) };
+    }
     let (len, total, kib_s) = (a.fill_mib * MIB, Duration::from_secs_f64(a.duration), a.kib_s);
     let parent_seg = if a.leakers.iter().any(|l| l == "reader") {
         let p = map_fd(memfd("wl-fill-parent", 0), len, 0);
