@@ -207,6 +207,21 @@ impl MappingMap {
         }
     }
 
+    /// After a re-read of /proc/PID/maps replaced `old`: an anonymous region that covers an old
+    /// one (the same, or the kernel merged a neighbour into it) keeps the old one's name, as
+    /// merging keeps it between re-reads; a piece split off (inside an old region) keeps the
+    /// kernel's name.
+    pub fn keep_merged_names(&mut self, old: &MappingMap) {
+        for (&s, r) in self.regions.iter_mut().filter(|(_, r)| r.anon) {
+            let grown = old.regions.range(s..r.end).chain(old.regions.range(..s).next_back()).find(|(&os, o)| {
+                o.anon && o.id.shared == r.id.shared && os >= s && o.end <= r.end
+            });
+            if let Some((_, o)) = grown {
+                r.id = o.id.clone();
+            }
+        }
+    }
+
     fn insert_merging(&mut self, start: u64, r: Region) {
         let Region { end, id, anon, prot, file_off } = r;
         let (mut start, mut end, mut id) = (start, end, id);
@@ -272,6 +287,27 @@ mod tests {
 
     fn id(name: &str) -> MappingId {
         MappingId { name: name.into(), shared: false }
+    }
+
+    #[test]
+    fn a_reread_keeps_the_name_of_a_region_the_kernel_grew_by_merging() {
+        let mut old = MappingMap::default();
+        old.map(0x5000, 0x8000, id("anon@0x5000"), true);
+        old.map(0x10000, 0x20000, id("anon@0x10000"), true);
+        let mut new = MappingMap::default();
+        // Grown downwards by a merge; and split in two by an mprotect.
+        new.map(0x3000, 0x8000, id("anon@0x3000"), true);
+        new.map_prot(0x10000, 0x18000, id("anon@0x10000"), true, prot::READ);
+        new.map_prot(0x18000, 0x20000, id("anon@0x18000"), true, prot::READ | prot::WRITE);
+        new.keep_merged_names(&old);
+        assert_eq!(new.lookup(0x3000), Some(&id("anon@0x5000")));
+        // The same range again: the name it had (it may have grown by merging before).
+        let mut again = MappingMap::default();
+        again.map(0x3000, 0x8000, id("anon@0x3000"), true);
+        again.keep_merged_names(&new);
+        assert_eq!(again.lookup(0x3000), Some(&id("anon@0x5000")));
+        assert_eq!(new.lookup(0x18000), Some(&id("anon@0x18000")));
+        assert_eq!(new.lookup(0x10000), Some(&id("anon@0x10000")));
     }
 
     #[test]

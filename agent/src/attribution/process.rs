@@ -287,6 +287,7 @@ impl Proc {
         if self.maps_stale && fresh(self) {
             let before = self.maps.clone();
             if self.reload_maps(facts) {
+                self.maps.keep_merged_names(&before);
                 (self.maps_read_poll, self.maps_stale, self.maps_before) = (poll_end, false, Some(before));
             }
         }
