@@ -135,6 +135,15 @@ pub fn assess(samples: &[Sample], metric: Metric, p: &Params) -> Option<Trend> {
     if own_share < 0.5 {
         return None;
     }
+    // ...and keep accounting for it: over the last two thirds of the span too. Own faults at
+    // its start only (a heap filled, then shared by a fork: the children's copy-on-write
+    // leaves the parent's pages to it alone, a USS rise of the parent's without a fault) do
+    // not (seen when a loaded machine slowed the fill past the first reading).
+    let third = first.t + span / 3.0;
+    let late = samples.iter().min_by(|a, b| (a.t - third).abs().total_cmp(&(b.t - third).abs())).expect("non-empty");
+    if last.own_kib - late.own_kib < 0.5 * (metric.of(&last) - metric.of(late)) {
+        return None;
+    }
     let confidence = (monotonic * own_share * (span / 60.0).clamp(0.5, 1.0) * 100.0).round() / 100.0;
     Some(Trend { metric, rate_kib_s: rate, span_s: span, growth_kib: growth, monotonic, own_share, confidence })
 }
@@ -502,6 +511,24 @@ mod tests {
             })
             .collect();
         assert!(run(&s).1.is_none());
+    }
+
+    #[test]
+    fn a_parent_whose_own_faults_ended_before_its_uss_grew_is_not_flagged() {
+        // A pre-fork parent still filling its heap at the first reading (a loaded machine),
+        // then forks: its USS rises 1 MiB/s as a child's copy-on-write leaves pages to it
+        // alone, with no fault of its own (tests/cow.rs saw it flagged, cause faults).
+        let s: Vec<Sample> = (0..40)
+            .map(|i| {
+                let t = 1.0 + i as f64;
+                let own = if i == 0 { 100_000.0 } else { 131_072.0 };
+                Sample { t, uss_kib: 800.0 + 1024.0 * (t - 1.0).min(16.0), pss_kib: 32_000.0, own_kib: own }
+            })
+            .collect();
+        assert!(run(&s).1.is_none(), "{:?}", run(&s).1);
+        // The same USS growth from its own faults, after the same fill, is flagged.
+        let s: Vec<Sample> = s.iter().map(|x| Sample { own_kib: 131_072.0 + x.uss_kib, ..*x }).collect();
+        assert!(run(&s).1.is_some());
     }
 
     #[test]
