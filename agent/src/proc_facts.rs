@@ -129,11 +129,14 @@ pub fn maps(pid: u32) -> Option<MappingMap> {
 
 /// Files by (kernel `dev_t`, inode), as maps lines showed them: names a file mmap of a process
 /// gone before its own maps were read (`--syscall-hooks off` sees no open). Bounded.
-static FILE_NAMES: std::sync::Mutex<Option<HashMap<(u32, u64), std::sync::Arc<str>>>> = std::sync::Mutex::new(None);
+static FILE_NAMES: std::sync::Mutex<Option<FileNames>> = std::sync::Mutex::new(None);
+
+/// (kernel `dev_t`, inode) -> path.
+type FileNames = HashMap<(u32, u64), std::sync::Arc<str>>;
 
 /// Files a process maps and unmaps before anyone can read its maps, so that no maps line
 /// shows them: the dynamic loader's cache, mapped by every dynamically linked program.
-fn seed_file_names() -> HashMap<(u32, u64), std::sync::Arc<str>> {
+fn seed_file_names() -> FileNames {
     use std::os::linux::fs::MetadataExt;
     let mut names = HashMap::new();
     for path in ["/etc/ld.so.cache"] {

@@ -7,8 +7,10 @@
 //!
 //! `off`: no syscall tracepoint at all. New mappings come from `mmap:vm_unmapped_area`
 //! (agent-ebpf `unmapped_area.rs`: the address the kernel chose, with the asking syscall's
-//! arguments from the task's registers) and from `/proc/PID/maps`, re-read when a fault lands
-//! outside every known mapping (see `attribution/ledger_areas.rs` for what stays stale).
+//! arguments from the task's registers, and a file mmap's (dev, inode)); other VMA changes
+//! (munmap, mprotect, madvise...) from `mmap:mmap_lock_released` (`mmap_lock.rs`), which mark
+//! the map stale; /proc/PID/maps is then re-read before the next fault, and on a miss, at most
+//! once per ring poll per process (see `attribution/ledger_areas.rs`).
 use crate::kernel::loader::Hook;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -26,10 +28,10 @@ pub const LOCK_PROGRAM: &str = "mmap_lock_released";
 
 /// What `off` gives up, in the `start` record's `missing_hooks`.
 pub const OFF_LOSES: &str = "syscalls:sys_exit_* (--syscall-hooks off): mapping changes come from \
-     mmap:vm_unmapped_area and /proc/PID/maps re-reads; opens are not seen, so a process gone \
-     before its maps are read has its file mmaps (other than what exec mapped) unnamed, and an \
-     anonymous region split or trimmed by mprotect/munmap keeps its first start in its name \
-     until a fault misses";
+     mmap:vm_unmapped_area, mmap_lock:mmap_lock_released and /proc/PID/maps re-reads; opens are not \
+     seen, so a file mmap of a process gone before its maps are read is named only if a maps line \
+     showed that file (dev, inode) before, and faults made between a VMA change and the next \
+     re-read of a short-lived process may keep the name the region had";
 
 /// Whether `h` is attached in this mode: the syscall exits with `on`, vm_unmapped_area with
 /// `off`, every other hook in both.
