@@ -3,7 +3,7 @@
 //! compared in one run. Variants: bare (nothing attached), floor (do-nothing programs on exactly
 //! the agent's tracepoints: the hooks' own cost), agent (default mode). Then the syscall paths
 //! (`bench_syscall.rs`: a getppid storm, redis). Results are printed and written to
-//! BENCHMARKS.md with the machine and date (`BENCH_SYSCALL_ONLY=1`: the syscall paths alone).
+//! BENCHMARKS.md with the machine and date (`BENCH_SYSCALL_ONLY=1`: the syscall paths alone; `=storm`: the syscall storm alone).
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Output, Stdio},
