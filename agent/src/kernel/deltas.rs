@@ -9,19 +9,22 @@
 //! tracepoint sums it (under the counter's lock), then the program reserves a ring slot.
 //! - **Both added before either summed** (most races; ~700 per 128 MiB written by two threads
 //!   on this 2-CPU VM): both records say 102 where the sizes were 100 before, so the first gets
-//!   +2 and the second 0. A page-adding fault that shows 0 had its page taken by the record just
-//!   before it on that counter: the second gets one page back from the first (exact when the
-//!   first said +2: each added at least one).
+//!   +2 and the second 0. A page-adding fault whose sum equals a recent record's had its page
+//!   taken by that record: it gets one page back (exact when that record said +2: each added
+//!   at least one).
 //! - **Reserved crosswise** (a few per run): sizes 101 and 102 arrive as 102, 101 (+2, then -1).
 //!   The smaller size was the earlier sum: the second gets `101 - 100`, the first keeps the rest,
 //!   and the counter stays at 102. Exact whatever the sizes (a THP's 512 included).
+//! - **Late** (a task preempted between its sum and its slot, under load): the same, with other
+//!   faults of the counter in between; the last few page-adding faults of a counter are kept as
+//!   donors until a record of another kind ends the run.
 //!
-//! A repair is a correction record (the first record's fault, its delta negative) that the
-//! ledger applies like any other, so the first fault's mapping and stack give the page back.
-//! Totals were exact before; with the repairs the split between the threads' mappings is too
-//! (tests/thread_deltas.rs). Left as they come: a zero after a record of 512 pages or more (a
-//! THP and a 4 KiB fault: which took what is not known), and races of file pages (fault-around
-//! maps 0 to 16 pages per fault, so a zero is no sign of a lost page).
+//! A repair is a correction record (the donor's fault, its delta negative) that the ledger
+//! applies like any other, so the donor's mapping and stack give the page back. Totals were
+//! exact before; with the repairs the split between the threads' mappings is too
+//! (tests/thread_deltas.rs). Left as they come: a tie with a record of 512 pages or more (a THP
+//! and a 4 KiB fault: which took what is not known), and races of file pages (fault-around maps
+//! 0 to 16 pages per fault, so a zero is no sign of a lost page).
 use std::collections::HashMap;
 
 use agent_common::{cause, last_size_key, member, rss_flags, RssEvent};
@@ -34,9 +37,10 @@ fn correction(h: &RssEvent, delta: i64, size: i64) -> RssEvent {
 
 pub struct Deltas {
     last: HashMap<u64, i64>,
-    /// Per counter, the last page-adding fault whose delta may hold a racing fault's page (see
-    /// the module doc); dropped at the counter's next record, so it holds a few entries at most.
-    held: HashMap<u64, RssEvent>,
+    /// Per counter in a run of page-adding faults, its recent faults whose delta may hold a
+    /// racing fault's pages (see the module doc); dropped at the counter's first record of
+    /// another kind, so it holds a few entries at most.
+    held: HashMap<u64, Vec<RssEvent>>,
     page: i64,
 }
 
@@ -49,6 +53,10 @@ impl Default for Deltas {
 
 /// Pages of a THP: a zero after a delta this large is not repaired.
 const THP_PAGES: i64 = 512;
+
+/// Recent faults kept per counter as donors: a record preempted between its sum and its ring
+/// slot comes a few records late.
+const RUN_DONORS: usize = 4;
 
 /// A fault that adds pages one folio at a time (not fault-around's 0 to 16).
 fn adds_pages(e: &RssEvent) -> bool {
@@ -91,41 +99,57 @@ impl Deltas {
                 e.size
             }
         };
-        if e.cause != cause::NEW_MM && e.flags & rss_flags::UNSEEDED == 0 {
-            self.repair(key, e, fix);
+        if let (Some(top), false) = (prev, e.cause == cause::NEW_MM) {
+            self.repair(key, e, top, fix);
         }
         e.delta != 0
     }
 
-    /// The two races of the module doc, between `e` and the record held for its counter.
-    fn repair(&mut self, key: u64, e: &mut RssEvent, fix: &mut Option<RssEvent>) {
+    /// The races of the module doc: `e`, a page-adding fault whose sum is not above the size
+    /// before it (`top`), read its sum before a record that came earlier in the ring, or at the
+    /// same time; the recent record whose sum covers `e`'s (its donor) gives `e` its pages.
+    fn repair(&mut self, key: u64, e: &mut RssEvent, top: i64, fix: &mut Option<RssEvent>) {
         let page = self.page;
-        let held = if self.held.is_empty() { None } else { self.held.remove(&key) };
         let adds = adds_pages(e);
-        if let (Some(mut h), true) = (held, adds) {
-            let before = h.size - h.delta;
-            if e.delta == 0 && h.delta > page && h.delta < THP_PAGES * page {
-                // Both added before either summed: this fault's page is in the held delta.
-                e.delta = page;
-                *fix = Some(correction(&h, -page, e.size));
-                h.delta -= page;
-                if h.delta > page {
-                    self.held.insert(key, h);
+        let run = if self.held.is_empty() { None } else { self.held.get_mut(&key) };
+        let Some(run) = run else {
+            if adds && e.delta > page {
+                self.held.insert(key, vec![*e]);
+            }
+            return;
+        };
+        if !adds {
+            // A change of another kind: the run of faults is over.
+            self.held.remove(&key);
+            return;
+        }
+        if e.size <= top {
+            // The newest donor whose sum equals e's (both added before either summed: e's page
+            // is one of its delta's) or whose range holds e's (e summed first, reserved later).
+            let found = run.iter().rposition(|d| {
+                let before = d.size - d.delta;
+                (d.size == e.size && d.delta < THP_PAGES * page) || (before < e.size && e.size < d.size)
+            });
+            if let Some(i) = found {
+                let d = &mut run[i];
+                let mine = if d.size == e.size { page } else { e.size - (d.size - d.delta) };
+                *fix = Some(correction(d, -mine, top));
+                d.delta -= mine;
+                e.delta = mine;
+                e.size = top;
+                self.last.insert(key, top);
+                run.retain(|d| d.delta > page);
+                if run.is_empty() {
+                    self.held.remove(&key);
                 }
                 return;
             }
-            if e.delta < 0 && e.size > before {
-                // Reserved crosswise: this fault's sum was the earlier one.
-                let mine = e.size - before;
-                *fix = Some(correction(&h, -mine, h.size));
-                e.delta = mine;
-                e.size = h.size;
-                self.last.insert(key, h.size);
-                return;
-            }
         }
-        if adds && e.delta > page {
-            self.held.insert(key, *e);
+        if e.delta > page {
+            if run.len() == RUN_DONORS {
+                run.remove(0);
+            }
+            run.push(*e);
         }
     }
 
@@ -242,6 +266,23 @@ mod tests {
         step(&mut d, fault(member::FILE, 10, 0xa));
         assert_eq!(step(&mut d, fault(member::FILE, 12, 0xa)), (2, None));
         assert_eq!(step(&mut d, fault(member::FILE, 12, 0xb)), (0, None));
+    }
+
+    #[test]
+    fn a_record_preempted_before_its_slot_comes_late_and_still_gets_its_page() {
+        let mut d = Deltas { page: 4096, ..Default::default() };
+        step(&mut d, fault(member::ANON, 100, 0xa));
+        // A and B add, both sum 102; B is preempted before its slot, A faults once more.
+        assert_eq!(step(&mut d, fault(member::ANON, 102, 0xa)), (2, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 103, 0xa)), (1, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 102, 0xb)), (1, Some((0xa, -1))));
+        // The counter stays at 103.
+        assert_eq!(step(&mut d, fault(member::ANON, 104, 0xb)), (1, None));
+        // Late and crosswise: B summed 105 before A's 107 (A +2 from 105... B's add in it).
+        assert_eq!(step(&mut d, fault(member::ANON, 107, 0xa)), (3, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 108, 0xa)), (1, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 105, 0xb)), (1, Some((0xa, -1))));
+        assert_eq!(step(&mut d, fault(member::ANON, 109, 0xb)), (1, None));
     }
 
     #[test]
