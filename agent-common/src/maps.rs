@@ -79,6 +79,8 @@ pub mod counter {
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const WATCHED: &str = "WATCHED";
+    /// `[1]`: bumped by userspace after each insert into WATCHED (agent-ebpf `state::is_watched`).
+    pub const WATCH_GEN: &str = "WATCH_GEN";
     pub const FAULTS: &str = "FAULTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const MM_OWNER: &str = "MM_OWNER";

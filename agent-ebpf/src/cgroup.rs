@@ -16,7 +16,7 @@ use aya_ebpf::{
 
 use crate::{
     proc_event,
-    state::{count, g, WATCHED},
+    state::{count, g},
 };
 
 /// Bit L set: a watched cgroup sits at level L of the v2 hierarchy (the root is level 0). 0: no
@@ -62,7 +62,7 @@ pub extern "C" fn cold_cgroup_join(tgid: u32, tid: u32) -> u32 {
     if !found {
         return 0;
     }
-    if WATCHED.insert(tgid, 1, 0).is_err() {
+    if crate::state::watch(tgid).is_err() {
         count(counter::MAP_FULL);
         return 0;
     }

@@ -52,7 +52,7 @@ pub fn cgroup_attach(ctx: TracePointContext) -> u32 {
     let into_watched = WATCHED_CGROUPS.get_ptr(key(root as u32, id)).is_some();
     match (into_watched, is_watched(pid)) {
         (true, false) => {
-            if WATCHED.insert(pid, 1, 0).is_err() {
+            if crate::state::watch(pid).is_err() {
                 count(counter::MAP_FULL);
                 return 0;
             }

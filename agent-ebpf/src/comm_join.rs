@@ -8,10 +8,7 @@
 use agent_common::{counter, EventKind};
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::map, maps::HashMap};
 
-use crate::{
-    proc_event,
-    state::{count, WATCHED},
-};
+use crate::{proc_event, state::count};
 
 /// Watched names (the kernel's 16-byte comm, NUL-padded) -> 1. Userspace fills it.
 #[map]
@@ -31,7 +28,7 @@ pub extern "C" fn cold_comm_join(tgid: u32, tid: u32) -> u32 {
     if unsafe { WATCHED_COMMS.get(&comm) }.is_none() {
         return 0;
     }
-    if WATCHED.insert(tgid, 1, 0).is_err() {
+    if crate::state::watch(tgid).is_err() {
         count(counter::MAP_FULL);
         return 0;
     }

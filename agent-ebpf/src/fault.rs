@@ -11,7 +11,7 @@ use agent_common::{cause, counter, CowEvent, EventHeader, EventKind};
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::state::{
-    count, is_watched, pid_tgid, submit_flags, task_slot_unlogged, Raw, EVENTS, PF_ADDR, PF_ERR, TASKS,
+    count, is_watched, known_unwatched, pid_tgid, submit_flags, task_slot_unlogged, Raw, EVENTS, PF_ADDR, PF_ERR, TASKS,
 };
 
 /// `error_code` bits: the page was present (a protection fault), and the access was a write.
@@ -24,10 +24,14 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
 
 /// A user-mode fault of the current task: `addr_err` gives the faulting address and the x86
 /// `error_code` (0 from a source that has none: no copy-on-write is then reported). It is
-/// called only for a watched task, so an unwatched fault costs one or two lookups.
+/// called only for a watched task. An unwatched fault costs no lookup once its process is
+/// cached as not watched on this CPU (`state::is_watched`), two hash lookups before.
 #[inline(always)]
 pub fn user_fault(addr_err: impl FnOnce() -> Option<(u64, u64)>) -> u32 {
     let (tgid, tid) = pid_tgid();
+    if known_unwatched(tgid) {
+        return 0;
+    }
     // A task with a slot belongs to a watched process (slots are made only for those and
     // dropped at thread exit): one lookup instead of two on the hot path.
     let slot = match TASKS.get_ptr_mut(tid) {

@@ -3,7 +3,9 @@
 use agent_common::cause;
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::state::{current_syscall, is_watched, pid_tgid, syscall_invocation, task_slot, Raw, PF_ADDR, PF_ERR, TASKS};
+use crate::state::{
+    current_syscall, is_watched, known_unwatched, pid_tgid, syscall_invocation, task_slot, Raw, PF_ADDR, PF_ERR, TASKS,
+};
 
 /// Top of the x86_64 user address space.
 const USER_TOP: u64 = 0x0000_8000_0000_0000;
@@ -14,7 +16,7 @@ pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
     // Same layout as page_fault_user: the loader checked its offsets for these direct loads.
     let Some(raw) = Raw::read(&ctx) else { return 0 };
     let addr = raw.u64_at(&PF_ADDR);
-    if addr >= USER_TOP {
+    if addr >= USER_TOP || known_unwatched(tgid) {
         return 0;
     }
     // A slot exists only for watched tasks; a watched thread that never faulted in user mode

@@ -8,7 +8,7 @@ use aya_log_ebpf::error;
 
 use crate::{
     cgroup, proc_event,
-    state::{count, field, is_watched, pid_tgid, user_regs, FORK_CHILD_PID, WATCHED},
+    state::{count, field, is_watched, pid_tgid, user_regs, watch, FORK_CHILD_PID},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -27,7 +27,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if clone_flags() & CLONE_THREAD != 0 {
         return 0;
     }
-    if WATCHED.insert(child as u32, 1, 0).is_err() {
+    if watch(child as u32).is_err() {
         cold_watched_full(child as u32, tgid);
     }
     proc_event::emit(EventKind::Fork, child as u32, tid, child as u32, tgid);

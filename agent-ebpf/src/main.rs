@@ -1,6 +1,7 @@
 //! eBPF side of the agent: one program per file, shared maps and globals in `state.rs`.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod state;
 

@@ -15,9 +15,9 @@ use aya_ebpf::{
 use aya_log_ebpf::{info, warn};
 
 use crate::state::{
-    count, count_first, current_syscall, first_on_cpu, g, in_ia32_syscall, is_watched, once, pid_tgid, reserve,
-    submit_flags, syscall_invocation, Raw, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER, RSS_MM_ID, RSS_SIZE, STACKS,
-    STACKS_ON, TASKS,
+    count, count_first, current_syscall, first_on_cpu, g, in_ia32_syscall, is_watched, known_unwatched, once, pid_tgid,
+    reserve, submit_flags, syscall_invocation, Raw, LAST_SIZE, MM_OWNER, RSS_CURR, RSS_MEMBER, RSS_MM_ID, RSS_SIZE,
+    STACKS, STACKS_ON, TASKS,
 };
 
 #[tracepoint]
@@ -32,6 +32,9 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let mut flags = 0;
     let mut slot_ptr: Option<*mut TaskSlot> = None;
     let (tgid, why, addr, aux, f) = if curr == 1 {
+        if known_unwatched(cur_tgid) {
+            return 0;
+        }
         // A task with a slot belongs to a watched process: skip the watched-set lookup.
         let slot = TASKS.get_ptr_mut(tid);
         if slot.is_none() && !is_watched(cur_tgid) {
@@ -89,8 +92,10 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     } else {
         // In a fork or exec, a watched task changes an mm that is not its own: the one it is
         // building (the child's copy, the new image). Its id may be an old mm's (same address):
-        // reset what we knew under it at its first change.
-        if let Some(slot) = TASKS.get_ptr_mut(tid) {
+        // reset what we knew under it at its first change. (A process known not watched has
+        // no slot: no lookup.)
+        let slot = if known_unwatched(cur_tgid) { None } else { TASKS.get_ptr_mut(tid) };
+        if let Some(slot) = slot {
             let slot = unsafe { &mut *slot };
             let nr = current_syscall() as u64;
             let (forking, execing) = if in_ia32_syscall() {

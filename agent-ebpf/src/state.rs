@@ -15,7 +15,7 @@ use agent_common::{counter, TaskSlot};
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::TracePointContext,
 };
 use aya_log_ebpf::{error, warn};
@@ -175,9 +175,82 @@ pub fn pid_tgid() -> (u32, u32) {
     ((v >> 32) as u32, v as u32)
 }
 
+/// Whether process `tgid` is watched. A miss is cached per CPU ([`UNWATCHED`]) until the next
+/// insert into WATCHED: most faults and rss changes on a host are unwatched processes', and a
+/// hash lookup (a call, and its own calls, each paying the return thunk here) is most of what
+/// they cost.
 #[inline(always)]
 pub fn is_watched(tgid: u32) -> bool {
-    WATCHED.get_ptr(tgid).is_some()
+    let gen = watch_gen();
+    if cached_unwatched(tgid, gen) {
+        return false;
+    }
+    if WATCHED.get_ptr(tgid).is_some() {
+        return true;
+    }
+    if let Some(e) = UNWATCHED.get_ptr_mut(tgid & (UNWATCHED_WAYS - 1)) {
+        unsafe { *e = Unwatched { tgid, _pad: 0, gen } };
+    }
+    false
+}
+
+/// Add `tgid` to WATCHED, then bump the generation that voids every cached "not watched".
+/// Every insert into WATCHED goes through here (userspace's bump their own generation).
+#[inline(always)]
+pub fn watch(tgid: u32) -> Result<(), i64> {
+    WATCHED.insert(tgid, 1, 0)?;
+    if let Some(p) = WATCH_GEN.get_ptr_mut(0) {
+        // Atomic: programs on several CPUs may insert at once, and a lost bump could leave a
+        // stale "not watched" valid.
+        // (core's atomics have no read-modify-write for this target: BPF_ATOMIC | BPF_ADD by hand.)
+        unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {one}", p = in(reg) p, one = in(reg) 1u64) };
+    }
+    Ok(())
+}
+
+/// Watch-set generations: `[0]` bumped by the programs after each insert into WATCHED ([`watch`]),
+/// `[1]` by userspace after each of its own (a single writer, so it can write, not add). A
+/// cached "not watched" holds while both are as they were when WATCHED was looked up.
+#[map]
+pub static WATCH_GEN: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Both generations in one value (each is monotonic, so the pair never repeats).
+#[inline(always)]
+fn watch_gen() -> u64 {
+    let read = |i| WATCH_GEN.get_ptr(i).map_or(u64::MAX, |p| unsafe { core::ptr::read_volatile(p) });
+    read(0) ^ read(1).rotate_left(32)
+}
+
+/// A process found not watched on this CPU, and the watch-set generation it was looked up in.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Unwatched {
+    tgid: u32,
+    _pad: u32,
+    gen: u64,
+}
+
+const UNWATCHED_WAYS: u32 = 256;
+
+/// Per CPU, direct-mapped by tgid: processes found not in WATCHED (see [`is_watched`]). Per-CPU
+/// array lookups are inlined by the verifier: no call.
+#[map]
+static UNWATCHED: PerCpuArray<Unwatched> = PerCpuArray::with_max_entries(UNWATCHED_WAYS, 0);
+
+/// `tgid` was found not watched on this CPU and WATCHED has had no insert since: it is not
+/// watched, and none of its threads has a slot (slots are made for watched processes only, and
+/// dropped when they leave). The hot programs test this before their TASKS lookup.
+#[inline(always)]
+pub fn known_unwatched(tgid: u32) -> bool {
+    cached_unwatched(tgid, watch_gen())
+}
+
+#[inline(always)]
+fn cached_unwatched(tgid: u32, gen: u64) -> bool {
+    match UNWATCHED.get_ptr(tgid & (UNWATCHED_WAYS - 1)) {
+        Some(e) => unsafe { (*e).tgid == tgid && (*e).gen == gen },
+        None => false,
+    }
 }
 
 /// The slot of `tid`, created idle if missing. None only when the map is full (counted, and

@@ -4,12 +4,15 @@ use std::collections::HashMap as StdHashMap;
 
 use agent_common::{counter, last_size_key, names, RssEvent, TaskSlot};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
 
 pub struct BpfMaps {
     watched: HashMap<MapData, u32, u32>,
+    /// Userspace's watch-set generation (`WATCH_GEN[1]`), bumped after each insert into
+    /// `watched`: the programs' cached "not watched" answers from before it no longer hold.
+    watch_gen: (Array<MapData, u64>, u64),
     faults: PerCpuHashMap<MapData, u32, u64>,
     counters: PerCpuArray<MapData, u64>,
     mm_owner: HashMap<MapData, u32, u32>,
@@ -34,6 +37,7 @@ impl BpfMaps {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<BpfMaps> {
         Ok(BpfMaps {
             watched: take(ebpf, names::WATCHED)?,
+            watch_gen: (take(ebpf, names::WATCH_GEN)?, 0),
             faults: take(ebpf, names::FAULTS)?,
             counters: take(ebpf, names::COUNTERS)?,
             mm_owner: take(ebpf, names::MM_OWNER)?,
@@ -51,6 +55,13 @@ impl BpfMaps {
 
     pub fn watch(&mut self, pid: u32) -> anyhow::Result<()> {
         self.watched.insert(pid, 1, 0)?;
+        let (map, gen) = &mut self.watch_gen;
+        if let Err(e) = map.set(1, *gen + 1, 0) {
+            // Not watched after all: a cached "not watched" could hide it.
+            let _ = self.watched.remove(&pid);
+            return Err(e.into());
+        }
+        *gen += 1;
         Ok(())
     }
 
