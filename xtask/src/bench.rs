@@ -3,7 +3,8 @@
 //! compared in one run. Variants: bare (nothing attached), floor (do-nothing programs on exactly
 //! the agent's tracepoints: the hooks' own cost), agent (default mode). Then the syscall paths
 //! (`bench_syscall.rs`: a getppid storm, redis). Results are printed and written to
-//! BENCHMARKS.md with the machine and date (`BENCH_SYSCALL_ONLY=1`: the syscall paths alone; `=storm`: the syscall storm alone).
+//! BENCHMARKS.md with the machine and date (`BENCH_SYSCALL_ONLY=1`: the syscall paths alone; `=storm`: the syscall storm alone;
+//! `cargo xtask bench ebpf-ns`: the eBPF time per fault alone).
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Output, Stdio},
@@ -76,23 +77,77 @@ pub(crate) fn under_agent(extra: &[&str]) -> Result<(Output, StormReport)> {
     Ok((out, report.read()?))
 }
 
+/// The programs' total run time in a `--bpf-stats` list (the floor's, or a summary's
+/// `agent.programs`).
+fn total_run_ns(v: &serde_json::Value) -> f64 {
+    v.as_array().map_or(0.0, |a| a.iter().filter_map(|p| p["run_ns"].as_f64()).sum())
+}
+
 /// Nanoseconds of eBPF program time per storm fault, from the kernel's run statistics: the
-/// floor's noop and the agent's programs (all of them, on every hook), one storm each. Steadier
-/// than wall time on a noisy VM, and the part of the cost the agent's code decides.
-fn program_ns_per_fault() -> Result<Vec<(&'static str, f64)>> {
-    let total = |v: &serde_json::Value| -> f64 {
-        v.as_array().map_or(0.0, |a| a.iter().filter_map(|p| p["run_ns"].as_f64()).sum())
-    };
-    let (storm, stats) = under_floor(true)?;
-    let mut out = vec![("floor", total(&stats.unwrap_or_default()["programs"]) / storm.faults as f64)];
-    for (name, extra) in [("agent", &["--bpf-stats"][..]), ("agent --stacks", &["--bpf-stats", "--stacks"][..])] {
-        let (run, storm) = under_agent(extra)?;
-        let stdout = String::from_utf8_lossy(&run.stdout);
-        let summary: serde_json::Value =
-            serde_json::from_str(stdout.lines().last().context("no summary")?).context("summary JSON")?;
-        out.push((name, total(&summary["agent"]["programs"]) / storm.faults as f64));
+/// floor's noop, the agent's programs (all of them, on every hook) watching the storm, with
+/// `--stacks`, and watching another process while the storm runs unwatched (what every other
+/// process of the host pays per fault). One storm each per round, alternated; per variant, the
+/// runs. Steadier than wall time on a noisy VM, and the part of the cost the agent's code decides.
+fn program_ns_per_fault(rounds: usize) -> Result<Vec<(&'static str, Vec<f64>)>> {
+    let mut out: Vec<(&'static str, Vec<f64>)> =
+        ["floor", "agent", "agent --stacks", "agent, storm unwatched"].iter().map(|n| (*n, vec![])).collect();
+    for round in 0..rounds {
+        let (storm, stats) = under_floor(true)?;
+        out[0].1.push(total_run_ns(&stats.unwrap_or_default()["programs"]) / storm.faults as f64);
+        for (i, extra) in [(1, &["--bpf-stats"][..]), (2, &["--bpf-stats", "--stacks"][..])] {
+            let (run, storm) = under_agent(extra)?;
+            let stdout = String::from_utf8_lossy(&run.stdout);
+            let summary: serde_json::Value =
+                serde_json::from_str(stdout.lines().last().context("no summary")?).context("summary JSON")?;
+            out[i].1.push(total_run_ns(&summary["agent"]["programs"]) / storm.faults as f64);
+        }
+        out[3].1.push(ns_per_unwatched_fault()?);
+        let now: Vec<String> = out.iter().map(|(n, v)| format!("{n} {:.0}", v[round])).collect();
+        eprintln!("bench: round {} ebpf ns per fault: {}", round + 1, now.join(", "));
     }
     Ok(out)
+}
+
+/// One storm run bare while `agent watch --bpf-stats` watches a shell waiting on its stdin:
+/// the agent's programs' time per fault of a process they do not watch.
+fn ns_per_unwatched_fault() -> Result<f64> {
+    let mut agent = Command::new(agent())
+        .args(["watch", "--format", "json", "--bpf-stats", "--", "sh", "-c", "read _; exit 0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running agent watch")?;
+    let mut lines = BufReader::new(agent.stdout.take().unwrap()).lines();
+    // Its programs are attached once it says `start`.
+    loop {
+        let line = lines.next().context("the agent exited before its start record")??;
+        if line.contains("\"type\":\"start\"") {
+            break;
+        }
+    }
+    let storm = storm();
+    // End of input: the shell exits, and the agent with it, printing its summary last.
+    drop(agent.stdin.take());
+    let last = lines.map_while(Result::ok).last().context("the agent printed no summary")?;
+    agent.wait()?;
+    let summary: serde_json::Value = serde_json::from_str(&last).context("summary JSON")?;
+    Ok(total_run_ns(&summary["agent"]["programs"]) / storm?.faults as f64)
+}
+
+/// The per-fault table (median and range of each variant, and its median over the floor's) and
+/// the floor's median.
+fn ns_table(per_fault: &[(&str, Vec<f64>)], rounds: usize) -> (String, f64) {
+    let floor_ns = median(&per_fault[0].1);
+    let mut table = format!(
+        "\neBPF program time per storm fault (kernel BPF run statistics, all hooks; median and range of \
+         {rounds} alternated storms each):\n\n| variant | ns per fault | range | vs floor |\n|---|---|---|---|\n"
+    );
+    for (name, v) in per_fault {
+        let (lo, hi) = v.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        table += &format!("| {name} | {:.0} | {lo:.0}-{hi:.0} | {:.2} |\n", median(v), median(v) / floor_ns);
+    }
+    (table, floor_ns)
 }
 
 fn run_bare() -> Result<f64> {
@@ -129,6 +184,18 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// `cargo xtask bench ebpf-ns`: the eBPF time per fault alone (printed, BENCHMARKS.md left as
+/// it is).
+pub fn run_ns_only() -> Result<()> {
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let per_fault = program_ns_per_fault(rounds)?;
+    let (table, floor_ns) = ns_table(&per_fault, rounds);
+    println!("{table}");
+    println!("ebpf ns per unwatched fault agent/floor: {:.2}", median(&per_fault[3].1) / floor_ns);
+    println!("ebpf ns per fault agent/floor: {:.2}", median(&per_fault[1].1) / floor_ns);
+    Ok(())
 }
 
 pub fn run() -> Result<()> {
@@ -196,19 +263,15 @@ pub fn run() -> Result<()> {
         })
         .collect();
     table += &format!("\nRange of the runs (this VM's noise): {}.\n", spread.join(", "));
-    let per_fault = program_ns_per_fault()?;
-    let floor_ns = per_fault[0].1;
-    table += "\neBPF program time per storm fault (kernel BPF run statistics, one storm each, all hooks):\n\n\
-              | variant | ns per fault | vs floor |\n|---|---|---|\n";
-    for (name, ns) in &per_fault {
-        table += &format!("| {name} | {ns:.0} | {:.2} |\n", ns / floor_ns);
-    }
-    let bare_ns = bare / 524_288.0 * 1e9;
+    let per_fault = program_ns_per_fault(rounds)?;
+    let (ns, floor_ns) = ns_table(&per_fault, rounds);
+    table += &ns;
+    let (agent_ns, bare_ns) = (median(&per_fault[1].1), bare / 524_288.0 * 1e9);
     table += &format!(
         "\nThe agent's programs add {:.0} ns per fault over the floor's, against {bare_ns:.0} ns of bare fault \
          loop per fault ({:.1}%).\n",
-        per_fault[1].1 - floor_ns,
-        (per_fault[1].1 - floor_ns) / bare_ns * 100.0
+        agent_ns - floor_ns,
+        (agent_ns - floor_ns) / bare_ns * 100.0
     );
     let mut rest = String::new();
     if std::env::var("BENCH_STORM_ONLY").is_err() {
@@ -277,7 +340,7 @@ pub fn run() -> Result<()> {
             sys.median(bench_syscall::NOSYS) / sys.median("bare")
         ),
         format!("redis agent/bare rps: {:.2}", redis.median("agent") / redis.median("bare")),
-        format!("ebpf ns per fault agent/floor: {:.2}", per_fault[1].1 / floor_ns),
+        format!("ebpf ns per fault agent/floor: {:.2}", agent_ns / floor_ns),
         format!("fault-storm agent/floor: {:.2}", med("agent") / floor),
     ];
     println!("{table}{rest}\n{}", line.join("\n"));

@@ -39,7 +39,7 @@ enum Cmd {
     },
     /// The fault-storm benchmark: bare vs floor (noop programs) vs agent; writes BENCHMARKS.md.
     Bench {
-        /// Run one part alone and print it: `seed-scale`, `fault-source`.
+        /// Run one part alone and print it: `seed-scale`, `fault-source`, `ebpf-ns`.
         part: Option<String>,
     },
     /// The release agent, its completions and man pages, the systemd unit and the Prometheus
@@ -138,7 +138,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 None => bench::run(),
                 Some("seed-scale") => bench_seed::run_alone(),
                 Some("fault-source") => bench_perf::run().map(|s| println!("{s}")),
-                Some(p) => bail!("no bench part {p}: the ones that run alone are seed-scale and fault-source"),
+                Some("ebpf-ns") => bench::run_ns_only(),
+                Some(p) => bail!("no bench part {p}: the ones that run alone are seed-scale, fault-source and ebpf-ns"),
             }
         }
         Cmd::Dist => dist::dist().map(drop),
