@@ -48,7 +48,11 @@ pub enum BackingWorkload {
     /// `wl-leak-huge`, 2 MiB pages, 20 at most: reserve them), `sysv-leaker` (shmget key 0x5a5a0000 + pid low bits),
     /// `thp-leaker` (MAP_SHARED|MAP_ANONYMOUS with MADV_HUGEPAGE), `file-leaker` (a file under
     /// --dir, MAP_SHARED, written), `memfd-leaker` (memfd `wl-leak-memfd`); and `steady`, which
-    /// fills a memfd once and holds it. --only names the leakers to run (default: all).
+    /// fills a memfd once and holds it. --only names the leakers to run (default: all). With
+    /// --report FILE, thp-leaker writes there, before it exits, what the kernel gave it (the
+    /// test's known answer: 2 MiB pages depend on free memory): `steps=S huge=H small_faults=F
+    /// pmd_kib=P rss_kib=R`, its 2 MiB steps, how many got a 2 MiB page (one fault), the minor
+    /// faults (getrusage) of the others, and its mapping's ShmemPmdMapped and Rss (smaps).
     Backings {
         #[arg(long, default_value_t = 30.0)]
         duration: f64,
@@ -58,6 +62,8 @@ pub enum BackingWorkload {
         dir: std::path::PathBuf,
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
 }
 
@@ -111,14 +117,14 @@ pub fn run(b: BackingWorkload) -> i32 {
             }
             eprintln!("wl-zeroread: {:.3} s ({sum})", t.elapsed().as_secs_f64());
         }
-        BackingWorkload::Backings { duration, kib_s, dir, only } => {
-            leakers(Duration::from_secs_f64(duration), kib_s, &dir, &only)
+        BackingWorkload::Backings { duration, kib_s, dir, only, report } => {
+            leakers(Duration::from_secs_f64(duration), kib_s, &dir, &only, report)
         }
     }
     0
 }
 
-fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String]) {
+fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String], report: Option<std::path::PathBuf>) {
     let start = Instant::now();
     let step = kib_s * 1024 / 8;
     let max = 1024 * MIB;
@@ -159,7 +165,36 @@ fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String]
             let p = ((p as usize + 2 * MIB - 1) & !(2 * MIB - 1)) as *mut u8;
             // SAFETY: advising our own mapping.
             unsafe { libc::madvise(p.cast(), max, libc::MADV_HUGEPAGE) };
-            grow(p, max, 2 * MIB, per)
+            // grow's steps, with the minor faults each one's writes took (the kernel's count): a
+            // step that got a 2 MiB page took one in the mapping (any other is the child's own
+            // first write to a stack page), one that fell back to 4 KiB pages took 512.
+            let write = |from: usize, to: usize| {
+                let before = minor_faults();
+                for off in (from..to).step_by(page_size()) {
+                    // SAFETY: inside the mapping (checked against `max`).
+                    unsafe { std::ptr::write_volatile(p.add(off), 1) };
+                }
+                minor_faults() - before
+            };
+            write(0, 0); // its stack pages, written once before the count
+            let (mut steps, mut huge, mut small_faults) = (0, 0, 0);
+            while start.elapsed() < total && (steps + 1) * 2 * MIB <= max {
+                match write(steps * 2 * MIB, (steps + 1) * 2 * MIB) {
+                    f if f < 512 => huge += 1,
+                    f => small_faults += f,
+                }
+                steps += 1;
+                if let Some(w) = (per * steps as u32).checked_sub(start.elapsed()) {
+                    std::thread::sleep(w);
+                }
+            }
+            std::thread::sleep(total.saturating_sub(start.elapsed()));
+            if let Some(path) = report {
+                let (pmd, rss) = smaps_of(p as usize, &["ShmemPmdMapped:", "Rss:"]);
+                let line =
+                    format!("steps={steps} huge={huge} small_faults={small_faults} pmd_kib={pmd} rss_kib={rss}\n");
+                std::fs::write(&path, line).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
         }));
     }
     if want("file-leaker") {
@@ -195,6 +230,37 @@ fn leakers(total: Duration, kib_s: usize, dir: &std::path::Path, only: &[String]
     for p in CLEANUP.lock().unwrap().drain(..) {
         let _ = std::fs::remove_file(p);
     }
+}
+
+/// This process's minor faults so far (the kernel's count).
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage into a zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_minflt
+}
+
+/// The KiB of two `fields` of the /proc/self/smaps entry of the mapping holding `addr`.
+fn smaps_of(addr: usize, fields: &[&str; 2]) -> (u64, u64) {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+    let mut inside = false;
+    let mut got = [0u64; 2];
+    for l in smaps.lines() {
+        // A mapping's header starts `start-end `, in hex; its fields follow it.
+        let range = l.split_once(' ').and_then(|(r, _)| r.split_once('-'));
+        let hex = |h: &str| usize::from_str_radix(h, 16).ok();
+        if let Some((a, b)) = range.and_then(|(a, b)| Some((hex(a)?, hex(b)?))) {
+            inside = (a..b).contains(&addr);
+        } else if inside {
+            for (i, f) in fields.iter().enumerate() {
+                if let Some(v) = l.strip_prefix(f) {
+                    got[i] = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                }
+            }
+        }
+    }
+    (got[0], got[1])
 }
 
 static CLEANUP: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());

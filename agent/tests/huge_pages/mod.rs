@@ -43,6 +43,16 @@ impl Setting {
     }
 }
 
+/// Ask the kernel to compact all memory now (`/proc/sys/vm/compact_memory`): free 2 MiB blocks
+/// for transparent huge pages, which a fault gets only if one is free (or compaction finds one)
+/// at that moment. Returns how long it took.
+pub fn compact_memory() -> std::time::Duration {
+    let t = std::time::Instant::now();
+    std::fs::write("/proc/sys/vm/compact_memory", "1")
+        .unwrap_or_else(|e| panic!("write /proc/sys/vm/compact_memory: {e}"));
+    t.elapsed()
+}
+
 impl Drop for Setting {
     fn drop(&mut self) {
         if let Err(e) = std::fs::write(&self.path, self.old.trim()) {
