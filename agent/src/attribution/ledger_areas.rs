@@ -20,46 +20,66 @@
 //! re-read).
 use agent_common::{nr, AreaEvent, SyscallEvent};
 
-use super::{proc_entry, Ledger};
+use super::{proc_entry, Ledger, MappingId};
 
 const PROT_MASK: u64 = 0x7;
 const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_SHARED_TYPE: u64 = 0x03;
 const MREMAP_FIXED: u64 = 2;
 const MREMAP_DONTUNMAP: u64 = 4;
 
 impl Ledger {
     pub fn on_area(&mut self, e: &AreaEvent) {
+        let (page, poll_end) = (self.page_size as u64, self.batch_at.1);
+        let facts = self.facts.as_ref();
+        let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
+        // Re-read while this poll is fed: the read is newer than every record of the poll, so
+        // what this one changed it shows already (and, for a change made and undone since, what
+        // it became). Applied over it, an older change would take the map back in time.
+        let read = poll_end != 0 && p.maps_read_poll == poll_end;
         if e.len == 0 {
             // VMAs changed with no area (agent-ebpf mmap_lock.rs): re-read before the next fault.
-            proc_entry(&mut self.procs, self.facts.as_ref(), e.hdr.tgid).maps_stale = true;
+            p.maps_stale |= !read;
             return;
         }
-        let page = self.page_size as u64;
         let round = |len: u64| len.div_ceil(page) * page;
         let a = e.args;
-        let start = match e.nr {
-            nr::MMAP if a[2] & PROT_MASK != 0 => mmap_start(e, round(a[1])),
-            nr::MREMAP if e.len == round(a[2]) && a[3] & (MREMAP_FIXED | MREMAP_DONTUNMAP) == 0 => Some(e.addr),
+        let learned = match e.nr {
+            nr::MMAP if a[2] & PROT_MASK != 0 => mmap_start(e, round(a[1])).map(|s| (s, s + round(a[1]))),
+            nr::MREMAP if e.len == round(a[2]) && a[3] & (MREMAP_FIXED | MREMAP_DONTUNMAP) == 0 => {
+                Some((e.addr, e.addr + e.len))
+            }
             _ => None,
         };
-        if let Some(start) = start {
-            if e.nr == nr::MMAP && a[3] & MAP_ANONYMOUS == 0 {
-                // No open is seen: the fd is named from a maps line that showed the same file
-                // (used when this process is gone before its own maps are read).
-                let facts = self.facts.as_ref();
-                let name = (e.ino != 0).then(|| facts.file_name(e.dev, e.ino)).flatten();
-                let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
-                match name {
-                    Some(n) => p.fds.insert(a[4] as i32, n),
-                    None => p.fds.remove(&(a[4] as i32)),
-                };
+        let Some((start, end)) = learned else {
+            if !read {
+                p.maps.unmap(e.addr, e.addr.saturating_add(e.len));
             }
-            let hdr = e.hdr;
-            self.on_syscall(&SyscallEvent { hdr, nr: e.nr, args: a, ret: start as i64 });
+            return;
+        };
+        // After the read, an older mapping is learned only where the read shows nothing (it was
+        // gone by then: this poll's faults into it are still named); a move never.
+        if read && (e.nr == nr::MREMAP || p.maps.overlaps(start, end)) {
             return;
         }
-        let p = proc_entry(&mut self.procs, self.facts.as_ref(), e.hdr.tgid);
-        p.maps.unmap(e.addr, e.addr.saturating_add(e.len));
+        if e.nr == nr::MMAP && a[3] & MAP_ANONYMOUS == 0 {
+            // No open is seen: the fd is named from a maps line that showed the same file
+            // (used when this process is gone before its own maps are read).
+            match (e.ino != 0).then(|| facts.file_name(e.dev, e.ino)).flatten() {
+                Some(n) => p.fds.insert(a[4] as i32, n),
+                None => p.fds.remove(&(a[4] as i32)),
+            };
+            // Its name from /proc/PID/maps, read now (once per poll), else from the fd.
+            if !read && p.reread_maps(facts, poll_end) && p.maps.lookup(start).is_some() {
+                return;
+            }
+            let shared = matches!(a[3] & MAP_SHARED_TYPE, 0x01 | 0x03);
+            let name = p.fds.get(&(a[4] as i32)).cloned().unwrap_or_else(|| "[file]".into());
+            p.maps.map_file(start, end, MappingId { name, shared }, (a[2] & PROT_MASK) as u8, a[5]);
+            return;
+        }
+        let hdr = e.hdr;
+        self.on_syscall(&SyscallEvent { hdr, nr: e.nr, args: a, ret: start as i64 });
     }
 }
 
@@ -185,6 +205,37 @@ mod tests {
         // A later poll's fault may be in a mapping made since: read again.
         l.set_poll((30, 40));
         assert_eq!(fault_at(&mut l, 0x50_2000, 3 * PAGE), "[unmapped]");
+        assert_eq!(*facts.asked.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_change_fed_after_a_reread_of_its_poll_does_not_take_the_map_back() {
+        // wl-threadmaps: one mmap of two 64 MiB areas with guard pages, mprotected, then two
+        // threads fault. All in one poll, whose feed re-read the map (a stale mark) before these
+        // records: the read already shows the pieces; the mmap applied over it made them one
+        // region again, and the marks after it could not re-read in that poll.
+        let facts = FakeProc::default();
+        let mut l = ledger(&facts);
+        let mut now = MappingMap::default();
+        now.map(0x10_0000, 0x20_0000, id("anon@0x100000"), true);
+        now.map_prot(0x40_0000, 0x40_1000, id("anon@0x400000"), true, 0);
+        now.map_prot(0x40_1000, 0x50_0000, id("anon@0x401000"), true, 3);
+        facts.maps.lock().unwrap().insert(PID, now);
+        l.set_poll((10, 20));
+        l.on_area(&area(nr::MPROTECT, [0x10_0000, 0x1000, 1, 0, 0, 0], 0, 0));
+        assert_eq!(fault_at(&mut l, 0x10_0000, PAGE), "anon@0x100000");
+        assert_eq!(*facts.asked.lock().unwrap(), 1, "the stale mark's re-read");
+        l.on_area(&area(nr::MMAP, [0, 0x10_0000, 3, MAP_PRIVATE_ANON, u64::MAX, 0], 0x40_0000, 0x10_0000));
+        l.on_area(&area(nr::MPROTECT, [0x40_0000, 0x1000, 0, 0, 0, 0], 0, 0));
+        assert_eq!(fault_at(&mut l, 0x40_2000, 2 * PAGE), "anon@0x401000");
+        // An older mapping the read does not show (unmapped by then) is still learned.
+        l.on_area(&area(nr::MMAP, [0, 0x2000, 3, MAP_PRIVATE_ANON, u64::MAX, 0], 0x70_0000, 0x2000));
+        assert_eq!(fault_at(&mut l, 0x70_1000, 3 * PAGE), "anon@0x700000");
+        assert_eq!(*facts.asked.lock().unwrap(), 1, "one re-read in the poll");
+        // The next poll's marks are newer than that read: re-read.
+        l.set_poll((30, 40));
+        l.on_area(&area(nr::MUNMAP, [0x70_0000, 0x2000, 0, 0, 0, 0], 0, 0));
+        assert_eq!(fault_at(&mut l, 0x40_3000, 4 * PAGE), "anon@0x401000");
         assert_eq!(*facts.asked.lock().unwrap(), 2);
     }
 

@@ -29,9 +29,9 @@ impl Ledger {
     /// A write fault on a present page (at its entry).
     pub fn on_cow(&mut self, e: &CowEvent) {
         let page_mask = !(self.page_size as u64 - 1);
-        let facts = self.facts.as_ref();
+        let (facts, poll_end) = (self.facts.as_ref(), self.batch_at.1);
         let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
-        let id = p.mapping_of(e.addr, facts);
+        let id = p.mapping_at(e.addr, poll_end, facts);
         if id.shared {
             return;
         }

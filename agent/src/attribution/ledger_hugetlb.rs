@@ -56,7 +56,7 @@ const AUDIT_EVERY: u32 = 30;
 
 impl Ledger {
     pub fn on_hugetlb(&mut self, e: &HugetlbEvent) {
-        let facts = self.facts.as_ref();
+        let (facts, poll_end) = (self.facts.as_ref(), self.batch_at.1);
         let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
         p.hugetlb.still = 0;
         if e.pages < p.hugetlb.accounted {
@@ -68,7 +68,7 @@ impl Ledger {
         let pages = e.pages - p.hugetlb.accounted;
         p.hugetlb.accounted = e.pages;
         if pages > 0 {
-            let id = p.mapping_of(e.addr, facts);
+            let id = p.mapping_at(e.addr, poll_end, facts);
             credit(p, id, pages);
         }
     }

@@ -117,6 +117,11 @@ impl MappingMap {
         self.regions.iter().filter(|(_, r)| &r.id == id).map(|(&s, r)| (s, r.end)).collect()
     }
 
+    /// Something is mapped somewhere in [start, end).
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.regions.range(..end).next_back().is_some_and(|(_, r)| r.end > start)
+    }
+
     pub fn lookup(&self, addr: u64) -> Option<&MappingId> {
         let (_, r) = self.regions.range(..=addr).next_back()?;
         (addr < r.end).then_some(&r.id)

@@ -276,6 +276,27 @@ impl Proc {
         self.mapping_at(addr, 0, facts)
     }
 
+    /// Re-read /proc/PID/maps for a fault while the records of the ring poll that ended at
+    /// `poll_end` are fed (0: unknown). The read is newer than every record of that poll, those
+    /// still to be fed too: it clears the stale mark, and `ledger_areas.rs` applies none of the
+    /// poll's later mapping changes over it. A stale map's read keeps the names of regions the
+    /// kernel grew by merging, and the map before it names what was gone by then.
+    pub(super) fn reread_maps(&mut self, facts: &dyn ProcSource, poll_end: u64) -> bool {
+        let before = self.maps_stale.then(|| self.maps.clone());
+        if !self.reload_maps(facts) {
+            return false;
+        }
+        if let Some(before) = before {
+            self.maps.keep_merged_names(&before);
+            self.maps_before = Some(before);
+        }
+        self.maps_stale = false;
+        if poll_end != 0 {
+            self.maps_read_poll = poll_end;
+        }
+        true
+    }
+
     /// The mapping of a fault at `addr` whose record came from the ring poll that ended at
     /// `poll_end` (0: unknown). A miss re-reads /proc/PID/maps, unless it was re-read already
     /// while this poll's records were fed: that read came after every fault of the poll, so
@@ -285,17 +306,12 @@ impl Proc {
     pub(super) fn mapping_at(&mut self, addr: u64, poll_end: u64, facts: &dyn ProcSource) -> MappingId {
         let fresh = |p: &Proc| poll_end == 0 || p.maps_read_poll != poll_end;
         if self.maps_stale && fresh(self) {
-            let before = self.maps.clone();
-            if self.reload_maps(facts) {
-                self.maps.keep_merged_names(&before);
-                (self.maps_read_poll, self.maps_stale, self.maps_before) = (poll_end, false, Some(before));
-            }
+            self.reread_maps(facts, poll_end);
         }
         if let Some(id) = self.maps.lookup(addr) {
             return id.clone();
         }
-        if fresh(self) && self.reload_maps(facts) {
-            self.maps_read_poll = poll_end;
+        if fresh(self) && self.reread_maps(facts, poll_end) {
             if let Some(id) = self.maps.lookup(addr) {
                 return id.clone();
             }
