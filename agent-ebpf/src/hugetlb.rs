@@ -7,14 +7,15 @@
 //! fault that mapped the page is known at the next one, and its address is still in the slot.
 //! A fault that adds an rss page (the fault storm's every fault) clears `quiet` in `rss.rs`, so
 //! those pay one test and branch. The quiet ones that are not hugetlb (a read of the zero page,
-//! a fault another thread already served) pay the two kernel reads and a lookup.
+//! a fault another thread already served) pay the two kernel reads, and a lookup once some
+//! watched process has had hugetlb pages (`HUGETLB_ANY`).
 //!
 //! A global function: the verifier checks it once, and the fault program's image stays small.
 use agent_common::{counter, EventHeader, EventKind, HugetlbEvent};
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::map,
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
 };
 
 use crate::{
@@ -33,6 +34,12 @@ pub struct Seen {
     mm: usize,
     pages: i64,
 }
+
+/// 1 once a fault of a watched process has read a nonzero `hugetlb_usage` (never reset). Until
+/// then no HUGETLB_SEEN entry holds a nonzero count, so a quiet fault that reads 0 (a read of the
+/// zero page, on a host that maps no hugetlb pages) has nothing to send and skips the lookup.
+#[map]
+static HUGETLB_ANY: Array<u32> = Array::with_max_entries(1, 0);
 
 /// tgid -> the last counter seen in its faults. Keyed by tgid, held with its mm: after an
 /// exec (a new mm) the old value does not count; `exit.rs` drops the entry when the group
@@ -54,6 +61,13 @@ pub extern "C" fn hugetlb_after_quiet_fault(tgid: u32, tid: u32, addr: u64) -> u
         return 0;
     }
     let Ok(pages) = (unsafe { bpf_probe_read_kernel((mm + off) as *const i64) }) else { return 0 };
+    let any = HUGETLB_ANY.get_ptr_mut(0);
+    match any {
+        // Set before any nonzero count is stored below.
+        Some(any) if pages != 0 => unsafe { *any = 1 },
+        Some(any) if unsafe { *any } == 0 => return 0,
+        _ => {}
+    }
     let delta = match HUGETLB_SEEN.get_ptr_mut(&tgid) {
         Some(seen) if unsafe { (*seen).mm } == mm => unsafe {
             if (*seen).pages == pages {
