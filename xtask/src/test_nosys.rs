@@ -7,10 +7,12 @@ use anyhow::Result;
 use crate::{cargo, status};
 
 /// The test binaries (agent/tests/NAME.rs) whose answers depend on where mapping changes come
-/// from (about 40 s here): names (a short-lived process's file mmaps, mprotect splits),
+/// from (about 42 s here): names (a short-lived process's file mmaps, mprotect splits),
 /// sys_exit (file, MAP_POPULATE, read()), the mapping of every fault (rss, fork, attach_pid,
-/// boundary, stacks), the syscall causes.
-const TESTS: &[&str] = &["names", "sys_exit", "rss", "fork", "attach_pid", "boundary", "stacks", "syscall_cause"];
+/// boundary, stacks), the syscall causes, and thread_deltas (an mmap, mprotects and two
+/// threads' faults fed after a re-read of the same ring poll).
+const TESTS: &[&str] =
+    &["names", "sys_exit", "rss", "fork", "attach_pid", "boundary", "stacks", "syscall_cause", "thread_deltas"];
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut c = cargo();

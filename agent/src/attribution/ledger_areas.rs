@@ -15,6 +15,10 @@
 //!   write inside munmap, mprotect, an in-place mremap, madvise, mlock, a MAP_FIXED or hinted
 //!   mmap...) marks the map stale: it is re-read before the next fault is named, at most once
 //!   per ring poll (a read made while a poll's records are fed comes after all of them).
+//! - So the poll's events fed after its read are older than the read: a stale mark is dropped,
+//!   and an area is applied to the map as it was before the read (what the syscall exits would
+//!   have made of it), whose names the read's anonymous regions take when they cover its own;
+//!   the read gains the area only where it shows nothing (gone by then).
 //!
 //! A brk that grows the heap sends nothing: the first fault past the old end misses (one
 //! re-read).
@@ -51,26 +55,60 @@ impl Ledger {
             }
             _ => None,
         };
-        let Some((start, end)) = learned else {
-            if !read {
-                p.maps.unmap(e.addr, e.addr.saturating_add(e.len));
-            }
-            return;
-        };
-        // After the read, an older mapping is learned only where the read shows nothing (it was
-        // gone by then: this poll's faults into it are still named); a move never.
-        if read && (e.nr == nr::MREMAP || p.maps.overlaps(start, end)) {
-            return;
-        }
-        if e.nr == nr::MMAP && a[3] & MAP_ANONYMOUS == 0 {
+        if e.nr == nr::MMAP && a[3] & MAP_ANONYMOUS == 0 && learned.is_some() {
             // No open is seen: the fd is named from a maps line that showed the same file
             // (used when this process is gone before its own maps are read).
             match (e.ino != 0).then(|| facts.file_name(e.dev, e.ino)).flatten() {
                 Some(n) => p.fds.insert(a[4] as i32, n),
                 None => p.fds.remove(&(a[4] as i32)),
             };
-            // Its name from /proc/PID/maps, read now (once per poll), else from the fd.
-            if !read && p.reread_maps(facts, poll_end) && p.maps.lookup(start).is_some() {
+        }
+        if !read {
+            self.apply_area(e, learned, true);
+            return;
+        }
+        // Older than this poll's read. The map before the read is brought forward with it (it is
+        // what the syscall exits would have made of the poll) and names the read's anonymous
+        // regions that cover its own, as merging keeps a name: two mmaps merged by the kernel
+        // keep the first one's name, whether the read came before, between or after them in
+        // the feed. The read itself gains the mapping only where it shows nothing (gone by
+        // then: this poll's faults into it are still named); a move never.
+        let pid = e.hdr.tgid;
+        let gap = matches!(learned, Some((s, end)) if e.nr == nr::MMAP && !p.maps.overlaps(s, end));
+        if let Some(mut before) = p.maps_before.take() {
+            let p = self.procs.get_mut(&pid).expect("entered");
+            std::mem::swap(&mut p.maps, &mut before);
+            self.apply_area(e, learned, false);
+            let p = self.procs.get_mut(&pid).expect("entered");
+            std::mem::swap(&mut p.maps, &mut before);
+            p.maps.keep_merged_names(&before);
+            if let Some((s, end)) = learned.filter(|_| e.nr == nr::MMAP && a[3] & MAP_ANONYMOUS != 0) {
+                // Shown as the same region: the exit's name (`anon@` for what /proc calls
+                // `/anon_hugepage`, a MAP_HUGETLB region).
+                if let Some(id) = before.lookup(s).cloned() {
+                    p.maps.rename_exact(s, end, id);
+                }
+            }
+            p.maps_before = Some(before);
+        }
+        if gap {
+            self.apply_area(e, learned, false);
+        }
+    }
+
+    /// Apply an area to the process's map: learn it (`learned`: its range, for an exact mmap or
+    /// move), else forget what was under it. A file mmap is named from /proc/PID/maps, read now
+    /// with `read_now`, else from its fd.
+    fn apply_area(&mut self, e: &AreaEvent, learned: Option<(u64, u64)>, read_now: bool) {
+        let (a, poll_end) = (e.args, self.batch_at.1);
+        let facts = self.facts.as_ref();
+        let p = proc_entry(&mut self.procs, facts, e.hdr.tgid);
+        let Some((start, end)) = learned else {
+            p.maps.unmap(e.addr, e.addr.saturating_add(e.len));
+            return;
+        };
+        if e.nr == nr::MMAP && a[3] & MAP_ANONYMOUS == 0 {
+            if read_now && p.reread_maps(facts, poll_end) && p.maps.lookup(start).is_some() {
                 return;
             }
             let shared = matches!(a[3] & MAP_SHARED_TYPE, 0x01 | 0x03);
@@ -237,6 +275,37 @@ mod tests {
         l.on_area(&area(nr::MUNMAP, [0x70_0000, 0x2000, 0, 0, 0, 0], 0, 0));
         assert_eq!(fault_at(&mut l, 0x40_3000, 4 * PAGE), "anon@0x401000");
         assert_eq!(*facts.asked.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn areas_fed_after_a_reread_name_the_reads_regions_as_the_syscall_exits_would() {
+        let facts = FakeProc::default();
+        let mut l = ledger(&facts);
+        // By the read: anon@0x100000 unmapped and a larger mapping made over it; two mmaps of
+        // one thread, back to back (top-down), merged by the kernel and named by its start.
+        let mut now = MappingMap::default();
+        now.map(0x0c_0000, 0x24_0000, id("anon@0xc0000"), true);
+        now.map(0x50_0000, 0x70_0000, id("anon@0x500000"), true);
+        now.map(0x80_0000, 0xa0_0000, id("/anon_hugepage (deleted)"), false);
+        facts.maps.lock().unwrap().insert(PID, now);
+        l.set_poll((10, 20));
+        l.on_area(&area(nr::MPROTECT, [0x30_0000, 0x1000, 1, 0, 0, 0], 0, 0));
+        // A fault from before the munmap: read, and named after the mapping it was in.
+        assert_eq!(fault_at(&mut l, 0x10_0000, PAGE), "anon@0x100000");
+        l.on_area(&area(nr::MUNMAP, [0x10_0000, 0x10_0000, 0, 0, 0, 0], 0, 0));
+        let rw = [0, 0x18_0000, 3, MAP_PRIVATE_ANON, u64::MAX, 0];
+        l.on_area(&area(nr::MMAP, rw, 0x0c_0000, 0x18_0000));
+        assert_eq!(fault_at(&mut l, 0x10_1000, 2 * PAGE), "anon@0xc0000");
+        let rw = [0, 0x10_0000, 3, MAP_PRIVATE_ANON, u64::MAX, 0];
+        l.on_area(&area(nr::MMAP, rw, 0x60_0000, 0x10_0000));
+        l.on_area(&area(nr::MMAP, rw, 0x50_0000, 0x10_0000));
+        // With the syscall exits: the first mmap's name, the second merged into it.
+        assert_eq!(fault_at(&mut l, 0x50_1000, 3 * PAGE), "anon@0x600000");
+        // A MAP_HUGETLB region: /proc's `/anon_hugepage`, the exit's `anon@`.
+        let huge = MAP_PRIVATE_ANON | libc::MAP_HUGETLB as u64;
+        l.on_area(&area(nr::MMAP, [0, 0x20_0000, 3, huge, u64::MAX, 0], 0x80_0000, 0x20_0000));
+        assert_eq!(fault_at(&mut l, 0x80_0000, 4 * PAGE), "anon@0x800000");
+        assert_eq!(*facts.asked.lock().unwrap(), 1, "one re-read in the poll");
     }
 
     #[test]

@@ -27,7 +27,7 @@ impl Ledger {
     /// old mm's teardown came before the exec record).
     pub fn on_exec(&mut self, e: &ProcEvent) -> (Record, Vec<u32>) {
         let comm = comm_str(&e.comm);
-        let facts = self.facts.as_ref();
+        let (facts, poll_end) = (self.facts.as_ref(), self.batch_at.1);
         let p = proc_entry(&mut self.procs, facts, e.pid);
         p.comm = comm.clone();
         // The seed described the old image's mm; the kernel tracks the new one from zero.
@@ -36,9 +36,14 @@ impl Ledger {
         let cur = p.cur_mm;
         let left = p.mms.iter().map(|c| c.mm_id).filter(|&id| Some(id) != cur).collect();
         p.mms.retain(|c| Some(c.mm_id) == cur);
-        if !p.reload_maps(facts) {
+        if p.reload_maps(facts) {
+            // Newer than the poll's records (see `Proc::reread_maps`).
+            p.maps_read_poll = poll_end;
+        } else {
             p.maps = MappingMap::default();
         }
+        // The old image's map names nothing of the new one.
+        p.maps_before = Some(MappingMap::default());
         let ppid = p.ppid;
         // A vfork child ran on its parent's mm until now.
         self.leave_shared_mms(e.pid);

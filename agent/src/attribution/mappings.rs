@@ -117,6 +117,13 @@ impl MappingMap {
         self.regions.iter().filter(|(_, r)| &r.id == id).map(|(&s, r)| (s, r.end)).collect()
     }
 
+    /// The region that is exactly [start, end), if there is one, is named `id`.
+    pub fn rename_exact(&mut self, start: u64, end: u64, id: MappingId) {
+        if let Some(r) = self.regions.get_mut(&start).filter(|r| r.end == end) {
+            r.id = id;
+        }
+    }
+
     /// Something is mapped somewhere in [start, end).
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
         self.regions.range(..end).next_back().is_some_and(|(_, r)| r.end > start)
@@ -215,9 +222,11 @@ impl MappingMap {
     /// After a re-read of /proc/PID/maps replaced `old`: an anonymous region that covers an old
     /// one (the same, or the kernel merged a neighbour into it) keeps the old one's name, as
     /// merging keeps it between re-reads; a piece split off (inside an old region) keeps the
-    /// kernel's name.
+    /// kernel's name. A MAP_HUGETLB region (`/anon_hugepage` in /proc) keeps its `anon@` name
+    /// too, as the mmap's exit gave it.
     pub fn keep_merged_names(&mut self, old: &MappingMap) {
-        for (&s, r) in self.regions.iter_mut().filter(|(_, r)| r.anon) {
+        let anon = |r: &Region| r.anon || r.id.name.starts_with("/anon_hugepage");
+        for (&s, r) in self.regions.iter_mut().filter(|(_, r)| anon(r)) {
             let grown = old.regions.range(s..r.end).chain(old.regions.range(..s).next_back()).find(|(&os, o)| {
                 o.anon && o.id.shared == r.id.shared && os >= s && o.end <= r.end
             });
@@ -313,6 +322,12 @@ mod tests {
         assert_eq!(again.lookup(0x3000), Some(&id("anon@0x5000")));
         assert_eq!(new.lookup(0x18000), Some(&id("anon@0x18000")));
         assert_eq!(new.lookup(0x10000), Some(&id("anon@0x10000")));
+        // A MAP_HUGETLB region as the mmap's exit named it, and as /proc does.
+        old.map(0x40000, 0x60000, id("anon@0x40000"), true);
+        let mut huge = MappingMap::default();
+        huge.map(0x40000, 0x60000, id("/anon_hugepage (deleted)"), false);
+        huge.keep_merged_names(&old);
+        assert_eq!(huge.lookup(0x40000), Some(&id("anon@0x40000")));
     }
 
     #[test]

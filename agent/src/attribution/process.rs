@@ -278,18 +278,17 @@ impl Proc {
 
     /// Re-read /proc/PID/maps for a fault while the records of the ring poll that ended at
     /// `poll_end` are fed (0: unknown). The read is newer than every record of that poll, those
-    /// still to be fed too: it clears the stale mark, and `ledger_areas.rs` applies none of the
-    /// poll's later mapping changes over it. A stale map's read keeps the names of regions the
-    /// kernel grew by merging, and the map before it names what was gone by then.
+    /// still to be fed too: it clears the stale mark, and `ledger_areas.rs` applies the poll's
+    /// later mapping changes to the map before it, not over it. The read keeps the names of
+    /// regions the kernel grew by merging (as the ledger's own merging does), and the map before
+    /// it names what was gone by then.
     pub(super) fn reread_maps(&mut self, facts: &dyn ProcSource, poll_end: u64) -> bool {
-        let before = self.maps_stale.then(|| self.maps.clone());
+        let before = self.maps.clone();
         if !self.reload_maps(facts) {
             return false;
         }
-        if let Some(before) = before {
-            self.maps.keep_merged_names(&before);
-            self.maps_before = Some(before);
-        }
+        self.maps.keep_merged_names(&before);
+        self.maps_before = Some(before);
         self.maps_stale = false;
         if poll_end != 0 {
             self.maps_read_poll = poll_end;
