@@ -85,6 +85,7 @@ impl Deltas {
                 let k = last_size_key(e.mm_id, m);
                 if first {
                     self.last.insert(k, 0);
+                    self.held.remove(&k);
                 } else {
                     self.last.entry(k).or_insert(0);
                 }
@@ -126,9 +127,17 @@ impl Deltas {
         if e.size <= top {
             // The newest donor whose sum equals e's (both added before either summed: e's page
             // is one of its delta's) or whose range holds e's (e summed first, reserved later).
+            // Only another thread's fault: one thread sums and reserves before its next fault,
+            // so its own records are never out of order (a late record there is a decrease
+            // reserved late, e.g. reclaim's). And only a folio's worth of pages: more is a
+            // decrease that came late, not a fault.
             let found = run.iter().rposition(|d| {
                 let before = d.size - d.delta;
-                (d.size == e.size && d.delta < THP_PAGES * page) || (before < e.size && e.size < d.size)
+                let folio =
+                    |n: i64| n > 0 && n % page == 0 && ((n / page) as u64).is_power_of_two() && n <= THP_PAGES * page;
+                d.hdr.tid != e.hdr.tid
+                    && ((d.size == e.size && d.delta < THP_PAGES * page)
+                        || (before < e.size && e.size < d.size && folio(e.size - before)))
             });
             if let Some(i) = found {
                 let d = &mut run[i];
@@ -220,8 +229,10 @@ mod tests {
         assert_eq!(d.len(), 4 + 1);
     }
 
+    /// A fault of thread `addr` (each test thread faults its own address).
     fn fault(m: u32, size_pages: i64, addr: u64) -> RssEvent {
         RssEvent {
+            hdr: agent_common::EventHeader { tid: addr as u32, ..Default::default() },
             mm_id: 3,
             member: m,
             cause: cause::FAULT,
@@ -298,5 +309,30 @@ mod tests {
         assert_eq!(step(&mut d, fault(member::ANON, 616, 0xb)), (513, None));
         assert_eq!(step(&mut d, fault(member::ANON, 104, 0xa)), (1, Some((0xb, -1))));
         assert_eq!(step(&mut d, fault(member::ANON, 617, 0xa)), (1, None));
+    }
+
+    #[test]
+    fn a_decrease_reserved_late_is_no_race() {
+        let mut d = Deltas { page: 4096, ..Default::default() };
+        step(&mut d, fault(member::ANON, 100, 0xa));
+        // A's THP; a madvise of 200 pages sums 412 and reserves late; B's fault sums 413.
+        assert_eq!(step(&mut d, fault(member::ANON, 612, 0xa)), (512, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 413, 0xb)), (-199, None), "313 pages are no folio");
+        // One thread cannot race with itself: its next fault after a late decrease stays as is.
+        step(&mut d, fault(member::ANON, 100, 0xa));
+        assert_eq!(step(&mut d, fault(member::ANON, 102, 0xa)), (2, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 102, 0xa)), (0, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 101, 0xa)), (-1, None));
+    }
+
+    #[test]
+    fn a_new_mm_drops_the_old_ones_donors() {
+        let mut d = Deltas { page: 4096, ..Default::default() };
+        step(&mut d, fault(member::ANON, 100, 0xa));
+        assert_eq!(step(&mut d, fault(member::ANON, 102, 0xa)), (2, None));
+        let new_mm = RssEvent { cause: cause::NEW_MM, flags: rss_flags::NEW_MM_FIRST, ..fault(member::ANON, 4, 0xc) };
+        step(&mut d, new_mm);
+        assert_eq!(step(&mut d, fault(member::ANON, 6, 0xb)), (2, None));
+        assert_eq!(step(&mut d, fault(member::ANON, 6, 0xc)), (1, Some((0xb, -1))));
     }
 }
