@@ -165,7 +165,6 @@ fn learn_file_names(maps: &procfs::process::MemoryMaps) {
     }
 }
 
-
 /// `root` and all its live descendants (threads excluded), from one scan of /proc.
 pub fn tree(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();

@@ -208,7 +208,11 @@ pub fn run() -> Result<()> {
         println!("syscall-storm agent/bare: {:.2}", sys.median("agent") / sys.median("bare"));
         println!("syscall-storm agent/floor: {:.2}", sys.median("agent") / sys.median("floor"));
         let nosys = sys.median(bench_syscall::NOSYS) / sys.median("bare");
-        println!("syscall-storm {}/bare cpu: {:.2}", bench_syscall::NOSYS, cpu.median(bench_syscall::NOSYS) / cpu.median("bare"));
+        println!(
+            "syscall-storm {}/bare cpu: {:.2}",
+            bench_syscall::NOSYS,
+            cpu.median(bench_syscall::NOSYS) / cpu.median("bare")
+        );
         println!("syscall-storm {}/bare: {nosys:.2}", bench_syscall::NOSYS);
         // BENCH_SYSCALL_ONLY=storm: the storm alone.
         if std::env::var("BENCH_SYSCALL_ONLY").is_ok_and(|v| v == "storm") {

@@ -227,9 +227,11 @@ impl MappingMap {
     pub fn keep_merged_names(&mut self, old: &MappingMap) {
         let anon = |r: &Region| r.anon || r.id.name.starts_with("/anon_hugepage");
         for (&s, r) in self.regions.iter_mut().filter(|(_, r)| anon(r)) {
-            let grown = old.regions.range(s..r.end).chain(old.regions.range(..s).next_back()).find(|(&os, o)| {
-                o.anon && o.id.shared == r.id.shared && os >= s && o.end <= r.end
-            });
+            let grown = old
+                .regions
+                .range(s..r.end)
+                .chain(old.regions.range(..s).next_back())
+                .find(|(&os, o)| o.anon && o.id.shared == r.id.shared && os >= s && o.end <= r.end);
             if let Some((_, o)) = grown {
                 r.id = o.id.clone();
             }

@@ -3,7 +3,8 @@
 use std::mem::size_of;
 
 use agent_common::{
-    AreaEvent, CowEvent, EventHeader, EventKind, ExecMmEvent, HugetlbEvent, OomEvent, OpenEvent, ProcEvent, RssEvent, SyscallEvent,
+    AreaEvent, CowEvent, EventHeader, EventKind, ExecMmEvent, HugetlbEvent, OomEvent, OpenEvent, ProcEvent, RssEvent,
+    SyscallEvent,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
