@@ -8,18 +8,12 @@
 mod common;
 mod huge_pages;
 mod serve_util;
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use common::*;
 use huge_pages::Setting;
 use serde_json::Value;
-use serve_util::{get, Serving};
+use serve_util::{scrape_leaks, Serving};
 
 /// (comm, the filled segment, the leak's mapping, shared)
 const LEAKERS: [(&str, &str, &str, bool); 3] = [
@@ -65,21 +59,7 @@ fn a_leak_after_a_shared_fill_is_named_after_where_it_grows() {
     ]);
     watch.wait_for("start", Duration::from_secs(30));
     // serve's leak series, scraped every second until the run ends.
-    let (port, done) = (serve.port, Arc::new(AtomicBool::new(false)));
-    let scraper = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let (t0, mut seen) = (std::time::Instant::now(), Vec::new());
-            while !done.load(Ordering::Acquire) {
-                if let Ok(r) = get(port, "/metrics", &[]) {
-                    let leaks = r.body.lines().filter(|l| l.starts_with("agent_leak_bytes_per_second{"));
-                    seen.extend(leaks.map(|l| (t0.elapsed().as_secs_f64(), l.to_string())));
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            seen
-        })
-    };
+    let (done, scraper) = scrape_leaks(serve.port);
     go(&mut wl, 1);
     let (recs, code) = watch.finish(Duration::from_secs(90));
     let _ = wl.wait();

@@ -5,16 +5,10 @@
 //! contract, which the unit tests (judgement::slow_leak) hold in simulated time.
 mod common;
 mod serve_util;
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use common::*;
-use serve_util::{get, Serving};
+use serve_util::{scrape_leaks, Serving};
 
 #[test]
 fn a_slow_leak_is_flagged_by_the_long_window_and_a_steady_churner_is_not_by_watch_and_serve() {
@@ -24,22 +18,7 @@ fn a_slow_leak_is_flagged_by_the_long_window_and_a_steady_churner_is_not_by_watc
     // serve, by name (found by its /proc scan within 2 s), scraped every second meanwhile.
     let long = ["--interval", "1", "--smaps-interval", "1", "--leak-window", "1800", "--leak-min-span", "90"];
     let mut serve = Serving::start(&[&["--comm", "slow-leaker", "--comm", "steady"][..], &long[..]].concat());
-    let (port, done) = (serve.port, Arc::new(AtomicBool::new(false)));
-    let scraper = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut seen = Vec::new();
-            while !done.load(Ordering::Acquire) {
-                if let Ok(r) = get(port, "/metrics", &[]) {
-                    let leaks = r.body.lines().filter(|l| l.starts_with("agent_leak_bytes_per_second{"));
-                    seen.extend(leaks.map(|l| (t0.elapsed().as_secs_f64(), l.to_string())));
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            seen
-        })
-    };
+    let (done, scraper) = scrape_leaks(serve.port);
     let (recs, code) = watch_workload(
         &["--smaps-interval", "1", "--leak-window", "1800", "--leak-min-span", "90", "--fail-on-leak"],
         &["slowleak", "--kib-s", "96", "--duration", "150"],

@@ -24,11 +24,11 @@
 //! re-read).
 use agent_common::{nr, AreaEvent, SyscallEvent};
 
-use super::{proc_entry, Ledger, MappingId};
+use super::{
+    names::{MAP_ANONYMOUS, MAP_SHARED_TYPE, PROT_MASK},
+    proc_entry, Ledger, MappingId,
+};
 
-const PROT_MASK: u64 = 0x7;
-const MAP_ANONYMOUS: u64 = 0x20;
-const MAP_SHARED_TYPE: u64 = 0x03;
 const MREMAP_FIXED: u64 = 2;
 const MREMAP_DONTUNMAP: u64 = 4;
 

@@ -12,10 +12,10 @@ use crate::attribution::{
     mappings::{anon_name, MappingId},
 };
 
-const MAP_SHARED_TYPE: u64 = 0x03;
-const MAP_ANONYMOUS: u64 = 0x20;
+pub(super) const MAP_SHARED_TYPE: u64 = 0x03;
+pub(super) const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_HUGETLB: u64 = 0x40000;
-const PROT_MASK: u64 = 0x7;
+pub(super) const PROT_MASK: u64 = 0x7;
 const PROT_READ_EXEC: u8 = 0x5;
 /// Distinct opened paths remembered (their resolved names), a bound on a long watch.
 const MAX_PATHS: usize = 16_384;

@@ -7,6 +7,10 @@ use std::{
     net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -228,4 +232,23 @@ pub fn refused(args: &[&str]) -> (i32, String) {
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+}
+
+/// serve's leak series (`agent_leak_bytes_per_second{...}` lines, with the seconds since the
+/// start), scraped every second on a thread until the returned flag is set; join for them.
+pub fn scrape_leaks(port: u16) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<(f64, String)>>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let scraper = std::thread::spawn(move || {
+        let (t0, mut seen) = (std::time::Instant::now(), Vec::new());
+        while !stop.load(Ordering::Acquire) {
+            if let Ok(r) = get(port, "/metrics", &[]) {
+                let leaks = r.body.lines().filter(|l| l.starts_with("agent_leak_bytes_per_second{"));
+                seen.extend(leaks.map(|l| (t0.elapsed().as_secs_f64(), l.to_string())));
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        seen
+    });
+    (done, scraper)
 }
