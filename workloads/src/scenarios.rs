@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent::demo::procs::{fork_child, map, page_size, set_name, touch, wait_all, MIB};
+use agent::demo::procs::{fork_child, map, map_alone, page_size, set_name, touch, wait_all, MIB};
 
 use crate::workload::{hold, wait_go, Common};
 
@@ -199,7 +199,8 @@ pub fn sawtooth(ramp: Duration, mib_s: f64, cycles: u32, leaker_mib_s: f64) {
 }
 
 pub fn prefork(heap_len: usize, workers: usize, rate_mib_s: f64, once: usize, total: Duration) {
-    let heap = map(heap_len, false);
+    // A VMA of its own: no neighbour the parent writes after the fork shares its mapping.
+    let heap = map_alone(heap_len);
     touch(heap, heap_len, Duration::ZERO);
     let (start, heap) = (Instant::now(), heap as usize);
     let step = ((rate_mib_s * MIB as f64 / 8.0) as usize).next_multiple_of(page_size());
