@@ -48,6 +48,7 @@ pub mod nr {
     pub const MUNMAP: u64 = 11;
     pub const BRK: u64 = 12;
     pub const MREMAP: u64 = 25;
+    pub const MADVISE: u64 = 28;
     pub const CLONE: u64 = 56;
     pub const FORK: u64 = 57;
     pub const VFORK: u64 = 58;
@@ -56,4 +57,13 @@ pub mod nr {
     pub const OPENAT: u64 = 257;
     pub const CLONE3: u64 = 435;
     pub const OPENAT2: u64 = 437;
+}
+
+/// A madvise advice that changes the range's VMA flags, so the kernel splits (or merges) VMAs at
+/// its edges: NORMAL/RANDOM/SEQUENTIAL, DONTFORK/DOFORK, (UN)MERGEABLE, (NO)HUGEPAGE,
+/// DONTDUMP/DODUMP, WIPEONFORK/KEEPONFORK. The others (DONTNEED, FREE, WILLNEED, COLD,
+/// PAGEOUT, POPULATE_*, ...) drop or bring pages but leave the VMAs as they were.
+#[inline(always)]
+pub fn madvise_splits(advice: u64) -> bool {
+    matches!(advice, 0..=2 | 10..=19)
 }

@@ -1,12 +1,13 @@
-//! `syscalls:sys_exit_{mmap,munmap,mremap,brk,mprotect,open,openat,openat2}` (this one program
-//! on each): report successful mapping syscalls with their arguments, so userspace keeps each
-//! process's address -> mapping map current without re-reading /proc/PID/maps, and opens (the
-//! path and the fd, to name file mmaps after the process is gone). The arguments are read from
+//! `syscalls:sys_exit_{mmap,munmap,mremap,brk,mprotect,madvise,open,openat,openat2}` (this one
+//! program on each): report successful mapping syscalls with their arguments, so userspace keeps
+//! each process's address -> mapping map current without re-reading /proc/PID/maps (a madvise
+//! only when its advice splits VMAs: that marks the map stale), and opens (the path and the fd,
+//! to name file mmaps after the process is gone). The arguments are read from
 //! the task's saved user registers, which the syscall leaves as they were: no entry hook.
 //!
 //! Only these syscalls' exits are hooked: every other syscall runs no program (the rss changes a
 //! syscall makes take its number from the registers in `rss.rs`).
-use agent_common::{nr, EventHeader, EventKind, OpenEvent, SyscallEvent};
+use agent_common::{madvise_splits, nr, EventHeader, EventKind, OpenEvent, SyscallEvent};
 use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext};
 
 use crate::state::{field, is_watched, now, pid_tgid, reserve, submit_flags, user_regs, SYS_ID, SYS_RET};
@@ -29,21 +30,24 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     match id {
         nr::OPEN => emit_open(tgid, tid, ret as i32, args[0] as *const u8),
         nr::OPENAT | nr::OPENAT2 => emit_open(tgid, tid, ret as i32, args[1] as *const u8),
-        nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::MPROTECT => {
-            let Some(mut e) = reserve::<SyscallEvent>() else {
-                return 0;
-            };
-            e.write(SyscallEvent {
-                hdr: EventHeader { kind: EventKind::Syscall as u32, tgid, tid, _pad: 0, ts_ns: now() },
-                nr: id,
-                args,
-                ret,
-            });
-            e.submit(submit_flags());
-            0
-        }
+        nr::MMAP | nr::MUNMAP | nr::BRK | nr::MREMAP | nr::MPROTECT => emit_syscall(tgid, tid, id, args, ret),
+        // Only an advice that splits VMAs (userspace then re-reads the process's maps).
+        nr::MADVISE if madvise_splits(args[2]) => emit_syscall(tgid, tid, id, args, ret),
         _ => 0,
     }
+}
+
+#[inline(always)]
+fn emit_syscall(tgid: u32, tid: u32, id: u64, args: [u64; 6], ret: i64) -> u32 {
+    let Some(mut e) = reserve::<SyscallEvent>() else { return 0 };
+    e.write(SyscallEvent {
+        hdr: EventHeader { kind: EventKind::Syscall as u32, tgid, tid, _pad: 0, ts_ns: now() },
+        nr: id,
+        args,
+        ret,
+    });
+    e.submit(submit_flags());
+    0
 }
 
 /// An open that returned `fd`: the path as the process passed it, read from its memory now.

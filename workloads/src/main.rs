@@ -5,6 +5,7 @@ mod backings;
 mod cgmember;
 mod fillleak;
 mod floor;
+mod madvsplit;
 mod procstorm;
 mod scenarios;
 mod seed;
@@ -58,6 +59,9 @@ enum Cmd {
     /// Leakers that first fill a large MAP_SHARED segment, then leak private anon or hugetlb
     /// pages (tests/leak_mapping.rs: the leak is named after where it goes).
     Fillleak(fillleak::FillLeak),
+    /// A 64 MiB region the kernel merged with a 3-page one above it, split again by
+    /// MADV_NOHUGEPAGE, then written: each keeps its own name (tests/madvise_split.rs).
+    Madvsplit(madvsplit::MadvSplit),
 }
 
 fn main() {
@@ -73,6 +77,7 @@ fn main() {
         Cmd::Afterfault(a) => afterfault::run(a),
         Cmd::Threadmaps(a) => threadmaps::run(a),
         Cmd::Fillleak(a) => fillleak::run(a),
+        Cmd::Madvsplit(a) => madvsplit::run(a),
     };
     std::process::exit(code);
 }

@@ -10,9 +10,20 @@ use crate::{cargo, status};
 /// from (about 42 s here): names (a short-lived process's file mmaps, mprotect splits),
 /// sys_exit (file, MAP_POPULATE, read()), the mapping of every fault (rss, fork, attach_pid,
 /// boundary, stacks), the syscall causes, and thread_deltas (an mmap, mprotects and two
-/// threads' faults fed after a re-read of the same ring poll).
-const TESTS: &[&str] =
-    &["names", "sys_exit", "rss", "fork", "attach_pid", "boundary", "stacks", "syscall_cause", "thread_deltas"];
+/// threads' faults fed after a re-read of the same ring poll), madvise_split (a madvise that
+/// splits a merged VMA: the mmap lock's release marks the map stale).
+const TESTS: &[&str] = &[
+    "names",
+    "sys_exit",
+    "rss",
+    "fork",
+    "attach_pid",
+    "boundary",
+    "stacks",
+    "syscall_cause",
+    "thread_deltas",
+    "madvise_split",
+];
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut c = cargo();

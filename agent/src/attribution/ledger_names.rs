@@ -4,7 +4,7 @@
 //! short-lived process is often gone by the time its records are read).
 use std::sync::Arc;
 
-use agent_common::{nr, ExecMmEvent, OpenEvent, SyscallEvent};
+use agent_common::{madvise_splits, nr, ExecMmEvent, OpenEvent, SyscallEvent};
 
 use super::{proc_entry, Ledger};
 use crate::attribution::{
@@ -50,6 +50,17 @@ impl Ledger {
             nr::MUNMAP => p.maps.unmap(a[0], a[0] + round(a[1])),
             nr::MREMAP => p.maps.remap(a[0], round(a[1]), e.ret as u64, round(a[2])),
             nr::BRK => p.maps.set_brk(e.ret as u64),
+            // An advice that changed VMA flags split (or merged) VMAs: re-read before the next
+            // fault (`Proc::mapping_at`). If this poll read the map already, that read showed
+            // the split, but this poll's older mmaps fed after it merged the ledger's regions
+            // again (the kernel had merged them before the madvise split them): the read is
+            // forgotten, so the next fault reads again (one read per such madvise at most).
+            nr::MADVISE if madvise_splits(a[2]) => {
+                if p.maps_read_poll == self.batch_at.1 {
+                    p.maps_read_poll = 0;
+                }
+                p.maps_stale = true;
+            }
             _ => {}
         }
     }

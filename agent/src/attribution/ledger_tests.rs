@@ -351,3 +351,41 @@ fn a_zombies_empty_maps_do_not_wipe_the_ledgers() {
     let anon = MappingId { name: "anon@0x100000".into(), shared: false };
     assert_eq!(l.procs[&PID].interval.by_mapping.get(&anon).map(|s| s.pages), Some(1));
 }
+
+#[test]
+fn a_madvise_that_splits_vmas_rereads_the_map_even_in_a_poll_read_already() {
+    // wl-madvsplit (tests/madvise_split.rs): B mmapped right below A, merged by the kernel,
+    // split again by MADV_NOHUGEPAGE. This poll read the map already (a miss): the read shows
+    // the split, but B's older mmap fed after it merged the ledger's regions again.
+    let facts = FakeProc::default();
+    let mut l = ledger_on(facts.clone());
+    let mut now = l.get(PID).unwrap().maps().clone();
+    // Read-only only so this fake read keeps two regions (the kernel's differ in VM_NOHUGEPAGE,
+    // a flag the ledger does not keep).
+    now.map_prot(0x0c_0000, 0x10_0000, MappingId { name: "anon@0xc0000".into(), shared: false }, true, 1);
+    facts.maps.lock().unwrap().insert(PID, now);
+    let syscall = |nr, args| SyscallEvent {
+        hdr: EventHeader { kind: EventKind::Syscall as u32, tgid: PID, ..Default::default() },
+        nr,
+        args,
+        ret: 0,
+    };
+    let fault = |l: &mut Ledger, addr, size| {
+        l.on_rss(&rss(member::ANON, cause::FAULT, rss_flags::FIRST_OF_FAULT, size, PAGE, addr));
+        l.get(PID).unwrap().maps().lookup(addr).map(|m| m.name.to_string())
+    };
+    l.set_poll((10, 20));
+    assert_eq!(fault(&mut l, 0x90_0000, 21 * PAGE), None, "a miss: the poll's read");
+    let mut mmap = syscall(nr::MMAP, [0x0c_0000, 0x4_0000, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, 0, 0]);
+    mmap.ret = 0x0c_0000;
+    l.on_syscall(&mmap);
+    assert_eq!(fault(&mut l, 0x0c_1000, 22 * PAGE).as_deref(), Some("anon@0x100000"), "merged again");
+    l.on_syscall(&syscall(nr::MADVISE, [0x0c_0000, 0x4_0000, libc::MADV_NOHUGEPAGE as u64, 0, 0, 0]));
+    assert_eq!(fault(&mut l, 0x0c_2000, 23 * PAGE).as_deref(), Some("anon@0xc0000"));
+    assert_eq!(*facts.asked.lock().unwrap(), 2, "one more read for the madvise");
+    // An advice that splits nothing marks nothing.
+    l.set_poll((30, 40));
+    l.on_syscall(&syscall(nr::MADVISE, [0x0c_0000, 0x4_0000, libc::MADV_DONTNEED as u64, 0, 0, 0]));
+    assert_eq!(fault(&mut l, 0x0c_3000, 24 * PAGE).as_deref(), Some("anon@0xc0000"));
+    assert_eq!(*facts.asked.lock().unwrap(), 2);
+}

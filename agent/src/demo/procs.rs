@@ -23,8 +23,8 @@ pub fn map(len: usize, shared: bool) -> *mut u8 {
 /// [`map`] (private) as a VMA of its own: a `PROT_NONE` reservation with a guard page on each
 /// side, its middle made writable, so no neighbour can share its VMA. A plain mmap is merged by
 /// the kernel with an adjacent anonymous rw neighbour, and `map`'s MADV_NOHUGEPAGE then splits
-/// them apart again, which the agent does not see (madvise is not hooked): it kept one region
-/// under the neighbour's name. In `prefork` (1 run in ~50: ld.so's 3-page TLS block started
+/// them apart again, which the agent did not see before madvise was hooked: it kept one region
+/// under the neighbour's name (tests/madvise_split.rs). In `prefork` (1 run in ~50: ld.so's 3-page TLS block started
 /// right above the 2 MiB-aligned heap) the parent's post-fork write to its TLS, a real COW, was
 /// counted in its heap mapping.
 pub fn map_alone(len: usize) -> *mut u8 {

@@ -69,6 +69,7 @@ pub const HOOKS: &[Hook] = &[
     sys_exit("sys_exit_mremap"),
     sys_exit("sys_exit_brk"),
     sys_exit("sys_exit_mprotect"),
+    sys_exit("sys_exit_madvise"),
     sys_exit("sys_exit_open"),
     sys_exit("sys_exit_openat"),
     sys_exit("sys_exit_openat2"),

@@ -15,7 +15,7 @@ use crate::kernel::loader::Hook;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyscallHooks {
-    /// The mapping syscalls' exits (mmap, munmap, mremap, brk, mprotect, open*): exact.
+    /// The mapping syscalls' exits (mmap, munmap, mremap, brk, mprotect, madvise, open*): exact.
     #[default]
     On,
     /// No syscall tracepoint: mappings from mmap:vm_unmapped_area and /proc/PID/maps re-reads.
