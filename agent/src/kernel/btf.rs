@@ -117,6 +117,12 @@ impl Btf {
         self.enumerators.iter().find(|&&(off, _)| self.name(off) == name).map(|&(_, v)| v)
     }
 
+    /// The offsets of a program's globals, `(global, struct, member)` each; None when a member
+    /// is missing.
+    pub fn member_offsets(&self, fields: &[(&'static str, &str, &str)]) -> Option<Vec<(&'static str, u32)>> {
+        fields.iter().map(|&(g, s, m)| self.member_offset(s, m).map(|o| (g, o))).collect()
+    }
+
     /// Byte offset of `member` in `struct strukt`, looking inside anonymous members.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Option<u32> {
         self.find(*self.structs.get(strukt)?, member, 0).map(|bits| bits / 8)

@@ -4,11 +4,11 @@
 //! (agent-ebpf `hugetlb.rs`). Its offset comes from the kernel's BTF.
 use crate::kernel::btf::Btf;
 
-/// `mm_struct.hugetlb_usage`'s offset, when the kernel's BTF has it and the exec program's
-/// `task_struct.mm` offset was found too (`task_mm`); else None, said once: hugetlb pages are
+/// `mm_struct.hugetlb_usage`'s offset, from the kernel's BTF (passed only when the exec
+/// program's `task_struct.mm` offset was found too); else None, said once: hugetlb pages are
 /// then left out of the fault records (smaps readings still carry them).
-pub fn usage_offset(task_mm: bool) -> Option<u32> {
-    let off = task_mm.then(|| Btf::from_sys()?.member_offset("mm_struct", "hugetlb_usage")).flatten();
+pub fn usage_offset(btf: Option<&Btf>) -> Option<u32> {
+    let off = btf.and_then(|b| b.member_offset("mm_struct", "hugetlb_usage"));
     if off.is_none() {
         log::info!(
             "no mm_struct.hugetlb_usage in the kernel's BTF: hugetlb pages are not attributed to faults (smaps readings still carry hugetlb_kib)"

@@ -209,7 +209,10 @@ fn load_object(
     let mut missing = Vec::new();
     let mut globals: Vec<(&'static str, u32)> = Vec::new();
     let mut source = FaultSource::Tracepoint;
-    let nr_shmem = shmem_count::nr_shmem(btf::Btf::from_sys().as_ref());
+    // Read and parsed once (5.5 MB here): every program that reads kernel structs takes its
+    // offsets from it.
+    let btf = btf::Btf::from_sys();
+    let nr_shmem = shmem_count::nr_shmem(btf.as_ref());
     for h in HOOKS.iter().filter(|h| syscall_hooks::wanted(h, opts.syscall_hooks)) {
         if let (shmem_count::PROGRAM, Err(why)) = (h.program, &nr_shmem) {
             missing.push(format!("{}:{} ({why}): {}", h.category, h.name, shmem_count::FALLBACK));
@@ -288,21 +291,22 @@ fn load_object(
     }
     // `--syscall-hooks off`: a file mmap's inode, read through its fd (agent-ebpf unmapped_area.rs).
     let file_offsets = match opts.syscall_hooks {
-        SyscallHooks::Off if own_globals => syscall_hooks::file_offsets(btf::Btf::from_sys().as_ref()),
+        SyscallHooks::Off if own_globals => syscall_hooks::file_offsets(btf.as_ref()),
         _ => Vec::new(),
     };
     for (g, v) in &file_offsets {
         loader.override_global(g, v, true);
     }
-    let exec_mm = exec_mm_offsets();
+    let exec_mm = exec_mm_offsets(btf.as_ref());
     for (g, v) in &exec_mm {
         loader.override_global(g, v, own_globals);
     }
     // hugetlb pages (no rss_stat) are read from the mm after a quiet fault; it needs TASK_MM.
-    let hugetlb_usage = crate::kernel::hugetlb::usage_offset(!exec_mm.is_empty());
+    let hugetlb_usage = crate::kernel::hugetlb::usage_offset(btf.as_ref().filter(|_| !exec_mm.is_empty()));
     if let Some(off) = &hugetlb_usage {
         loader.override_global("MM_HUGETLB_USAGE", off, own_globals);
     }
+    drop(btf);
     let mut ebpf = loader.load(object).map_err(|e| AgentError::Load(format!("{e:#}")))?;
     let mut hooks = Vec::new();
     for h in present {
@@ -360,16 +364,14 @@ const EXEC_MM_FIELDS: &[(&str, &str, &str)] = &[
 
 /// The exec program's struct offsets from the kernel's BTF; empty (the exec layout record off,
 /// said once here) when the BTF or one of the members is missing.
-fn exec_mm_offsets() -> Vec<(&'static str, u32)> {
-    let Some(btf) = btf::Btf::from_sys() else {
+fn exec_mm_offsets(btf: Option<&btf::Btf>) -> Vec<(&'static str, u32)> {
+    let Some(btf) = btf else {
         log::info!(
             "no kernel BTF (/sys/kernel/btf/vmlinux): what exec maps is named only while /proc/PID/maps can be read"
         );
         return Vec::new();
     };
-    let found: Option<Vec<_>> =
-        EXEC_MM_FIELDS.iter().map(|&(g, s, m)| btf.member_offset(s, m).map(|o| (g, o))).collect();
-    found.unwrap_or_else(|| {
+    btf.member_offsets(EXEC_MM_FIELDS).unwrap_or_else(|| {
         log::info!("kernel BTF lacks a task_struct/mm_struct member the exec program reads: what exec maps is named only while /proc/PID/maps can be read");
         Vec::new()
     })

@@ -57,9 +57,7 @@ const FILE_FIELDS: &[(&str, &str, &str)] = &[
 /// Those offsets from the kernel's BTF; empty (file mmaps of a process gone before its maps
 /// are read stay unnamed, said once) when the BTF or a member is missing.
 pub fn file_offsets(btf: Option<&crate::kernel::btf::Btf>) -> Vec<(&'static str, u32)> {
-    let found: Option<Vec<_>> =
-        btf.and_then(|b| FILE_FIELDS.iter().map(|&(g, s, m)| b.member_offset(s, m).map(|o| (g, o))).collect());
-    found.unwrap_or_else(|| {
+    btf.and_then(|b| b.member_offsets(FILE_FIELDS)).unwrap_or_else(|| {
         log::info!("no kernel BTF for task_struct.files .. super_block.s_dev: with --syscall-hooks off, file mmaps of a process gone before its maps are read stay unnamed");
         Vec::new()
     })
